@@ -1,0 +1,192 @@
+"""Input checks shared by every module: one validator that names what it checks.
+
+Every error raised here says *where* the bad value came from (a file, or an argument name),
+*which field* is wrong and *what was expected*, e.g.
+``data.npy: 'data' has 3 dimensions, expected a 2D array (n_frames, n_features)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "GMVAEInputError",
+    "check_array",
+    "check_int",
+    "check_positive",
+    "load_array_file",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+]
+
+
+class GMVAEInputError(ValueError):
+    """Bad input: the message names the source, the field and what was expected."""
+
+
+def _where(source: str | os.PathLike | None, name: str) -> str:
+    return f"{source}: '{name}'" if source is not None else f"'{name}'"
+
+
+def check_array(
+    value: Any,
+    name: str,
+    *,
+    source: str | os.PathLike | None = None,
+    ndim: int | None = None,
+    shape: Sequence[int | None] | None = None,
+    finite: bool = True,
+    dtype: Any = np.float64,
+    nonnegative: bool = False,
+    min_rows: int = 0,
+) -> np.ndarray:
+    """Convert ``value`` to an ndarray and check it.
+
+    Parameters
+    ----------
+    value : array_like
+        What to check.
+    name : str
+        The field name used in error messages.
+    source : str or path, optional
+        Where the value came from (a file name), used in error messages.
+    ndim : int, optional
+        Required number of dimensions.
+    shape : sequence of int or None, optional
+        Required shape; ``None`` entries are free.
+    finite : bool
+        Reject NaN and inf.
+    dtype : numpy dtype
+        Output dtype; the input must be numeric (bool and object arrays are rejected).
+    nonnegative : bool
+        Reject negative entries.
+    min_rows : int
+        Minimum length of the first axis.
+
+    Returns
+    -------
+    ndarray
+        The checked array, of ``dtype``.
+
+    Raises
+    ------
+    GMVAEInputError
+        With a message that names ``source``, ``name`` and what was expected.
+    """
+    where = _where(source, name)
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)):
+        raise GMVAEInputError(f"{where} has dtype {arr.dtype}, expected numbers")
+    if ndim is not None and arr.ndim != ndim:
+        what = {1: "a 1D array (n_frames,)", 2: "a 2D array (n_frames, n_features)"}.get(
+            ndim, f"a {ndim}D array"
+        )
+        raise GMVAEInputError(f"{where} has {arr.ndim} dimension(s) (shape {arr.shape}), expected {what}")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+            want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+            raise GMVAEInputError(f"{where} has shape {arr.shape}, expected {want}")
+    if arr.ndim >= 1 and arr.shape[0] < min_rows:
+        raise GMVAEInputError(f"{where} has {arr.shape[0]} rows, expected at least {min_rows}")
+    arr = arr.astype(dtype, copy=False)
+    if finite and np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            first = np.argwhere(bad)[0]
+            raise GMVAEInputError(
+                f"{where} contains {int(bad.sum())} NaN/inf value(s), first at index {tuple(int(i) for i in first)}"
+            )
+    if nonnegative and (arr < 0).any():
+        first = int(np.argwhere(arr < 0)[0][0])
+        raise GMVAEInputError(f"{where} has negative entries (first at row {first}), expected values >= 0")
+    return arr
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = None, source: str | None = None) -> int:
+    """Check that ``value`` is an integer, optionally ``>= minimum``."""
+    where = _where(source, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise GMVAEInputError(f"{where} is {value!r}, expected an integer")
+    if minimum is not None and value < minimum:
+        raise GMVAEInputError(f"{where} is {value}, expected an integer >= {minimum}")
+    return int(value)
+
+
+def check_positive(value: Any, name: str, *, strict: bool = True, source: str | None = None) -> float:
+    """Check that ``value`` is a finite real number, ``> 0`` (or ``>= 0`` if not ``strict``)."""
+    where = _where(source, name)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise GMVAEInputError(f"{where} is {value!r}, expected a number") from None
+    if not np.isfinite(v) or (v <= 0 if strict else v < 0):
+        raise GMVAEInputError(f"{where} is {value!r}, expected a number {'>' if strict else '>='} 0")
+    return v
+
+
+def load_array_file(path: str | os.PathLike, name: str = "data", *, ndim: int = 2, **kw: Any) -> np.ndarray:
+    """Load a ``.npy`` (or whitespace-separated text) file and check it with :func:`check_array`.
+
+    ``.npy`` files are read with ``allow_pickle=False``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GMVAEInputError(f"{path}: file not found (expected a {ndim}D {name} array, .npy or text)")
+    try:
+        if path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif path.suffix == ".npz":
+            raise GMVAEInputError(f"{path}: .npz archives hold several arrays; save '{name}' as .npy")
+        else:
+            arr = np.loadtxt(path, comments=("#", "@"), ndmin=ndim)
+    except GMVAEInputError:
+        raise
+    except Exception as exc:  # numpy raises several types for unreadable files
+        raise GMVAEInputError(f"{path}: cannot read '{name}' as a numeric array ({exc})") from None
+    return check_array(arr, name, source=path, ndim=ndim, **kw)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON to ``path``."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def as_list_of_arrays(values: Any, name: str) -> list:
+    """Accept one array or a sequence of arrays (several trajectories) and return a list."""
+    if isinstance(values, np.ndarray) or (hasattr(values, "shape") and hasattr(values, "dtype")):
+        return [values]
+    if isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
+        out = list(values)
+        if not out:
+            raise GMVAEInputError(f"'{name}' is an empty list, expected at least one array")
+        return out
+    raise GMVAEInputError(f"'{name}' is {type(values).__name__}, expected an array or a list of arrays")
