@@ -63,6 +63,19 @@ class TrainConfig:
         Fraction of frames held out for validation (random split, seeded).
     seed : int
         Seed of initialisation, data split, shuffling and sampling.
+    cluster_init : {"gmm", "none"}
+        How q(y|x) starts. ``"gmm"`` (default): a Gaussian mixture with ``k`` components is fitted
+        to the standardised training features (projected on their first ``init_pca_dims``
+        principal components), and q(y|x) is trained for ``init_steps`` steps to reproduce its
+        responsibilities before the ELBO training starts (as VaDE initialises its mixture from a
+        GMM). ``"none"``: random initialisation, as the reference code. On the four-well
+        potential the random start ends in a local minimum that merges two wells and splits
+        another (negative ELBO 0.93 against 0.77 for the well-aligned solution), the GMM start
+        finds the well-aligned one (tests/test_train.py).
+    init_pca_dims : int
+        Principal components used for the GMM initialisation.
+    init_steps : int
+        Adam steps of the q(y|x) warm-up.
     """
 
     k: int = 4
@@ -79,6 +92,9 @@ class TrainConfig:
     patience: int = 30
     val_fraction: float = 0.2
     seed: int = 0
+    cluster_init: str = "gmm"
+    init_pca_dims: int = 5
+    init_steps: int = 300
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise :class:`GMVAEInputError` naming the field."""
@@ -89,6 +105,10 @@ class TrainConfig:
         check_int(self.epochs, "epochs", minimum=1)
         check_int(self.patience, "patience", minimum=1)
         check_int(self.seed, "seed", minimum=0)
+        check_int(self.init_pca_dims, "init_pca_dims", minimum=1)
+        check_int(self.init_steps, "init_steps", minimum=0)
+        if self.cluster_init not in ("gmm", "none"):
+            raise GMVAEInputError(f"'cluster_init' is {self.cluster_init!r}, expected 'gmm' or 'none'")
         check_positive(self.lr, "lr")
         check_positive(self.entropy_weight, "entropy_weight", strict=False)
         if not 0.0 <= float(self.val_fraction) < 1.0:
@@ -190,6 +210,61 @@ class GMVAERun:
         z = np.concatenate(zs) if zs else np.zeros((0, self.config.latent_dim))
         p = np.concatenate(ps) if ps else np.zeros((0, self.config.k))
         return {"z": z.astype(dtype), "cluster_probs": p.astype(dtype), "clusters": p.argmax(axis=1).astype(np.int64)}
+
+
+def init_cluster_encoder(model: GMVAECV, dataset, config: TrainConfig) -> dict[str, Any]:
+    """Start q(y|x) from a Gaussian mixture fitted to the standardised features.
+
+    Parameters
+    ----------
+    model : GMVAECV
+        Model with ``norm_in`` already set; its q(y|x) network is trained in place.
+    dataset : mlcolvar.data.DictDataset
+        The training set (keys ``data`` and optionally ``target``, ``weights``).
+    config : TrainConfig
+        Uses ``k``, ``init_pca_dims``, ``init_steps``, ``batch_size``, ``lr`` and ``seed``.
+
+    Returns
+    -------
+    dict
+        ``gmm_weights`` (k,), the mixture's component populations, and ``agreement``: the
+        fraction of frames whose argmax q(y|x) after the warm-up equals the GMM's label.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    x = dataset["data"]
+    with torch.no_grad():
+        h = model._normalize(x).double().numpy()
+    n_dims = min(config.init_pca_dims, h.shape[1], max(1, h.shape[0] - 1))
+    proj = PCA(n_components=n_dims, random_state=config.seed).fit_transform(h) if n_dims < h.shape[1] else h
+    gmm = GaussianMixture(n_components=config.k, n_init=3, random_state=config.seed, reg_covar=1e-4).fit(proj)
+    resp = torch.as_tensor(gmm.predict_proba(proj), dtype=torch.float32)
+    opt = torch.optim.Adam(model.qy.parameters(), lr=max(config.lr, 1e-3))
+    gen = torch.Generator().manual_seed(config.seed)
+    bs = min(config.batch_size, len(x))
+    for _ in range(config.init_steps):
+        idx = torch.randint(0, len(x), (bs,), generator=gen)
+        logp = torch.log_softmax(model.qy(model._normalize(x[idx])), dim=-1)
+        loss = -(resp[idx] * logp).sum(dim=-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # Then the other blocks learn the mixture with q(y|x) held fixed (an E-step-like start):
+    # a fresh optimiser on all blocks would otherwise move q(y|x) towards whichever randomly
+    # initialised component happens to score best, and lose the start.
+    others = [p for name, p in model.named_parameters() if not name.startswith("qy.")]
+    opt = torch.optim.Adam(others, lr=config.lr)
+    for _ in range(config.init_steps):
+        idx = torch.randint(0, len(x), (bs,), generator=gen)
+        loss = model.loss_terms(dataset[idx])["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        agree = float((model.cluster_probabilities(x).argmax(-1) == resp.argmax(-1)).float().mean())
+    return {"gmm_weights": [float(w) for w in gmm.weights_], "agreement": agree}
 
 
 def _plot_history(history: dict[str, list], path: Path) -> None:
@@ -381,6 +456,13 @@ def fit(
         lengths = (1.0 - config.val_fraction, config.val_fraction) if n_val else (1.0,)
         bs = min(config.batch_size, max(1, n - n_val))
         datamodule = DictModule(dataset, lengths=lengths, batch_size=bs, generator=torch.Generator().manual_seed(config.seed))
+        datamodule.setup("fit")
+        init_info = None
+        if ckpt_path is None:
+            if model.norm_in is not None:
+                model.norm_in.setup_from_datamodule(datamodule)
+            if config.cluster_init == "gmm" and config.init_steps > 0:
+                init_info = init_cluster_encoder(model, datamodule.train_dataloader().dataset, config)
         monitor = "valid_loss" if n_val else "train_loss"
         history_cb = _History()
         callbacks = [history_cb, EarlyStopping(monitor=monitor, patience=config.patience, mode="min")]
@@ -425,6 +507,7 @@ def fit(
         "best_loss": float(min(history[monitor])) if history.get(monitor) else None,
         "stopped_early": bool(trainer.should_stop and len(history["epoch"]) < config.epochs),
         "resumed_from_checkpoint": ckpt_path is not None,
+        "cluster_init": init_info,
         "seconds": time.perf_counter() - t0,
     }
     run = GMVAERun(model, config, info, run_dir)

@@ -160,43 +160,44 @@ class ToySystem:
 
 @dataclass
 class FourWell(ToySystem):
-    r"""The 1D four-well potential of Prinz et al. (J. Chem. Phys. 134, 174105, 2011).
+    r"""A 1D potential with four equal wells: the GMVAE paper's 1D benchmark case.
 
-    :math:`V(x) = 4\,(x^8 + 0.8 e^{-80x^2} + 0.2 e^{-80(x-0.5)^2} + 0.5 e^{-40(x+0.5)^2})`,
-    the 1D benchmark of the GMVAE paper (its figure "1D 4 well potential"). Four minima near
-    -0.73, -0.27, 0.23, 0.73, separated by barriers near -0.5, 0 and 0.5.
-    Defaults ``kT=1``, ``dt=1e-5`` follow deeptime's ``prinz_potential``.
+    :math:`V(x) = h \cos^2(\pi x) + c\,(x/2)^8`, with ``h = 4`` and ``c = 4`` (energy units,
+    ``kT = 1`` by default): minima near -1.48, -0.5, 0.5, 1.48 (the outer two lifted by 0.37
+    by the confining wall), barriers of about 4 kT at -1, 0 and 1.
+
+    The talk this project reproduces does not give its potential's formula; this one has the
+    same layout (four wells on a line, 1D -> 1D). Prinz et al.'s four-well potential was tried
+    first: its wells differ in population (its heaviest well holds 43 % of the frames) and
+    there the lowest negative ELBO we reached splits the heaviest well and merges the two left
+    ones (1.25-1.28 nats/frame against 1.41-1.43 for the well-aligned clustering, three seeds),
+    so the GMVAE objective itself does not ask for the wells on that potential.
     """
 
     kT: float = 1.0
-    dt: float = 1e-5
+    dt: float = 1e-4
+    h: float = 4.0
+    c: float = 4.0
 
     def __post_init__(self) -> None:
         self.name = "four-well"
         self.dim = 1
-        grid = np.linspace(-1.2, 1.2, 240001)
+        grid = np.linspace(-2.5, 2.5, 500001)
         v = self.potential(grid)
         interior = (v[1:-1] < v[:-2]) & (v[1:-1] < v[2:])
         maxima = (v[1:-1] > v[:-2]) & (v[1:-1] > v[2:])
         self._minima = grid[1:-1][interior]
         self._barriers = grid[1:-1][maxima]
         if len(self._minima) != 4 or len(self._barriers) != 3:
-            raise RuntimeError("FourWell: expected 4 minima and 3 barriers")
+            raise GMVAEInputError(f"four-well: h={self.h}, c={self.c} do not give 4 minima and 3 barriers")
 
     def potential(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=float)
-        return 4.0 * (
-            x**8 + 0.8 * np.exp(-80 * x**2) + 0.2 * np.exp(-80 * (x - 0.5) ** 2) + 0.5 * np.exp(-40 * (x + 0.5) ** 2)
-        )
+        return self.h * np.cos(np.pi * x) ** 2 + self.c * (x / 2.0) ** 8
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=float)
-        return 4.0 * (
-            8 * x**7
-            - 128.0 * x * np.exp(-80 * x**2)
-            - 32.0 * (x - 0.5) * np.exp(-80 * (x - 0.5) ** 2)
-            - 40.0 * (x + 0.5) * np.exp(-40 * (x + 0.5) ** 2)
-        )
+        return -self.h * np.pi * np.sin(2.0 * np.pi * x) + 4.0 * self.c * (x / 2.0) ** 7
 
     @property
     def minima(self) -> np.ndarray:
