@@ -762,6 +762,11 @@ class FeatureSpec:
 
 
 # ------------------------------------------------------------------------------------ NumPy core
+def _pre(source: Any) -> str:
+    """``'<source>: '`` for error messages, or nothing."""
+    return f"{source}: " if source is not None else ""
+
+
 def _positions_and_box(traj: Any, box: Any, n_atoms: int, *, source: Any = None):
     """Return ``(xyz (F, N, 3) float64, box (F, 3, 3) float64 or None)``, checked."""
     name = "positions"
@@ -777,11 +782,11 @@ def _positions_and_box(traj: Any, box: Any, n_atoms: int, *, source: Any = None)
         xyz = xyz[None]
     if xyz.ndim != 3 or xyz.shape[-1] != 3:
         raise GMVAEInputError(
-            f"{source + ': ' if source else ''}'{name}' has shape {xyz.shape}, expected (n_atoms, 3) or (n_frames, n_atoms, 3) in nm"
+            f"{_pre(source)}'{name}' has shape {xyz.shape}, expected (n_atoms, 3) or (n_frames, n_atoms, 3) in nm"
         )
     if xyz.shape[1] != n_atoms:
         raise GMVAEInputError(
-            f"{str(source) + ': ' if source else ''}'{name}' has {xyz.shape[1]} atoms, the feature spec expects n_atoms = {n_atoms}"
+            f"{_pre(source)}'{name}' has {xyz.shape[1]} atoms, the feature spec expects n_atoms = {n_atoms}"
         )
     if box is not None:
         box = check_array(box, "box", source=source)
@@ -789,13 +794,13 @@ def _positions_and_box(traj: Any, box: Any, n_atoms: int, *, source: Any = None)
             box = np.broadcast_to(box, (xyz.shape[0], 3, 3))
         if box.shape != (xyz.shape[0], 3, 3):
             raise GMVAEInputError(
-                f"{str(source) + ': ' if source else ''}'box' has shape {box.shape}, expected (3, 3) or ({xyz.shape[0]}, 3, 3) box vectors (rows, nm)"
+                f"{_pre(source)}'box' has shape {box.shape}, expected (3, 3) or ({xyz.shape[0]}, 3, 3) box vectors (rows, nm)"
             )
         det = np.linalg.det(box)
         if np.any(det <= 0):
             frame = int(np.argmax(det <= 0))
             raise GMVAEInputError(
-                f"{str(source) + ': ' if source else ''}'box' of frame {frame} has volume {det[frame]:.4g} nm^3, expected box vectors (rows) spanning a positive volume"
+                f"{_pre(source)}'box' of frame {frame} has volume {det[frame]:.4g} nm^3, expected box vectors (rows) spanning a positive volume"
             )
     return xyz, box
 
@@ -889,7 +894,9 @@ class FeatureModule(torch.nn.Module):
         self.n_contact: int = len(groups["contact"])
         self.contact_window: float = _CONTACT_LIMIT_WINDOW
         self.names: List[str] = spec.names
-        self.feature_spec_json: str = json.dumps(spec.to_dict())
+        spec_dict = spec.to_dict()
+        spec_dict["periodic"] = self.periodic  # the flag this module uses
+        self.feature_spec_json: str = json.dumps(spec_dict)
 
     def _min_image(self, d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         # d: (B, P, 3); box: (B, 3, 3) with box vectors as rows, d = frac @ box
@@ -1090,7 +1097,7 @@ def check_length_units(
         xyz = xyz[None]
     if xyz.ndim != 3 or xyz.shape[1:] != (top.n_atoms, 3):
         raise GMVAEInputError(
-            f"{str(source) + ': ' if source else ''}'positions' has shape {xyz.shape}, expected (n_frames, {top.n_atoms}, 3) for this topology"
+            f"{_pre(source)}'positions' has shape {xyz.shape}, expected (n_frames, {top.n_atoms}, 3) for this topology"
         )
     if top.n_atoms < 2:
         return None
@@ -1362,6 +1369,7 @@ def load_trajectory_features(
     stride: int = 1,
     check_units: bool = True,
     dtype: Any = np.float64,
+    chunk: int = 10000,
     progress: Optional[Any] = None,
 ) -> list[np.ndarray]:
     """Read trajectories (any format mdtraj reads) and compute a spec's features.
@@ -1377,9 +1385,12 @@ def load_trajectory_features(
     stride : int
         Read every ``stride``-th frame.
     check_units : bool
-        Run :func:`check_length_units` on each trajectory (catches Angstrom read as nm).
+        Run :func:`check_length_units` on the first chunk of each trajectory (catches Angstrom
+        read as nm).
     dtype : numpy dtype
         Output dtype.
+    chunk : int
+        Frames read at a time (memory holds one chunk of positions, plus the features).
     progress : callable, optional
         tqdm-like; called as ``progress(total=n_files)`` and updated per file.
 
@@ -1402,6 +1413,7 @@ def load_trajectory_features(
     if not files:
         raise GMVAEInputError("'traj_files' is empty, expected at least one trajectory file")
     stride = check_int(stride, "stride", minimum=1)
+    chunk = check_int(chunk, "chunk", minimum=1)
     top_source = top if isinstance(top, (str, os.PathLike)) else None
     topology = _as_mdtraj_topology(top)
     spec.check_topology(topology, source=top_source)
@@ -1411,19 +1423,29 @@ def load_trajectory_features(
         for f in files:
             if not f.is_file():
                 raise GMVAEInputError(f"{f}: file not found (expected a trajectory)")
+            parts = []
+            n_read = 0
             try:
-                traj = md.load(str(f), top=topology, stride=stride)
+                chunks = md.iterload(str(f), chunk=chunk, top=topology, stride=stride)
+                for traj in chunks:
+                    bad = ~np.isfinite(traj.xyz)
+                    if bad.any():
+                        frame, atom, _ = (int(v) for v in np.argwhere(bad)[0])
+                        raise GMVAEInputError(
+                            f"{f}: positions contain NaN/inf (first at frame {n_read + frame} of those read, "
+                            f"atom {atom}), expected finite nm"
+                        )
+                    if check_units and n_read == 0:
+                        check_length_units(traj, topology, source=f)
+                    parts.append(spec.compute(traj, dtype=dtype, source=str(f)))
+                    n_read += traj.n_frames
+            except GMVAEInputError:
+                raise
             except Exception as exc:  # mdtraj raises many types for bad files
                 raise GMVAEInputError(f"{f}: cannot read as a trajectory with this topology ({exc})") from None
-            if traj.n_frames == 0:
+            if n_read == 0:
                 raise GMVAEInputError(f"{f}: no frames, expected at least one")
-            bad = ~np.isfinite(traj.xyz)
-            if bad.any():
-                frame, atom, _ = (int(v) for v in np.argwhere(bad)[0])
-                raise GMVAEInputError(f"{f}: positions contain NaN/inf (first at frame {frame}, atom {atom}), expected finite nm")
-            if check_units:
-                check_length_units(traj, topology, source=f)
-            out.append(spec.compute(traj, dtype=dtype, source=str(f)))
+            out.append(np.concatenate(parts, axis=0))
             if bar is not None:
                 bar.update(1)
     finally:

@@ -555,6 +555,10 @@ def test_load_trajectory_features_formats_and_errors(tmp_path, ala_run):
     np.testing.assert_allclose(mats[2], ref, atol=1e-12)
     strided = load_trajectory_features(run.trajectory, run.topology, spec, stride=3, dtype=np.float32)[0]
     assert strided.dtype == np.float32 and strided.shape == (10, 25)
+    np.testing.assert_allclose(strided, ref[::3], atol=1e-6)
+    for f in (run.trajectory, tmp_path / "t.trr"):  # chunks of 7 frames, stride 2: same rows
+        chunked = load_trajectory_features(f, run.topology, spec, stride=2, chunk=7)[0]
+        np.testing.assert_allclose(chunked, ref[::2], atol=1e-12)
     # Angstrom stored as nm: a DCD that holds 10x the coordinates
     big = md.Trajectory(traj.xyz * 10, traj.topology)
     big.save_dcd(str(tmp_path / "angstrom.dcd"))
@@ -564,7 +568,7 @@ def test_load_trajectory_features_formats_and_errors(tmp_path, ala_run):
     bad = traj[:3]
     bad.xyz[1, 5] = np.nan
     bad.save_trr(str(tmp_path / "nan.trr"))
-    with pytest.raises(GMVAEInputError, match=r"nan\.trr: positions contain NaN/inf \(first at frame 1, atom 5\)"):
+    with pytest.raises(GMVAEInputError, match=r"nan\.trr: positions contain NaN/inf \(first at frame 1 of those read, atom 5\)"):
         load_trajectory_features(tmp_path / "nan.trr", run.topology, spec)
     with pytest.raises(GMVAEInputError, match=r"'positions' contains 3 NaN/inf"):
         spec.compute(bad.xyz)
