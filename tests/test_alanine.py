@@ -222,3 +222,12 @@ def test_cli_simulate_alanine(tmp_path, capsys):
     # the toy systems still work
     rc = main(["simulate", "four-well", "--steps", "100", "--stride", "10", "--out", str(tmp_path / "fw.npy")])
     assert rc == 0 and np.load(tmp_path / "fw.npy").shape[0] == 11
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gmvae_cv.systems.alanine as module
+
+    result = doctest.testmod(module)
+    assert result.attempted >= 2 and result.failed == 0

@@ -607,3 +607,12 @@ def test_cli_features_and_write_spec(tmp_path, ala_run, capsys):
     rc = main(["features", "--traj", str(run.trajectory), "--top", str(run.topology), "--spec", str(bad), "--out", str(out)])
     assert rc == 2
     assert "bad.json: 'features[0].type' is 'dihedral'" in capsys.readouterr().err
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gmvae_cv.features as module
+
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 10 and result.failed == 0
