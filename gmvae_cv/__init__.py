@@ -5,8 +5,11 @@ Public API
 Model and training
     :class:`GMVAECV`, :func:`gmvae_loss`, :class:`GMVAELoss`, :class:`TrainConfig`, :func:`fit`,
     :func:`load_run`, :class:`GMVAERun`, :func:`make_dataset`
+Features
+    :class:`FeatureSpec`, :func:`load_trajectory_features`, :func:`features_from_selection`,
+    :func:`alanine_heavy_atom_distances`, :func:`alanine_backbone_torsions`, :func:`phi_psi`
 Systems with known answers
-    :class:`FourWell`, :class:`MullerBrown`
+    :class:`FourWell`, :class:`MullerBrown`, :class:`AlanineDipeptide`, :func:`alanine_basin`
 Analysis helpers
     :func:`cluster_confusion`
 Errors
@@ -19,10 +22,18 @@ import logging as _logging
 
 from ._validation import GMVAEInputError
 from .data import make_dataset
+from .features import (
+    FeatureSpec,
+    alanine_backbone_torsions,
+    alanine_heavy_atom_distances,
+    features_from_selection,
+    load_trajectory_features,
+    phi_psi,
+)
 from .loss import GMVAELoss, gmvae_loss
 from .metrics import cluster_confusion
 from .model import GMVAECV
-from .systems import FourWell, MullerBrown
+from .systems import AlanineDipeptide, FourWell, MullerBrown, alanine_basin
 from .train import GMVAERun, TrainConfig, fit, load_run
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -36,8 +47,16 @@ __all__ = [
     "load_run",
     "GMVAERun",
     "make_dataset",
+    "FeatureSpec",
+    "load_trajectory_features",
+    "features_from_selection",
+    "alanine_heavy_atom_distances",
+    "alanine_backbone_torsions",
+    "phi_psi",
     "FourWell",
     "MullerBrown",
+    "AlanineDipeptide",
+    "alanine_basin",
     "cluster_confusion",
     "GMVAEInputError",
 ]

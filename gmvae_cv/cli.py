@@ -31,23 +31,45 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-# ---------------------------------------------------------------- simulate (toy systems)
+# ---------------------------------------------------------------- simulate
 @_command
 def _add_simulate(sub) -> None:
-    p = sub.add_parser("simulate", help="simulate a built-in system and write its trajectory")
-    p.add_argument("system", choices=["four-well", "muller-brown"], help="the system")
-    p.add_argument("--steps", type=int, required=True, help="integration steps per walker")
-    p.add_argument("--out", required=True, help="output .npy file (frames x dims); with --walkers > 1, one file per walker: STEM_<i>.npy")
+    p = sub.add_parser(
+        "simulate",
+        help="simulate a built-in system and write its trajectory",
+        description="Toy systems (four-well, muller-brown) write .npy arrays; alanine-dipeptide runs "
+        "OpenMM (amber14, vacuum) and writes DIR/traj.dcd, topology.pdb, state.csv, simulation.json.",
+    )
+    p.add_argument("system", choices=["four-well", "muller-brown", "alanine-dipeptide"], help="the system")
+    p.add_argument("--steps", type=int, required=True, help="integration steps (per walker)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="toy systems: output .npy file (frames x dims); with --walkers > 1, one file per walker: "
+        "STEM_<i>.npy. alanine-dipeptide: output folder",
+    )
     p.add_argument("--stride", type=int, default=100, help="save every STRIDE steps (default 100)")
-    p.add_argument("--walkers", type=int, default=1, help="independent walkers (default 1)")
-    p.add_argument("--kT", type=float, default=None, help="thermal energy in the potential's units (default: the system's)")
-    p.add_argument("--dt", type=float, default=None, help="time step in reduced units (default: the system's)")
+    p.add_argument("--walkers", type=int, default=1, help="toy systems: independent walkers (default 1)")
+    p.add_argument("--kT", type=float, default=None, help="toy systems: thermal energy in the potential's units")
+    p.add_argument("--dt", type=float, default=None, help="toy systems: time step in reduced units")
+    p.add_argument("--temperature", type=float, default=300.0, help="alanine-dipeptide: temperature in K (default 300)")
+    p.add_argument("--timestep", type=float, default=2.0, help="alanine-dipeptide: time step in fs (default 2)")
+    p.add_argument("--friction", type=float, default=1.0, help="alanine-dipeptide: friction in 1/ps (default 1)")
+    p.add_argument(
+        "--platform", default=None, help="alanine-dipeptide: OpenMM platform (default: the faster of Reference and CPU, measured)"
+    )
+    p.add_argument(
+        "--equilibration", type=int, default=5000, help="alanine-dipeptide: unsaved steps before the first frame (default 5000)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_simulate)
 
 
 def _cmd_simulate(args) -> int:
     from tqdm import tqdm
+
+    if args.system == "alanine-dipeptide":
+        return _simulate_alanine(args, tqdm)
 
     from .systems import SYSTEMS
 
@@ -63,6 +85,112 @@ def _cmd_simulate(args) -> int:
         p.parent.mkdir(parents=True, exist_ok=True)
         np.save(p, t)
         print(f"wrote {p}: {t.shape[0]} frames x {t.shape[1]} dims")
+    return 0
+
+
+def _simulate_alanine(args, progress) -> int:
+    from .systems import AlanineDipeptide
+
+    if args.walkers != 1:
+        raise GMVAEInputError(f"'--walkers' is {args.walkers}, expected 1 for alanine-dipeptide (run several seeds instead)")
+    if args.kT is not None or args.dt is not None:
+        raise GMVAEInputError("'--kT'/'--dt' are for toy systems; use --temperature (K) and --timestep (fs) for alanine-dipeptide")
+    run = AlanineDipeptide().simulate(
+        args.steps,
+        args.stride,
+        args.out,
+        temperature=args.temperature,
+        timestep=args.timestep / 1000.0,
+        friction=args.friction,
+        seed=args.seed,
+        platform=args.platform,
+        equilibration_steps=args.equilibration,
+        progress=progress,
+    )
+    print(
+        f"wrote {run.trajectory} ({run.n_frames} frames), {run.topology}, {run.state_log}, {run.metadata}; "
+        f"platform {run.platform}, {run.steps_per_second:.0f} steps/s, mean T {run.temperature_mean:.1f} K"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- features
+_READY_SPECS = ("alanine-distances", "alanine-torsions", "alanine-torsions-raw")
+
+
+@_command
+def _add_features(sub) -> None:
+    p = sub.add_parser(
+        "features",
+        help="compute feature matrices of trajectories, or write a ready feature spec",
+        description="Compute (n_frames, n_features) matrices of trajectories (any format mdtraj reads) "
+        "for a feature spec, and/or save a ready spec as JSON. Ready specs: alanine-distances (25 "
+        "heavy-atom distances beyond 1-3, nm), alanine-torsions (sin/cos of phi, psi), "
+        "alanine-torsions-raw (phi, psi in rad); they are built on --top (default: the bundled "
+        "alanine dipeptide).",
+    )
+    p.add_argument("--traj", nargs="+", default=None, metavar="T", help="trajectory files")
+    p.add_argument("--top", default=None, help="topology file (PDB or any mdtraj topology)")
+    p.add_argument("--spec", required=True, help="feature spec JSON file, or one of: " + ", ".join(_READY_SPECS))
+    p.add_argument(
+        "--out", default=None, help="output .npy; with several trajectories, one file per trajectory: STEM_<i>.npy"
+    )
+    p.add_argument("--write-spec", default=None, metavar="SPEC.json", help="save the spec as JSON")
+    p.add_argument("--stride", type=int, default=1, help="read every STRIDE-th frame (default 1)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="output dtype (default float32)")
+    p.add_argument("--no-unit-check", action="store_true", help="skip the Angstrom-read-as-nm check")
+    p.set_defaults(func=_cmd_features)
+
+
+def _cmd_features(args) -> int:
+    from tqdm import tqdm
+
+    from .features import (
+        FeatureSpec,
+        alanine_backbone_torsions,
+        alanine_heavy_atom_distances,
+        load_trajectory_features,
+    )
+
+    if not args.traj and not args.write_spec:
+        raise GMVAEInputError("nothing to do: give --traj (with --out) and/or --write-spec")
+    if args.traj and not args.out:
+        raise GMVAEInputError("'--out' is missing, expected an .npy path for the feature matrices")
+    if args.traj and args.top is None and args.spec in _READY_SPECS:
+        raise GMVAEInputError("'--top' is missing, expected the topology of the trajectories")
+    if args.spec == "alanine-distances":
+        spec = alanine_heavy_atom_distances(args.top)
+    elif args.spec == "alanine-torsions":
+        spec = alanine_backbone_torsions(args.top, transform="sincos")
+    elif args.spec == "alanine-torsions-raw":
+        spec = alanine_backbone_torsions(args.top, transform="raw")
+    else:
+        spec = FeatureSpec.load(args.spec)
+    if args.write_spec:
+        spec.save(args.write_spec)
+        print(f"wrote {args.write_spec}: {spec.n_features} features ({', '.join(spec.names[:4])}{', ...' if spec.n_features > 4 else ''})")
+    if not args.traj:
+        return 0
+    if args.top is None:
+        raise GMVAEInputError("'--top' is missing, expected the topology of the trajectories")
+    mats = load_trajectory_features(
+        args.traj,
+        args.top,
+        spec,
+        stride=args.stride,
+        check_units=not args.no_unit_check,
+        dtype=np.dtype(args.dtype),
+        progress=tqdm if len(args.traj) > 1 else None,
+    )
+    out = Path(args.out)
+    if len(mats) == 1:
+        paths = [out]
+    else:
+        paths = [out.with_name(f"{out.stem}_{i}{out.suffix or '.npy'}") for i in range(len(mats))]
+    for path, traj_file, mat in zip(paths, args.traj, mats):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, mat)
+        print(f"wrote {path}: {mat.shape[0]} frames x {mat.shape[1]} features from {traj_file}")
     return 0
 
 

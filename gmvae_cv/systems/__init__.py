@@ -1,5 +1,36 @@
-"""Systems with known answers: toy potentials and (from the features issue) alanine dipeptide."""
+"""Systems with known answers: toy potentials and alanine dipeptide in vacuum.
 
+:class:`FourWell`, :class:`MullerBrown`
+    Toy potentials with an overdamped Langevin integrator (reduced units).
+:class:`AlanineDipeptide`
+    ACE-ALA-NME in vacuum with amber14 (OpenMM), the bundled C7eq structure;
+    :func:`alanine_basin` labels (phi, psi) with the C7eq/C7ax core sets.
+"""
+
+from .alanine import (
+    BASIN_NAMES,
+    BASIN_RADIUS_DEG,
+    C7AX_CENTER_DEG,
+    C7EQ_CENTER_DEG,
+    AlanineDipeptide,
+    AlanineRun,
+    alanine_basin,
+    alanine_dipeptide_pdb,
+)
 from .toy import SYSTEMS, FourWell, MullerBrown, ToySystem, overdamped_langevin
 
-__all__ = ["FourWell", "MullerBrown", "ToySystem", "overdamped_langevin", "SYSTEMS"]
+__all__ = [
+    "FourWell",
+    "MullerBrown",
+    "ToySystem",
+    "overdamped_langevin",
+    "SYSTEMS",
+    "AlanineDipeptide",
+    "AlanineRun",
+    "alanine_basin",
+    "alanine_dipeptide_pdb",
+    "C7EQ_CENTER_DEG",
+    "C7AX_CENTER_DEG",
+    "BASIN_RADIUS_DEG",
+    "BASIN_NAMES",
+]
