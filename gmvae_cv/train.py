@@ -177,6 +177,15 @@ class GMVAERun:
         return int(self.info["n_features"])
 
     @property
+    def feature_spec(self):
+        """The :class:`~gmvae_cv.features.FeatureSpec` the run was trained on, or None."""
+        from .features import FeatureSpec
+
+        d = self.info.get("feature_spec")
+        src = self.path / RUN_JSON if self.path is not None else None
+        return FeatureSpec.from_dict(d, source=src) if d is not None else None
+
+    @property
     def history(self) -> dict[str, list]:
         return self.info.get("history", {})
 
@@ -335,6 +344,7 @@ def fit(
     out: str | os.PathLike | None = None,
     sources: Optional[Sequence[str]] = None,
     feature_names: Optional[Sequence[str]] = None,
+    feature_spec: Any = None,
     extra_info: Optional[dict] = None,
     progress: bool = True,
     overwrite: bool = False,
@@ -358,6 +368,10 @@ def fit(
         Names of the trajectories (for messages and ``gmvae_run.json``).
     feature_names : sequence of str, optional
         Names of the feature columns, stored in ``gmvae_run.json``.
+    feature_spec : FeatureSpec, optional
+        How the columns were computed from atoms; stored in ``gmvae_run.json`` (key
+        ``feature_spec``) so that export can rebuild the features for PLUMED and OpenMM. Its
+        ``n_features`` must equal the data's column count; its names become ``feature_names``.
     extra_info : dict, optional
         More entries for ``gmvae_run.json`` (e.g. a feature spec).
     progress : bool
@@ -390,6 +404,11 @@ def fit(
     names = list(sources) if sources is not None else [f"data[{i}]" for i in range(len(trajs))]
     dataset = make_dataset(trajs, weights=weights, lag=config.lag, sources=names)
     n_features = int(dataset["data"].shape[1])
+    if feature_spec is not None:
+        if feature_spec.n_features != n_features:
+            raise GMVAEInputError(f"'feature_spec' has {feature_spec.n_features} features, the data have {n_features} columns")
+        if feature_names is None:
+            feature_names = feature_spec.names
     if feature_names is not None and len(feature_names) != n_features:
         raise GMVAEInputError(f"'feature_names' has {len(feature_names)} names, the data have {n_features} features")
     n = len(dataset)
@@ -407,6 +426,7 @@ def fit(
         "n_features": n_features,
         "feature_names": list(feature_names) if feature_names is not None else None,
         "data": [{"source": str(nm), "n_frames": int(len(t))} for nm, t in zip(names, trajs)],
+        "feature_spec": feature_spec.to_dict() if feature_spec is not None else None,
         "weighted": weights is not None,
         "n_samples": n,
         "versions": _versions(),
