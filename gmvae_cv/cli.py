@@ -145,12 +145,7 @@ def _add_features(sub) -> None:
 def _cmd_features(args) -> int:
     from tqdm import tqdm
 
-    from .features import (
-        FeatureSpec,
-        alanine_backbone_torsions,
-        alanine_heavy_atom_distances,
-        load_trajectory_features,
-    )
+    from .features import load_trajectory_features
 
     if not args.traj and not args.write_spec:
         raise GMVAEInputError("nothing to do: give --traj (with --out) and/or --write-spec")
@@ -158,14 +153,7 @@ def _cmd_features(args) -> int:
         raise GMVAEInputError("'--out' is missing, expected an .npy path for the feature matrices")
     if args.traj and args.top is None and args.spec in _READY_SPECS:
         raise GMVAEInputError("'--top' is missing, expected the topology of the trajectories")
-    if args.spec == "alanine-distances":
-        spec = alanine_heavy_atom_distances(args.top)
-    elif args.spec == "alanine-torsions":
-        spec = alanine_backbone_torsions(args.top, transform="sincos")
-    elif args.spec == "alanine-torsions-raw":
-        spec = alanine_backbone_torsions(args.top, transform="raw")
-    else:
-        spec = FeatureSpec.load(args.spec)
+    spec = _resolve_spec(args.spec, args.top)
     if args.write_spec:
         spec.save(args.write_spec)
         print(f"wrote {args.write_spec}: {spec.n_features} features ({', '.join(spec.names[:4])}{', ...' if spec.n_features > 4 else ''})")
@@ -191,6 +179,150 @@ def _cmd_features(args) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, mat)
         print(f"wrote {path}: {mat.shape[0]} frames x {mat.shape[1]} features from {traj_file}")
+    return 0
+
+
+def _resolve_spec(name: str, top: Optional[str]):
+    """A ready spec by name (alanine-...) or a spec JSON file."""
+    from .features import FeatureSpec, alanine_backbone_torsions, alanine_heavy_atom_distances
+
+    if name == "alanine-distances":
+        return alanine_heavy_atom_distances(top)
+    if name == "alanine-torsions":
+        return alanine_backbone_torsions(top, transform="sincos")
+    if name == "alanine-torsions-raw":
+        return alanine_backbone_torsions(top, transform="raw")
+    return FeatureSpec.load(name)
+
+
+def _read_inputs(args) -> tuple[list[np.ndarray], list[str], object]:
+    """Feature matrices from --data files, or from --traj/--top/--spec; returns (arrays, names, spec)."""
+    from .data import load_trajectories
+    from .features import load_trajectory_features
+
+    if bool(args.data) == bool(args.traj):
+        raise GMVAEInputError("give either --data (feature matrices) or --traj with --top and --spec (trajectories)")
+    if args.data:
+        spec = _resolve_spec(args.spec, None) if args.spec else None
+        arrays = load_trajectories(args.data, "data", n_features=spec.n_features if spec is not None else None)
+        return arrays, [str(p) for p in args.data], spec
+    if args.top is None or args.spec is None:
+        raise GMVAEInputError("--traj needs --top (topology file) and --spec (feature spec JSON or a ready spec name)")
+    spec = _resolve_spec(args.spec, args.top)
+    arrays = load_trajectory_features(args.traj, args.top, spec, stride=args.stride)
+    return arrays, [str(p) for p in args.traj], spec
+
+
+def _add_input_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", default=[], help="feature matrices (.npy or text, frames x features); several files = several trajectories")
+    p.add_argument("--traj", nargs="+", default=[], help="trajectories (any format mdtraj reads), instead of --data")
+    p.add_argument("--top", default=None, help="topology for --traj (e.g. a PDB)")
+    p.add_argument("--spec", default=None, help=f"feature spec JSON, or one of {', '.join(_READY_SPECS)}")
+    p.add_argument("--stride", type=int, default=1, help="with --traj: read every STRIDE-th frame")
+
+
+# ---------------------------------------------------------------- train / transform
+@_command
+def _add_train(sub) -> None:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a GMVAE CV on feature matrices or trajectories")
+    _add_input_args(p)
+    p.add_argument("--k", type=int, required=True, help="number of mixture components (clusters), >= 2")
+    p.add_argument("--latent-dim", type=int, required=True, help="latent dimension = number of CV components, >= 1")
+    p.add_argument("--out", required=True, help="run directory to write (resumes an unfinished run there)")
+    p.add_argument("--weights", nargs="+", default=None, help="per-frame weights (.npy or text, one file per --data/--traj file)")
+    p.add_argument("--lag", type=int, default=d.lag, help="time lag in frames: reconstruct x(t+lag) from x(t) (default 0: no lag)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
+    p.add_argument("--patience", type=int, default=d.patience, help=f"early-stopping patience in epochs (default {d.patience})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"frames per batch (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--entropy-weight", type=float, default=d.entropy_weight, help=f"weight of the negative entropy of q(y|x) (default {d.entropy_weight})")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held-out fraction (default {d.val_fraction})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--cluster-init", choices=["gmm", "none"], default=d.cluster_init, help="start q(y|x) from a Gaussian mixture (default) or at random")
+    for name, default in (("qy", d.qy_layers), ("qz", d.qz_layers), ("pz", d.pz_layers), ("px", d.px_layers)):
+        p.add_argument(f"--{name}-layers", type=_int_list, default=default, help=f"hidden widths of {name}, comma-separated (default {','.join(map(str, default))})")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from .data import load_trajectories
+    from .train import TrainConfig, fit
+
+    arrays, names, spec = _read_inputs(args)
+    weights = None
+    if args.weights is not None:
+        if len(args.weights) != len(arrays):
+            raise GMVAEInputError(f"--weights has {len(args.weights)} files for {len(arrays)} trajectories; expected one per trajectory")
+        weights = [w.reshape(-1) for w in load_trajectories(args.weights, "weights")]
+        for wf, w, a, nm in zip(args.weights, weights, arrays, names):
+            if len(w) != len(a):
+                raise GMVAEInputError(f"{wf}: 'weights' has {len(w)} entries, expected {len(a)} (the frames of {nm})")
+    config = TrainConfig(
+        k=args.k,
+        latent_dim=args.latent_dim,
+        lag=args.lag,
+        qy_layers=args.qy_layers,
+        qz_layers=args.qz_layers,
+        pz_layers=args.pz_layers,
+        px_layers=args.px_layers,
+        entropy_weight=args.entropy_weight,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=args.patience,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        cluster_init=args.cluster_init,
+    )
+    run = fit(arrays, config, weights=weights, out=args.out, sources=names, feature_spec=spec, progress=not args.no_progress, overwrite=args.overwrite)
+    t = run.info["training"]
+    print(
+        f"trained GMVAE k={config.k} latent_dim={config.latent_dim} on {sum(len(a) for a in arrays)} frames: "
+        f"{t['epochs_run']} epochs, best {t['monitor']} {t['best_loss']:.4f} at epoch {t['best_epoch']}"
+        + (" (resumed)" if t["resumed_from_checkpoint"] else "")
+    )
+    print(f"wrote {args.out}/ (gmvae_run.json, model.pt, loss.png, history.json, checkpoints/)")
+    return 0
+
+
+@_command
+def _add_transform(sub) -> None:
+    p = sub.add_parser("transform", help="embedding z and cluster probabilities of frames, from a trained run")
+    p.add_argument("run", help="run directory written by 'gmvae-cv train'")
+    _add_input_args(p)
+    p.add_argument("--out", required=True, help="output .npz with arrays z (frames x D), cluster_probs (frames x K), clusters")
+    p.add_argument("--float32", action="store_true", help="write float32 (default float64)")
+    p.set_defaults(func=_cmd_transform)
+
+
+def _cmd_transform(args) -> int:
+    from ._validation import atomic_write_bytes
+    from .train import load_run
+
+    run = load_run(args.run)
+    if args.traj and args.spec is None and run.feature_spec is not None:
+        args.spec = "__run__"
+    if args.spec == "__run__":
+        from .features import load_trajectory_features
+
+        if args.top is None:
+            raise GMVAEInputError("--traj needs --top (topology file)")
+        arrays = load_trajectory_features(args.traj, args.top, run.feature_spec, stride=args.stride)
+    else:
+        arrays, _, _ = _read_inputs(args)
+    x = np.concatenate(arrays)
+    out = run.transform(x, dtype=np.float32 if args.float32 else np.float64)
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **out)
+    atomic_write_bytes(args.out, buf.getvalue())
+    print(f"wrote {args.out}: z {out['z'].shape}, cluster_probs {out['cluster_probs'].shape}, clusters {out['clusters'].shape}")
     return 0
 
 
