@@ -4,6 +4,11 @@ import os
 import sys
 
 import pytest
+import torch
+
+# The networks here are small: one intra-op thread is as fast as two and keeps parallel test
+# processes from oversubscribing the cores. Tests only; the library sets no thread count.
+torch.set_num_threads(1)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if sys.path[0] != ROOT:

@@ -247,6 +247,16 @@ class MullerBrown(ToySystem):
             res = minimize(lambda p: float(self.potential(p[None])[0]), s, jac=lambda p: self.gradient(p[None])[0], tol=1e-12)
             mins.append(res.x)
         self._minima = np.array(mins)
+        # the two saddles (A-C and C-B): roots of the gradient from nearby guesses
+        from scipy.optimize import root
+
+        sad = []
+        for s0 in ([-0.82, 0.62], [0.21, 0.29]):
+            r = root(lambda p: self.gradient(p[None])[0], np.array(s0), tol=1e-12)
+            if not r.success:
+                raise RuntimeError("MullerBrown: saddle search failed")
+            sad.append(r.x)
+        self._saddles = np.array(sad)
 
     def _terms(self, x: np.ndarray):
         x = self._check_positions(x)
@@ -269,6 +279,25 @@ class MullerBrown(ToySystem):
     def minima(self) -> np.ndarray:
         """(3, 2) minima A, B, C (deepest first)."""
         return self._minima.copy()
+
+    @property
+    def saddles(self) -> np.ndarray:
+        """(2, 2) saddle points: A-C near (-0.822, 0.624) and C-B near (0.212, 0.293)."""
+        return self._saddles.copy()
+
+    def core(self, x: np.ndarray) -> np.ndarray:
+        """Core-set label: the basin (0, 1, 2) if the energy is below that basin's lowest saddle, else -1.
+
+        Frames above a basin's lowest saddle belong to the transition region, where a basin label
+        by gradient flow says little about the state a trajectory is in (basin C sits only about
+        8.6 energy units below its saddle to B).
+        """
+        x = self._check_positions(x)
+        b = self.basin(x)
+        vs = self.potential(self._saddles)  # A-C, C-B
+        lowest = np.array([vs[0], vs[1], min(vs)])  # A: A-C saddle; B: C-B saddle; C: the lower of both
+        v = self.potential(x)
+        return np.where(v < lowest[b], b, -1).astype(np.int64)
 
     def basin(self, x: np.ndarray, *, n_iter: int = 4000, step: float = 2e-4) -> np.ndarray:
         """Basin of attraction (0, 1, 2 for minima A, B, C) by gradient flow from each point."""
