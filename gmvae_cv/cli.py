@@ -250,7 +250,7 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    from .data import load_trajectories
+    from ._validation import load_array_file
     from .train import TrainConfig, fit
 
     arrays, names, spec = _read_inputs(args)
@@ -258,7 +258,7 @@ def _cmd_train(args) -> int:
     if args.weights is not None:
         if len(args.weights) != len(arrays):
             raise GMVAEInputError(f"--weights has {len(args.weights)} files for {len(arrays)} trajectories; expected one per trajectory")
-        weights = [w.reshape(-1) for w in load_trajectories(args.weights, "weights")]
+        weights = [load_array_file(w, "weights", ndim=1, nonnegative=True) for w in args.weights]
         for wf, w, a, nm in zip(args.weights, weights, arrays, names):
             if len(w) != len(a):
                 raise GMVAEInputError(f"{wf}: 'weights' has {len(w)} entries, expected {len(a)} (the frames of {nm})")
