@@ -24,9 +24,10 @@ class _Gaussian(torch.nn.Module):
         super().__init__()
         self.mean = torch.nn.Linear(n_in, n_out)
         self.var = torch.nn.Linear(n_in, n_out)
+        self.floor: float = _VAR_FLOOR
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mean(h), torch.nn.functional.softplus(self.var(h)) + _VAR_FLOOR
+        return self.mean(h), torch.nn.functional.softplus(self.var(h)) + self.floor
 
 
 class _QY(torch.nn.Module):
@@ -64,9 +65,13 @@ class _QZ(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hy = self.in_y(self.y_embed(self.eye))  # (k, h)
         h = torch.relu(self.in_x(x).unsqueeze(-2) + hy)  # (..., k, h)
+        # the rest acts on one 2D matrix (..., k) -> rows: faster on CPU than 3D products
+        lead = list(h.shape[:-1])
+        h = h.reshape(-1, h.shape[-1])
         if self.hidden is not None:
             h = self.hidden(h)
-        return self.head(h)
+        mean, var = self.head(h)
+        return mean.reshape(lead + [mean.shape[-1]]), var.reshape(lead + [var.shape[-1]])
 
 
 class _PZ(torch.nn.Module):
@@ -91,7 +96,9 @@ class _PX(torch.nn.Module):
         self.head = _Gaussian(hidden[-1], n_out)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.nn(z))
+        lead = list(z.shape[:-1])
+        mean, var = self.head(self.nn(z.reshape(-1, z.shape[-1])))
+        return mean.reshape(lead + [mean.shape[-1]]), var.reshape(lead + [var.shape[-1]])
 
 
 class GMVAECV(BaseCV, lightning.LightningModule):
