@@ -1,0 +1,482 @@
+r"""Free-energy surfaces from weighted frames: histograms with block-averaging errors.
+
+:class:`FESEstimator` accumulates a weighted histogram (1D or 2D, more work too) from frames and
+their log-weights, in one call or chunk by chunk, and makes a :class:`FreeEnergySurface`:
+:math:`F = -k_BT \log p` (minimum at 0) with an error per bin from block averaging.
+
+Block averaging follows the weighted scheme of the PLUMED masterclass (Bussi, Tribello): the
+frames are cut into ``n_blocks`` consecutive blocks with weights :math:`W_b` and normalised
+histograms :math:`h_b`; with :math:`N_\mathrm{eff} = (\sum W_b)^2/\sum W_b^2`,
+
+.. math::
+    \sigma^2_h = \frac{N_\mathrm{eff}}{N_\mathrm{eff}-1}\,
+    \frac{\sum_b W_b (h_b - \bar h)^2}{\sum_b W_b}\Big/N_\mathrm{eff},
+    \qquad \sigma_F = k_BT\,\sigma_h/\bar h .
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from ._validation import GMVAEInputError, atomic_write_text, check_array, check_int, check_positive
+
+__all__ = ["FESEstimator", "FreeEnergySurface", "KB_KJ_MOL_K", "resolve_kT"]
+
+KB_KJ_MOL_K = 0.0083144626
+"""Boltzmann constant in kJ/mol/K."""
+
+
+def resolve_kT(temperature: Optional[float] = None, kT: Optional[float] = None, *, source: str = "") -> tuple[float, Optional[float]]:
+    """Thermal energy from exactly one of ``temperature`` (K, energies in kJ/mol) or ``kT``.
+
+    Returns
+    -------
+    kT : float
+        Energy units (kJ/mol when from a temperature).
+    temperature : float or None
+        K, if given.
+
+    Raises
+    ------
+    GMVAEInputError
+        If neither or both are given: there is no default temperature.
+    """
+    where = f"{source}: " if source else ""
+    if temperature is None and kT is None:
+        raise GMVAEInputError(
+            f"{where}no temperature: give the temperature (K) or kT (energy units) of the run; there is no default"
+        )
+    if temperature is not None and kT is not None:
+        t_kt = KB_KJ_MOL_K * float(temperature)
+        if not math.isclose(t_kt, float(kT), rel_tol=1e-6):
+            raise GMVAEInputError(f"{where}temperature {temperature} K (kT {t_kt:.6g} kJ/mol) and kT {kT} disagree; give one")
+    if temperature is not None:
+        t = check_positive(temperature, "temperature")
+        return KB_KJ_MOL_K * t, t
+    return check_positive(kT, "kT"), None
+
+
+@dataclass
+class FreeEnergySurface:
+    """A free-energy surface on a regular grid of bins, with block-averaging errors.
+
+    Attributes
+    ----------
+    variables : list of str
+        Names of the variables (CV columns).
+    edges : list of (bins_j + 1,) ndarray
+        Bin edges per variable, in the variables' units.
+    free_energy : ndarray, shape ``bins``
+        :math:`F` in energy units (kJ/mol for a temperature in K), minimum 0, ``inf`` in empty bins.
+    error : ndarray, shape ``bins``
+        Block-averaging standard error of :math:`F` (energy units); ``nan`` where undefined.
+    probability : ndarray, shape ``bins``
+        Normalised weighted histogram (sums to 1).
+    counts : ndarray, shape ``bins``
+        Frames per bin (unweighted).
+    kT : float
+        Thermal energy used, energy units.
+    temperature : float or None
+        K, if the surface was made from a temperature.
+    periodic : list of bool
+    n_frames : int
+        Frames in range that entered the histogram.
+    n_outside : int
+        Frames outside the ranges (not counted).
+    n_effective : float
+        Kish effective sample size, :math:`(\\sum w)^2/\\sum w^2`.
+    n_blocks : int
+        Blocks used for the errors.
+    energy_unit : str
+    info : dict
+        How the weights were made (method, files, ...).
+    """
+
+    variables: list
+    edges: list
+    free_energy: np.ndarray
+    error: np.ndarray
+    probability: np.ndarray
+    counts: np.ndarray
+    kT: float
+    temperature: Optional[float]
+    periodic: list
+    n_frames: int
+    n_outside: int
+    n_effective: float
+    n_blocks: int
+    energy_unit: str = "kJ/mol"
+    info: dict = field(default_factory=dict)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.edges)
+
+    @property
+    def centers(self) -> list[np.ndarray]:
+        """Bin centres per variable."""
+        return [0.5 * (e[1:] + e[:-1]) for e in self.edges]
+
+    def to_dict(self) -> dict:
+        def arr(a):
+            a = np.asarray(a, dtype=float)
+            return np.where(np.isfinite(a), a, np.nan).tolist()
+
+        return {
+            "format": "gmvae-cv-fes",
+            "format_version": 1,
+            "variables": list(self.variables),
+            "edges": [e.tolist() for e in self.edges],
+            "periodic": list(self.periodic),
+            "free_energy": {"unit": self.energy_unit, "values": arr(self.free_energy), "empty_bins": "null"},
+            "error": {"unit": self.energy_unit, "values": arr(self.error)},
+            "probability": arr(self.probability),
+            "counts": np.asarray(self.counts).astype(int).tolist(),
+            "kT": {"unit": self.energy_unit, "value": self.kT},
+            "temperature": {"unit": "K", "value": self.temperature},
+            "n_frames": int(self.n_frames),
+            "n_outside": int(self.n_outside),
+            "n_effective": float(self.n_effective),
+            "n_blocks": int(self.n_blocks),
+            "info": self.info,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the surface as JSON (atomically); empty bins have ``null`` free energy."""
+        atomic_write_text(path, json.dumps(_nan_to_none(self.to_dict()), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "FreeEnergySurface":
+        """Read a surface written by :meth:`save`."""
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise GMVAEInputError(f"{p}: cannot read a FES JSON ({exc})") from None
+        if d.get("format") != "gmvae-cv-fes":
+            raise GMVAEInputError(f"{p}: 'format' is {d.get('format')!r}, expected 'gmvae-cv-fes'")
+
+        def arr(v, fill):
+            a = np.array(v, dtype=object)
+            a = np.where(a == None, fill, a).astype(float)  # noqa: E711 - elementwise
+            return a
+
+        return cls(
+            variables=d["variables"],
+            edges=[np.asarray(e, dtype=float) for e in d["edges"]],
+            free_energy=arr(d["free_energy"]["values"], np.inf),
+            error=arr(d["error"]["values"], np.nan),
+            probability=arr(d["probability"], 0.0),
+            counts=np.asarray(d["counts"], dtype=np.int64),
+            kT=float(d["kT"]["value"]),
+            temperature=d["temperature"]["value"],
+            periodic=d["periodic"],
+            n_frames=d["n_frames"],
+            n_outside=d["n_outside"],
+            n_effective=d["n_effective"],
+            n_blocks=d["n_blocks"],
+            energy_unit=d["free_energy"]["unit"],
+            info=d.get("info", {}),
+        )
+
+    def write_dat(self, path: str | os.PathLike) -> None:
+        """Write a PLUMED-style table: the variables' bin centres, free energy, error.
+
+        Columns ``<var>... free_energy error``; empty bins have ``inf`` and ``nan``. 2D grids are
+        written with the last variable fastest and a blank line between rows (gnuplot ``pm3d``).
+        """
+        cols = self.centers
+        grids = np.meshgrid(*cols, indexing="ij")
+        lines = [
+            "#! FIELDS " + " ".join(self.variables) + " free_energy error",
+            f"#! SET unit_free_energy {self.energy_unit}",
+            f"#! SET kT {self.kT:.10g}",
+        ]
+        if self.temperature is not None:
+            lines.append(f"#! SET temperature {self.temperature:.10g}")
+        for v, e, p in zip(self.variables, self.edges, self.periodic):
+            lines.append(f"#! SET min_{v} {e[0]:.10g}")
+            lines.append(f"#! SET max_{v} {e[-1]:.10g}")
+            lines.append(f"#! SET nbins_{v} {len(e) - 1}")
+            lines.append(f"#! SET periodic_{v} {'true' if p else 'false'}")
+        f = self.free_energy
+        err = self.error
+        if self.ndim == 1:
+            for i in range(f.shape[0]):
+                lines.append(f"{cols[0][i]:.8g} {f[i]:.8g} {err[i]:.8g}")
+        else:
+            flat_idx = np.ndindex(*f.shape)
+            prev0 = None
+            for idx in flat_idx:
+                if prev0 is not None and idx[0] != prev0:
+                    lines.append("")
+                prev0 = idx[0]
+                vals = " ".join(f"{g[idx]:.8g}" for g in grids)
+                lines.append(f"{vals} {f[idx]:.8g} {err[idx]:.8g}")
+        atomic_write_text(path, "\n".join(lines) + "\n")
+
+    def plot(self, path: str | os.PathLike, *, max_energy: Optional[float] = None, title: str = "") -> None:
+        """Save a PNG: a curve with its error band (1D) or filled contours (2D)."""
+        from .plots import plot_fes
+
+        plot_fes(self, path, max_energy=max_energy, title=title)
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+class FESEstimator:
+    """Weighted histogram of frames -> :class:`FreeEnergySurface`.
+
+    Parameters
+    ----------
+    bins : int or sequence of int
+        Bins per variable.
+    ranges : sequence of (min, max)
+        Histogram range per variable (for a periodic variable: its period). Frames outside are
+        not counted (their number is reported).
+    kT : float, optional
+        Thermal energy, energy units. Give exactly one of ``kT`` and ``temperature``.
+    temperature : float, optional
+        K (energies then in kJ/mol).
+    periodic : sequence of bool, optional
+        Per variable; values of a periodic variable are wrapped into its range.
+    n_blocks : int
+        Consecutive blocks for the error (>= 2 for an error; 1 gives ``nan`` errors).
+    variables : sequence of str, optional
+        Names, for the output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gmvae_cv.fes import FESEstimator
+    >>> x = np.random.default_rng(0).normal(size=(100_000, 1))
+    >>> fes = FESEstimator(40, [(-3, 3)], kT=1.0).fit(x).fetch_model()
+    >>> bool(abs(fes.free_energy[-1] - 4.5) < 0.3)   # F(x) = x^2/2 + const
+    True
+    """
+
+    def __init__(
+        self,
+        bins: int | Sequence[int],
+        ranges: Sequence[Sequence[float]],
+        *,
+        kT: Optional[float] = None,
+        temperature: Optional[float] = None,
+        periodic: Optional[Sequence[bool]] = None,
+        n_blocks: int = 5,
+        variables: Optional[Sequence[str]] = None,
+    ) -> None:
+        self.ranges = [tuple(float(v) for v in r) for r in ranges]
+        d = len(self.ranges)
+        if d < 1:
+            raise GMVAEInputError("'ranges' is empty, expected one (min, max) per variable")
+        for j, r in enumerate(self.ranges):
+            if len(r) != 2 or not (math.isfinite(r[0]) and math.isfinite(r[1]) and r[1] > r[0]):
+                raise GMVAEInputError(f"'ranges'[{j}] is {r}, expected (min, max) with min < max")
+        b = [bins] * d if isinstance(bins, (int, np.integer)) else list(bins)
+        if len(b) != d:
+            raise GMVAEInputError(f"'bins' has {len(b)} entries for {d} variables")
+        self.bins = [check_int(x, "bins", minimum=1) for x in b]
+        self.kT, self.temperature = resolve_kT(temperature, kT)
+        self.periodic = [False] * d if periodic is None else [bool(p) for p in periodic]
+        if len(self.periodic) != d:
+            raise GMVAEInputError(f"'periodic' has {len(self.periodic)} entries for {d} variables")
+        self.n_blocks = check_int(n_blocks, "n_blocks", minimum=1)
+        self.variables = list(variables) if variables is not None else [f"s{j}" for j in range(d)]
+        if len(self.variables) != d:
+            raise GMVAEInputError(f"'variables' has {len(self.variables)} names for {d} variables")
+        self.info: dict = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._n_bins = int(np.prod(self.bins))
+        self._blocks: dict[int, np.ndarray] = {}
+        self._counts = np.zeros(self._n_bins, dtype=np.int64)
+        self._shift: Optional[float] = None
+        self._sw = 0.0
+        self._sw2 = 0.0
+        self._n_in = 0
+        self._n_out = 0
+        self._offset = 0
+        self._block_length: Optional[int] = None
+        self._model: Optional[FreeEnergySurface] = None
+
+    # ---------------------------------------------------------------- accumulation
+    def _bin_index(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flat = np.zeros(len(values), dtype=np.int64)
+        inside = np.ones(len(values), dtype=bool)
+        stride = 1
+        for j in range(len(self.bins) - 1, -1, -1):
+            lo, hi = self.ranges[j]
+            nb = self.bins[j]
+            x = (values[:, j] - lo) * (nb / (hi - lo))
+            if self.periodic[j]:
+                x = np.mod(x, nb)
+                i = np.minimum(x.astype(np.int64), nb - 1)
+            else:
+                i = np.floor(x).astype(np.int64)
+                i[x == nb] = nb - 1  # the upper edge belongs to the last bin
+                inside &= (i >= 0) & (i < nb)
+            flat += i * stride
+            stride *= nb
+        return flat, inside
+
+    def _rescale(self, new_shift: float) -> None:
+        if self._shift is None:
+            self._shift = new_shift
+            return
+        f = math.exp(self._shift - new_shift)
+        for h in self._blocks.values():
+            h *= f
+        self._sw *= f
+        self._sw2 *= f * f
+        self._shift = new_shift
+
+    def partial_fit(self, values: np.ndarray, log_weights: Optional[np.ndarray] = None, *, block_length: Optional[int] = None) -> "FESEstimator":
+        """Add a chunk of consecutive frames.
+
+        Parameters
+        ----------
+        values : (n, n_variables) ndarray
+            Variable values, in the ranges' units.
+        log_weights : (n,) ndarray, optional
+            Natural-log weights (e.g. ``beta * (V - c)``); default: equal weights.
+        block_length : int, optional
+            Frames per block; required on the first call when streaming (``fit`` sets it from
+            ``n_blocks``).
+
+        Returns
+        -------
+        self
+        """
+        d = len(self.bins)
+        v = np.asarray(values, dtype=np.float64)
+        if v.ndim == 1 and d == 1:
+            v = v[:, None]
+        v = check_array(v, "values", shape=(None, d))
+        n = len(v)
+        if log_weights is None:
+            lw = np.zeros(n)
+        else:
+            lw = np.asarray(log_weights, dtype=np.float64)
+            if lw.shape != (n,):
+                raise GMVAEInputError(f"'log_weights' has shape {lw.shape}, expected ({n},) to match 'values'")
+            if np.isnan(lw).any() or np.isposinf(lw).any():
+                i = int(np.flatnonzero(np.isnan(lw) | np.isposinf(lw))[0])
+                raise GMVAEInputError(f"'log_weights' is {lw[i]} at frame {self._offset + i}, expected finite values (or -inf for weight 0)")
+        if block_length is not None:
+            self._block_length = check_int(block_length, "block_length", minimum=1)
+        if self._block_length is None:
+            raise GMVAEInputError("give 'block_length' on the first partial_fit call (or use fit)")
+        if n == 0:
+            return self
+        flat, inside = self._bin_index(v)
+        n_in = int(inside.sum())
+        self._n_out += n - n_in
+        block = (self._offset + np.arange(n)) // self._block_length
+        self._offset += n
+        if n_in < n:
+            flat, lw, block = flat[inside], lw[inside], block[inside]
+        if n_in == 0:
+            return self
+        top = float(lw.max())
+        if not math.isfinite(top):
+            return self  # all weights zero
+        if self._shift is None or top > self._shift:
+            self._rescale(top)
+        w = np.exp(lw - self._shift)
+        self._sw += float(w.sum())
+        self._sw2 += float(np.dot(w, w))
+        self._n_in += n_in
+        self._counts += np.bincount(flat, minlength=self._n_bins)
+        b0 = int(block[0])
+        nb = int(block[-1]) - b0 + 1
+        hist = np.bincount((block - b0) * self._n_bins + flat, weights=w, minlength=nb * self._n_bins)
+        for k in range(nb):
+            part = hist[k * self._n_bins : (k + 1) * self._n_bins]
+            if b0 + k in self._blocks:
+                self._blocks[b0 + k] += part
+            else:
+                self._blocks[b0 + k] = part.copy()
+        self._model = None
+        return self
+
+    def fit(self, values: np.ndarray, log_weights: Optional[np.ndarray] = None) -> "FESEstimator":
+        """Histogram all frames at once (blocks: ``n_blocks`` consecutive parts)."""
+        self._reset()
+        n = len(values)
+        self._block_length = max(1, math.ceil(n / self.n_blocks))
+        return self.partial_fit(values, log_weights)
+
+    def fit_chunks(self, chunks: Iterable[tuple[np.ndarray, Optional[np.ndarray]]], n_frames: int) -> "FESEstimator":
+        """Histogram ``(values, log_weights)`` chunks; ``n_frames`` (an estimate) sets the blocks."""
+        self._reset()
+        self._block_length = max(1, math.ceil(check_int(n_frames, "n_frames", minimum=1) / self.n_blocks))
+        for v, lw in chunks:
+            self.partial_fit(v, lw)
+        return self
+
+    # ---------------------------------------------------------------- model
+    def fetch_model(self) -> FreeEnergySurface:
+        """The surface of the frames added so far."""
+        if self._model is not None:
+            return self._model
+        if self._n_in == 0 or not self._blocks:
+            raise GMVAEInputError(
+                f"no frame falls inside the ranges {self.ranges} (frames outside: {self._n_out}); check 'ranges' and the variables"
+            )
+        shape = tuple(self.bins)
+        hists = np.array([self._blocks[k] for k in sorted(self._blocks)])
+        wb = hists.sum(axis=1)
+        total = hists.sum(axis=0)
+        p = total / total.sum()
+        kT = self.kT
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = -kT * np.log(p)
+        f = f - np.min(f[np.isfinite(f)])
+        keep = wb > 0
+        err = np.full(self._n_bins, np.nan)
+        if keep.sum() >= 2:
+            hb = hists[keep] / wb[keep, None]
+            wk = wb[keep]
+            n_eff_b = wk.sum() ** 2 / np.dot(wk, wk)
+            if n_eff_b > 1.0:
+                var = (wk[:, None] * (hb - p[None, :]) ** 2).sum(axis=0) / wk.sum()
+                var *= n_eff_b / (n_eff_b - 1.0)
+                sig_p = np.sqrt(var / n_eff_b)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    err = np.where(p > 0, kT * sig_p / p, np.nan)
+        edges = [np.linspace(lo, hi, nb + 1) for (lo, hi), nb in zip(self.ranges, self.bins)]
+        self._model = FreeEnergySurface(
+            variables=list(self.variables),
+            edges=edges,
+            free_energy=f.reshape(shape),
+            error=err.reshape(shape),
+            probability=p.reshape(shape),
+            counts=self._counts.reshape(shape).copy(),
+            kT=kT,
+            temperature=self.temperature,
+            periodic=list(self.periodic),
+            n_frames=self._n_in,
+            n_outside=self._n_out,
+            n_effective=self._sw**2 / self._sw2 if self._sw2 > 0 else 0.0,
+            n_blocks=int(keep.sum()),
+            energy_unit="kJ/mol" if self.temperature is not None else "energy (units of the given kT)",
+            info=dict(self.info),
+        )
+        return self._model
