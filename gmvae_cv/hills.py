@@ -32,7 +32,7 @@ import numpy as np
 from ._validation import GMVAEInputError, check_array, check_positive
 from .plumed_files import PlumedFile, PlumedFileWarning, write_plumed
 
-__all__ = ["Hills", "GridSpec", "BiasGrid", "bias_along_trajectory", "DP2CUTOFF"]
+__all__ = ["Hills", "GridSpec", "BiasGrid", "bias_along_trajectory", "ct_series", "DP2CUTOFF"]
 
 DP2CUTOFF = 6.25
 _RCUT = math.sqrt(2.0 * DP2CUTOFF)  # cut-off radius in units of sigma, per dimension
@@ -453,7 +453,9 @@ class BiasGrid:
 
     Parameters
     ----------
-    hills : Hills
+    hills : Hills or None
+        The hills that :meth:`add_until` adds in order; ``None`` for a grid filled with
+        :meth:`add_hills` (then give ``kernel`` and ``biasfactor``).
     grid : GridSpec
     derivatives : bool
         Keep the derivative tables (needed for :meth:`evaluate`); ``False`` keeps values only
@@ -462,89 +464,144 @@ class BiasGrid:
         Thermal energy (energy units), needed with ``track_ct``.
     track_ct : bool
         Keep the sums behind :math:`c(t)` (well-tempered hills only).
+    kernel : str
+        Kernel of hills added with :meth:`add_hills` (default PLUMED's stretched Gaussian).
+    biasfactor : float, optional
+        Bias factor for ``track_ct`` when ``hills`` is ``None``.
     """
 
-    def __init__(self, hills: Hills, grid: GridSpec, *, derivatives: bool = True, kT: Optional[float] = None, track_ct: bool = False) -> None:
-        if grid.ndim != hills.n_cvs:
-            raise GMVAEInputError(f"grid has {grid.ndim} dimension(s), the hills {hills.n_cvs}")
-        for j, (p, per) in enumerate(zip(grid.periodic, hills.periodic)):
-            if p != (per is not None):
-                raise GMVAEInputError(f"grid dimension {j} periodic={p}, CV {hills.cv_names[j]!r} periodic={per is not None}")
-            if per is not None and not (np.isclose(grid.lower[j], per[0]) and np.isclose(grid.upper[j], per[1])):
-                raise GMVAEInputError(f"grid dimension {j} spans {grid.lower[j]}..{grid.upper[j]}, the period of {hills.cv_names[j]!r} is {per}")
+    def __init__(
+        self,
+        hills: Optional[Hills],
+        grid: GridSpec,
+        *,
+        derivatives: bool = True,
+        kT: Optional[float] = None,
+        track_ct: bool = False,
+        kernel: str = "stretched-gaussian",
+        biasfactor: Optional[float] = None,
+    ) -> None:
+        if hills is not None:
+            if grid.ndim != hills.n_cvs:
+                raise GMVAEInputError(f"grid has {grid.ndim} dimension(s), the hills {hills.n_cvs}")
+            for j, (p, per) in enumerate(zip(grid.periodic, hills.periodic)):
+                if p != (per is not None):
+                    raise GMVAEInputError(f"grid dimension {j} periodic={p}, CV {hills.cv_names[j]!r} periodic={per is not None}")
+                if per is not None and not (np.isclose(grid.lower[j], per[0]) and np.isclose(grid.upper[j], per[1])):
+                    raise GMVAEInputError(f"grid dimension {j} spans {grid.lower[j]}..{grid.upper[j]}, the period of {hills.cv_names[j]!r} is {per}")
+            kernel, biasfactor = hills.kernel, hills.biasfactor
         self.hills = hills
         self.grid = grid
         self.n_added = 0
         d = grid.ndim
         self._subsets = list(range(1 << d)) if derivatives else [0]
         self.tables = {S: np.zeros(grid.shape) for S in self._subsets}
-        self._a, self._b = _kernel_constants(hills.kernel)
+        self._a, self._b = _kernel_constants(kernel)
         self._nodes = [grid.nodes(j) for j in range(d)]
         self.track_ct = track_ct
         if track_ct:
-            if hills.biasfactor is None:
-                raise GMVAEInputError(f"{hills.source}: c(t) needs a well-tempered run (a 'biasf' column in HILLS)")
+            if biasfactor is None:
+                src = hills.source if hills is not None else "BiasGrid"
+                raise GMVAEInputError(f"{src}: c(t) needs a well-tempered run (a 'biasf' column in HILLS)")
             self.beta = 1.0 / check_positive(kT, "kT")
-            g = hills.biasfactor
+            g = float(biasfactor)
             self._c1, self._c2 = g / (g - 1.0), 1.0 / (g - 1.0)
             n_nodes = float(np.prod(grid.shape))
-            # log-sums: log sum_g exp(c * beta * V_g); with V = 0 both are log(n_nodes)
+            # sums of exp(c * beta * V_g - m); with V = 0 both equal the number of nodes
             self._m1 = self._m2 = 0.0
             self._s1 = self._s2 = n_nodes
 
     # ---------------------------------------------------------------- filling
-    def _support(self, j: int, center: float, sigma: float) -> np.ndarray:
-        g = self.grid
-        h = g.spacing[j]
-        lo = math.ceil((center - _RCUT * sigma - g.lower[j]) / h)
-        hi = math.floor((center + _RCUT * sigma - g.lower[j]) / h)
-        n = g.shape[j]
-        if g.periodic[j]:
-            if hi - lo + 1 >= n:
-                return np.arange(n)
-            return np.arange(lo, hi + 1) % n
-        return np.arange(max(lo, 0), min(hi, n - 1) + 1)
-
-    def add_until(self, n_hills: int) -> None:
-        """Add hills until the first ``n_hills`` are in the table."""
+    def add_until(self, n_hills: int, *, batch: int = 4096) -> None:
+        """Add hills of :attr:`hills` until the first ``n_hills`` are in the table (in batches)."""
         hl = self.hills
+        if hl is None:
+            raise GMVAEInputError("BiasGrid made without hills: use add_hills")
         while self.n_added < n_hills:
-            k = self.n_added
-            self._add(hl.centers[k], hl.sigmas[k], float(hl.heights[k]))
-            self.n_added += 1
+            a = self.n_added
+            b = min(n_hills, a + batch)
+            self._add_batch(hl.centers[a:b], hl.sigmas[a:b], hl.heights[a:b])
+            self.n_added = b
 
-    def _add(self, center: np.ndarray, sigma: np.ndarray, height: float) -> None:
-        d = self.grid.ndim
-        idx = [self._support(j, center[j], sigma[j]) for j in range(d)]
-        if any(len(i) == 0 for i in idx):
+    def add_hills(self, centers: np.ndarray, sigmas: np.ndarray, heights: np.ndarray) -> None:
+        """Add hills: ``centers`` and ``sigmas`` of shape ``(n, n_cvs)``, deposited ``heights`` ``(n,)``."""
+        c = np.atleast_2d(np.asarray(centers, dtype=float))
+        s = np.broadcast_to(np.asarray(sigmas, dtype=float), c.shape)
+        h = np.atleast_1d(np.asarray(heights, dtype=float))
+        self._add_batch(c, s, h)
+        self.n_added += len(h)
+
+    def _add_batch(self, centers: np.ndarray, sigmas: np.ndarray, heights: np.ndarray) -> None:
+        """Scatter-add the kernels (and their derivatives) of a batch of hills onto the nodes."""
+        g = self.grid
+        d = g.ndim
+        nb = len(heights)
+        if nb == 0:
             return
-        us, ders = [], []
+        # bound memory: hills x support points per call
+        lengths = []
         for j in range(d):
-            dx = self._nodes[j][idx[j]] - center[j]
-            if self.grid.periodic[j]:
-                dx = _wrap(dx, self.grid.upper[j] - self.grid.lower[j])
-            u = dx / sigma[j]
-            shape = [1] * d
-            shape[j] = len(u)
-            us.append((0.5 * u * u).reshape(shape))
-            ders.append((-u / sigma[j]).reshape(shape))
-        dp2 = sum(us)
-        inside = dp2 < DP2CUTOFF
-        e = np.where(inside, height * self._a * np.exp(-np.minimum(dp2, DP2CUTOFF)), 0.0)
-        sel = np.ix_(*idx)
+            L = int(np.ceil(2 * _RCUT * float(sigmas[:, j].max()) / g.spacing[j])) + 2
+            lengths.append(min(L, g.shape[j]) if g.periodic[j] else L)
+        per_hill = int(np.prod(lengths))
+        step = max(1, (1 << 21) // per_hill)
+        if nb > step:
+            for a in range(0, nb, step):
+                self._add_batch(centers[a : a + step], sigmas[a : a + step], heights[a : a + step])
+            return
+        full = (nb, *lengths)
+        flat = np.zeros(full, dtype=np.int64)
+        ok = np.ones(full, dtype=bool)
+        dp2 = np.zeros(full)
+        ders = []
+        stride = 1
+        strides = [0] * d
+        for j in range(d - 1, -1, -1):
+            strides[j] = stride
+            stride *= g.shape[j]
+        for j in range(d):
+            h = g.spacing[j]
+            n = g.shape[j]
+            c = centers[:, j]
+            sg = sigmas[:, j]
+            lo = np.ceil((c - _RCUT * sg - g.lower[j]) / h).astype(np.int64)
+            hi = np.floor((c + _RCUT * sg - g.lower[j]) / h).astype(np.int64)
+            k = lo[:, None] + np.arange(lengths[j])[None, :]
+            dx = g.lower[j] + k * h - c[:, None]
+            if g.periodic[j]:
+                dx = _wrap(dx, g.upper[j] - g.lower[j])
+                valid = k <= np.minimum(hi, lo + n - 1)[:, None]
+                idx = np.mod(k, n)
+            else:
+                valid = (k >= 0) & (k < n) & (k <= hi[:, None])
+                idx = np.clip(k, 0, n - 1)
+            u = dx / sg[:, None]
+            shape = [nb] + [1] * d
+            shape[j + 1] = lengths[j]
+            dp2 = dp2 + (0.5 * u * u).reshape(shape)
+            ok &= valid.reshape(shape)
+            flat += (idx * strides[j]).reshape(shape)
+            ders.append((-u / sg[:, None]).reshape(shape))
+        inside = ok & (dp2 < DP2CUTOFF)
+        hb = heights.reshape([nb] + [1] * d)
+        e = np.where(inside, hb * self._a * np.exp(-np.minimum(dp2, DP2CUTOFF)), 0.0)
+        sel = flat[inside]
         if self.track_ct:
-            old = self.tables[0][sel].copy()
-        self.tables[0][sel] += np.where(inside, e + height * self._b, 0.0)
+            touched = np.unique(sel)
+            old = self.tables[0].reshape(-1)[touched].copy()
+        np.add.at(self.tables[0].reshape(-1), sel, (e + hb * self._b)[inside])
         for S in self._subsets[1:]:
             term = e
             for j in range(d):
                 if S >> j & 1:
                     term = term * ders[j]
-            self.tables[S][sel] += term
+            np.add.at(self.tables[S].reshape(-1), sel, term[inside])
         if self.track_ct:
-            self._update_sums(old, self.tables[0][sel])
+            self._update_sums(old, self.tables[0].reshape(-1)[touched])
 
     def _update_sums(self, old: np.ndarray, new: np.ndarray) -> None:
+        if new.size == 0:
+            return
         b = self.beta
         for which in (1, 2):
             c = self._c1 if which == 1 else self._c2
@@ -624,6 +681,39 @@ class BiasGrid:
         return (val, grad) if gradient else val
 
 
+def ct_series(hills: Hills, kT: float, *, grid: Optional[GridSpec] = None) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`c(t)` after each deposition time: the value every frame between two depositions uses.
+
+    Parameters
+    ----------
+    hills : Hills
+        Well-tempered hills.
+    kT : float
+        Thermal energy, units of the heights.
+    grid : GridSpec, optional
+        Nodes of the sums (default :meth:`Hills.default_grid`; PLUMED's ``GRID_MIN/MAX/BIN``
+        reproduce its ``rct``).
+
+    Returns
+    -------
+    n_hills : (n_times + 1,) int ndarray
+        Number of hills in the bias: 0, then the count after each distinct deposition time.
+    ct : (n_times + 1,) ndarray
+        :math:`c` with that many hills (0 with none), energy units.
+    """
+    g = grid or hills.default_grid()
+    bg = BiasGrid(hills, g, derivatives=False, kT=kT, track_ct=True)
+    t = hills.time
+    ends = np.flatnonzero(np.diff(t) > 0) + 1 if len(t) else np.zeros(0, dtype=np.int64)
+    ks = np.concatenate(([0], ends, [len(t)] if len(t) else [])).astype(np.int64)
+    ks = np.unique(ks)
+    out = np.zeros(len(ks))
+    for i, k in enumerate(ks):
+        bg.add_until(int(k))
+        out[i] = bg.ct()
+    return ks, out
+
+
 def bias_along_trajectory(
     hills: Hills,
     s: np.ndarray,
@@ -651,11 +741,11 @@ def bias_along_trajectory(
     grid : GridSpec, optional
         Interpolation grid; default :meth:`Hills.default_grid` (spacing sigma/5).
     ct_grid : GridSpec, optional
-        Grid whose nodes define :math:`c(t)` (PLUMED's ``GRID_MIN/MAX/BIN`` reproduce its
-        ``rct``); default: ``grid``.
+        Grid whose nodes define :math:`c(t)`; default ``grid``. See :func:`ct_series`.
     state : dict, optional
-        Carries the grids between calls for a trajectory read in chunks: pass the same dict
-        with consecutive chunks (times must keep increasing).
+        Carries the grid between calls for a trajectory read in chunks: pass the same dict
+        with consecutive chunks (times must keep increasing). A ``"ct_series"`` entry (the
+        output of :func:`ct_series`) is reused, so walkers sharing hills compute it once.
 
     Returns
     -------
@@ -670,36 +760,28 @@ def bias_along_trajectory(
         raise GMVAEInputError("'times' must be non-decreasing (frames of one trajectory, in time order)")
     state = {} if state is None else state
     if "grid" not in state:
-        g = grid or hills.default_grid()
-        state["grid"] = BiasGrid(hills, g, derivatives=True)
-        if ct:
-            cg = ct_grid or g
-            state["ct_grid"] = BiasGrid(hills, cg, derivatives=False, kT=kT, track_ct=True)
-            state["ct_values"] = [0.0]  # c after 0, 1, 2, ... hills
+        state["grid"] = BiasGrid(hills, grid or hills.default_grid(), derivatives=True)
         state["last_time"] = -np.inf
+    if ct and "ct_series" not in state:
+        state["ct_series"] = ct_series(hills, kT, grid=ct_grid or state["grid"].grid)
     if len(times) and times[0] < state["last_time"]:
         raise GMVAEInputError(f"'times' go back from {state['last_time']:g} to {times[0]:g} between chunks")
     bg: BiasGrid = state["grid"]
     counts = hills.counts_before(times)
     bias = np.zeros(len(s))
-    cts = np.zeros(len(s)) if ct else None
+    cts = None
     if len(s) == 0:
-        return bias, cts
+        return bias, (np.zeros(0) if ct else None)
     if counts[0] < bg.n_added:
         raise GMVAEInputError("frames come before hills already added; pass frames in time order")
     bounds = np.flatnonzero(np.diff(counts)) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(s)]))
     for a, b in zip(starts, ends):
-        k = int(counts[a])
-        bg.add_until(k)
+        bg.add_until(int(counts[a]))
         bias[a:b] = bg.evaluate(s[a:b])
-        if ct:
-            cgrid: BiasGrid = state["ct_grid"]
-            vals = state["ct_values"]
-            while cgrid.n_added < k:
-                cgrid.add_until(cgrid.n_added + 1)
-                vals.append(cgrid.ct())
-            cts[a:b] = vals[k]
+    if ct:
+        ks, cs = state["ct_series"]
+        cts = cs[np.searchsorted(ks, counts, side="right") - 1]
     state["last_time"] = float(times[-1])
     return bias, cts
