@@ -66,6 +66,144 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- fes (reweighting)
+def _name_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _ranges(text: str) -> list[tuple[float, float]]:
+    from .plumed_files import parse_plumed_number
+
+    out = []
+    for part in text.split(","):
+        bits = part.split(":")
+        if len(bits) != 2:
+            raise argparse.ArgumentTypeError(f"expected MIN:MAX[,MIN:MAX], got {text!r}")
+        try:
+            out.append((parse_plumed_number(bits[0]), parse_plumed_number(bits[1])))
+        except GMVAEInputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return out
+
+
+def _grid_spec(text: str) -> list[tuple[float, float, int]]:
+    from .plumed_files import parse_plumed_number
+
+    out = []
+    for part in text.split(","):
+        bits = part.split(":")
+        if len(bits) != 3:
+            raise argparse.ArgumentTypeError(f"expected MIN:MAX:BINS[,...] (PLUMED's GRID_MIN, GRID_MAX, GRID_BIN), got {text!r}")
+        try:
+            out.append((parse_plumed_number(bits[0]), parse_plumed_number(bits[1]), int(bits[2])))
+        except (GMVAEInputError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return out
+
+
+def _add_temperature(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--temperature", type=float, default=None, help=f"temperature of {what} in K (energies in kJ/mol)")
+    g.add_argument("--kT", type=float, default=None, help=f"thermal energy of {what} in the bias' energy units (reduced-unit systems)")
+
+
+@_command
+def _add_fes(sub) -> None:
+    p = sub.add_parser(
+        "fes",
+        help="reweighted free-energy surface from PLUMED COLVAR/HILLS files",
+        description=(
+            "Free energy along 1 or 2 COLVAR variables, reweighted from a biased run, with block-averaging errors. "
+            "Writes a table (variables, free energy, error), a PNG and a JSON. The temperature comes from --temperature "
+            "or --kT, or from '#! SET temperature' / '#! SET kT' in the run's files; there is no default."
+        ),
+    )
+    p.add_argument("colvar", nargs="+", help="COLVAR file(s); several = walkers sharing one bias")
+    p.add_argument("--cv", type=_name_list, required=True, help="COLVAR fields of the surface, e.g. phi,psi")
+    p.add_argument("--weights", required=True, choices=["none", "final", "ct", "opes", "bias"],
+                   help="none: unbiased; final: final bias (needs --tmin); ct: Tiwary-Parrinello c(t) (needs --hills); "
+                   "opes: exp(beta opes.bias); bias: exp(beta COLUMN) for --bias-column")
+    p.add_argument("--hills", nargs="+", default=None, help="HILLS file(s) of the run (final, ct)")
+    p.add_argument("--bias-column", default=None, help="bias field for --weights bias (e.g. metad.rbias) or opes")
+    _add_temperature(p, "the run")
+    p.add_argument("--bins", type=_int_list, default=[50], help="bins per variable (default 50)")
+    p.add_argument("--range", dest="ranges", type=_ranges, default=None,
+                   help="MIN:MAX per variable, comma-separated (pi allowed; write --range=-pi:pi when MIN is negative); default: period or data range")
+    p.add_argument("--periodic", default="auto",
+                   help="'auto' (from '#! SET min_/max_' in COLVAR), 'none', or the periodic variables' names")
+    p.add_argument("--tmin", type=float, default=None, help="first time used (COLVAR time units)")
+    p.add_argument("--tmax", type=float, default=None, help="last time used")
+    p.add_argument("--blocks", type=int, default=5, help="blocks for the error (default 5)")
+    p.add_argument("--ct-grid", type=_grid_spec, default=None,
+                   help="MIN:MAX:BINS per biased CV for c(t), as PLUMED's GRID_MIN/MAX/BIN (default: the hills' extent)")
+    p.add_argument("--out", required=True, help="output table, e.g. fes.dat")
+    p.add_argument("--png", default=None, help="plot (default: OUT with .png)")
+    p.add_argument("--json", default=None, help="JSON with arrays and units (default: OUT with .json)")
+    p.set_defaults(func=_cmd_fes)
+
+
+def _cmd_fes(args) -> int:
+    from tqdm import tqdm
+
+    from .hills import GridSpec, Hills
+    from .reweight import ReweightedFES
+
+    d = len(args.cv)
+    bins = args.bins * d if len(args.bins) == 1 else args.bins
+    if args.periodic == "auto":
+        periodic = None
+    elif args.periodic == "none":
+        periodic = [False] * d
+    else:
+        names = _name_list(args.periodic)
+        unknown = [n for n in names if n not in args.cv]
+        if unknown:
+            raise GMVAEInputError(f"--periodic names {unknown}, which are not among --cv {args.cv}")
+        periodic = [c in names for c in args.cv]
+    hills = Hills.from_file(args.hills) if args.hills else None
+    ct_grid = None
+    if args.ct_grid is not None:
+        if hills is None:
+            raise GMVAEInputError("--ct-grid needs --hills")
+        if len(args.ct_grid) != hills.n_cvs:
+            raise GMVAEInputError(f"--ct-grid has {len(args.ct_grid)} entries, the hills bias {hills.n_cvs} CV(s)")
+        ct_grid = GridSpec(
+            tuple(g[0] for g in args.ct_grid), tuple(g[1] for g in args.ct_grid), tuple(g[2] for g in args.ct_grid),
+            tuple(p is not None for p in hills.periodic),
+        )
+    est = ReweightedFES(
+        args.cv,
+        method=args.weights,
+        temperature=args.temperature,
+        kT=args.kT,
+        bias_column=args.bias_column,
+        bins=bins,
+        ranges=args.ranges,
+        periodic=periodic,
+        n_blocks=args.blocks,
+        tmin=args.tmin,
+        tmax=args.tmax,
+        ct_grid=ct_grid,
+        progress=tqdm,
+    )
+    fes = est.fit(args.colvar, hills=hills).fetch_model()
+    out = Path(args.out)
+    png = Path(args.png) if args.png else out.with_suffix(".png")
+    js = Path(args.json) if args.json else out.with_suffix(".json")
+    fes.write_dat(out)
+    fes.save(js)
+    if fes.ndim <= 2:
+        fes.plot(png)
+    t = f"{fes.temperature:g} K" if fes.temperature is not None else f"kT {fes.kT:g}"
+    print(f"{args.weights} reweighting at {t} (from {fes.info['temperature_from']}): {fes.n_frames} frames, "
+          f"n_eff {fes.n_effective:.0f}, {fes.n_outside} outside the ranges")
+    print(f"wrote {out}, {js}" + (f", {png}" if fes.ndim <= 2 else ""))
+    return 0
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmvae-cv", description="GMVAE collective variables: learn, export, bias, check.")

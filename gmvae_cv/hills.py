@@ -495,7 +495,9 @@ class BiasGrid:
         self.n_added = 0
         d = grid.ndim
         self._subsets = list(range(1 << d)) if derivatives else [0]
-        self.tables = {S: np.zeros(grid.shape) for S in self._subsets}
+        # one contiguous block: tables[S] is the derivative over the dimensions in bit set S
+        self._stack = np.zeros((len(self._subsets), *grid.shape))
+        self.tables = {S: self._stack[i] for i, S in enumerate(self._subsets)}
         self._a, self._b = _kernel_constants(kernel)
         self._nodes = [grid.nodes(j) for j in range(d)]
         self.track_ct = track_ct
@@ -625,61 +627,83 @@ class BiasGrid:
         return ((math.log(self._s1) + self._m1) - (math.log(self._s2) + self._m2)) / self.beta
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, s: np.ndarray, *, gradient: bool = False):
-        """Hermite-interpolated bias (and its gradient) at points ``s`` of shape ``(n, n_cvs)``."""
+    def evaluate(self, s: np.ndarray, *, gradient: bool = False, chunk: int = 1 << 17):
+        """Hermite-interpolated bias (and its gradient) at points ``s`` of shape ``(n, n_cvs)``.
+
+        Returns
+        -------
+        value : (n,) ndarray
+        gradient : (n, n_cvs) ndarray
+            Only with ``gradient=True``.
+        """
         if len(self._subsets) == 1:
             raise GMVAEInputError("BiasGrid was made with derivatives=False; it cannot interpolate")
         s = np.asarray(s, dtype=float)
         if s.ndim == 1:
             s = s[:, None]
+        if len(s) > chunk:
+            parts = [self.evaluate(s[i : i + chunk], gradient=gradient, chunk=chunk) for i in range(0, len(s), chunk)]
+            if gradient:
+                return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            return np.concatenate(parts)
         g = self.grid
         d = g.ndim
         n = len(s)
-        k0, k1, basis, dbasis = [], [], [], []
         outside = np.zeros(n, dtype=bool)
+        ks = []
+        strides = [int(np.prod(g.shape[j + 1 :])) for j in range(d)]
+        bases, dbases = [], []
         for j in range(d):
             h = g.spacing[j]
             x = (s[:, j] - g.lower[j]) / h
             nj = g.shape[j]
             if g.periodic[j]:
                 x = np.mod(x, nj)
-                k = np.minimum(np.floor(x).astype(np.int64), nj - 1)
+                k = np.minimum(x.astype(np.int64), nj - 1)
                 kn = (k + 1) % nj
             else:
                 outside |= (x < 0) | (x > nj - 1)
                 k = np.clip(np.floor(x).astype(np.int64), 0, nj - 2)
                 kn = k + 1
             t = x - k
-            t2, t3 = t * t, t * t * t
-            # value and first-derivative Hermite bases: [corner 0, corner 1] x [value, slope]
-            basis.append(((2 * t3 - 3 * t2 + 1, (t3 - 2 * t2 + t) * h), (-2 * t3 + 3 * t2, (t3 - t2) * h)))
+            t2 = t * t
+            t3 = t2 * t
+            b = np.empty((n, 2, 2))  # [corner 0/1, value/slope]
+            b[:, 0, 0] = 2 * t3 - 3 * t2 + 1
+            b[:, 0, 1] = (t3 - 2 * t2 + t) * h
+            b[:, 1, 0] = -2 * t3 + 3 * t2
+            b[:, 1, 1] = (t3 - t2) * h
+            bases.append(b)
             if gradient:
-                dbasis.append((((6 * t2 - 6 * t) / h, 3 * t2 - 4 * t + 1), ((-6 * t2 + 6 * t) / h, 3 * t2 - 2 * t)))
-            k0.append(k)
-            k1.append(kn)
-        val = np.zeros(n)
-        grad = np.zeros((n, d)) if gradient else None
-        for corner in product((0, 1), repeat=d):
-            index = tuple(k1[j] if corner[j] else k0[j] for j in range(d))
-            for S in self._subsets:
-                table = self.tables[S][index]
-                w = np.ones(n)
-                for j in range(d):
-                    w = w * basis[j][corner[j]][S >> j & 1]
-                val += w * table
-                if gradient:
-                    for i in range(d):
-                        wi = np.ones(n)
-                        for j in range(d):
-                            src = dbasis if j == i else basis
-                            wi = wi * src[j][corner[j]][S >> j & 1]
-                        grad[:, i] += wi * table
+                db = np.empty((n, 2, 2))
+                db[:, 0, 0] = (6 * t2 - 6 * t) / h
+                db[:, 0, 1] = 3 * t2 - 4 * t + 1
+                db[:, 1, 0] = (-6 * t2 + 6 * t) / h
+                db[:, 1, 1] = 3 * t2 - 2 * t
+                dbases.append(db)
+            ks.append((k, kn))
+        # node values at the 2^d corners (corner bits: dimension 0 most significant)
+        corners = np.empty((n, 1 << d), dtype=np.int64)
+        for c, bits in enumerate(product((0, 1), repeat=d)):
+            corners[:, c] = sum((ks[j][1] if bits[j] else ks[j][0]) * strides[j] for j in range(d))
+        vals = self._stack.reshape(len(self._subsets), -1)[:, corners]  # (2^d subsets, n, 2^d corners)
+        vals = vals.reshape((2,) * d + (n,) + (2,) * d)  # axes: s_{d-1} .. s_0, n, c_0 .. c_{d-1}
+        lower = "abcdefgh"[:d]
+        upper = "ABCDEFGH"[:d]
+        spec_vals = "".join(upper[j] for j in reversed(range(d))) + "n" + lower
+        spec_b = ["n" + lower[j] + upper[j] for j in range(d)]
+        val = np.einsum(",".join([spec_vals, *spec_b]) + "->n", vals, *bases)
         if outside.any():
             val[outside] = 0.0
-            if gradient:
-                grad[outside] = 0.0
-        return (val, grad) if gradient else val
-
+        if not gradient:
+            return val
+        grad = np.empty((n, d))
+        for i in range(d):
+            ops = [dbases[j] if j == i else bases[j] for j in range(d)]
+            grad[:, i] = np.einsum(",".join([spec_vals, *spec_b]) + "->n", vals, *ops)
+        if outside.any():
+            grad[outside] = 0.0
+        return val, grad
 
 def ct_series(hills: Hills, kT: float, *, grid: Optional[GridSpec] = None) -> tuple[np.ndarray, np.ndarray]:
     r""":math:`c(t)` after each deposition time: the value every frame between two depositions uses.

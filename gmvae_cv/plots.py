@@ -10,7 +10,14 @@ import numpy as np
 
 from ._validation import atomic_write_bytes
 
-__all__ = ["plot_loss_curve", "plot_confusion_matrix", "save_figure"]
+__all__ = [
+    "plot_loss_curve",
+    "plot_confusion_matrix",
+    "plot_fes",
+    "plot_implied_timescales",
+    "plot_ck_test",
+    "save_figure",
+]
 
 
 def _pyplot():
@@ -76,4 +83,45 @@ def plot_confusion_matrix(
     ax.set_ylabel("true state")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
+    save_figure(fig, path)
+
+
+def plot_fes(fes, path: str | os.PathLike, *, max_energy: Optional[float] = None, title: str = "") -> None:
+    """A free-energy surface: curve with its error band (1D) or filled contours (2D).
+
+    Parameters
+    ----------
+    fes : FreeEnergySurface
+    path : path
+        PNG file.
+    max_energy : float, optional
+        Upper limit of the colour scale / y axis (energy units); default ``12 kT``.
+    title : str
+    """
+    plt = _pyplot()
+    unit = fes.energy_unit
+    top = max_energy if max_energy is not None else 12.0 * fes.kT
+    f = np.where(np.isfinite(fes.free_energy), fes.free_energy, np.nan)
+    if fes.ndim == 1:
+        x = fes.centers[0]
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        ax.plot(x, f, "-", color="C0", label="F")
+        err = np.where(np.isfinite(fes.error), fes.error, 0.0)
+        ax.fill_between(x, f - err, f + err, color="C0", alpha=0.3, label="block error")
+        ax.set_xlabel(fes.variables[0])
+        ax.set_ylabel(f"free energy ({unit})")
+        ax.set_ylim(-0.05 * top, top)
+        ax.legend(fontsize=8)
+    elif fes.ndim == 2:
+        x, y = fes.centers
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        levels = np.linspace(0.0, top, 13)
+        cs = ax.contourf(x, y, np.clip(f, 0, top).T, levels=levels, cmap="viridis")
+        ax.contour(x, y, np.clip(f, 0, top).T, levels=levels, colors="k", linewidths=0.3)
+        fig.colorbar(cs, ax=ax, label=f"free energy ({unit})")
+        ax.set_xlabel(fes.variables[0])
+        ax.set_ylabel(fes.variables[1])
+    else:
+        raise ValueError(f"plot_fes: {fes.ndim}D surfaces are not plotted; use the .dat or JSON output")
+    ax.set_title(title or f"{fes.info.get('method', '')} reweighting, {fes.n_frames} frames, n_eff {fes.n_effective:.0f}")
     save_figure(fig, path)
