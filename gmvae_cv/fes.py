@@ -317,24 +317,33 @@ class FESEstimator:
         self._model: Optional[FreeEnergySurface] = None
 
     # ---------------------------------------------------------------- accumulation
-    def _bin_index(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        flat = np.zeros(len(values), dtype=np.int64)
-        inside = np.ones(len(values), dtype=bool)
+    _SUB = 1 << 18  # frames per inner step: the temporaries stay in cache
+
+    def _bin_index(self, values: np.ndarray) -> np.ndarray:
+        """Flat bin index per frame; frames outside the ranges get the overflow index ``n_bins``."""
+        n = len(values)
+        flat = np.zeros(n, dtype=np.intp)
+        outside = np.zeros(n, dtype=bool)
         stride = 1
         for j in range(len(self.bins) - 1, -1, -1):
             lo, hi = self.ranges[j]
             nb = self.bins[j]
-            x = (values[:, j] - lo) * (nb / (hi - lo))
+            x = values[:, j] - lo
+            x *= nb / (hi - lo)
             if self.periodic[j]:
-                x = np.mod(x, nb)
-                i = np.minimum(x.astype(np.int64), nb - 1)
+                np.mod(x, nb, out=x)
+                i = x.astype(np.intp)
+                np.minimum(i, nb - 1, out=i)
             else:
-                i = np.floor(x).astype(np.int64)
-                i[x == nb] = nb - 1  # the upper edge belongs to the last bin
-                inside &= (i >= 0) & (i < nb)
-            flat += i * stride
+                outside |= ~((x >= 0) & (x <= nb))  # also catches NaN
+                np.clip(x, 0, nb - 1, out=x)
+                i = x.astype(np.intp)
+            if stride != 1:
+                i *= stride
+            flat += i
             stride *= nb
-        return flat, inside
+        flat[outside] = self._n_bins
+        return flat
 
     def _rescale(self, new_shift: float) -> None:
         if self._shift is None:
@@ -353,9 +362,10 @@ class FESEstimator:
         Parameters
         ----------
         values : (n, n_variables) ndarray
-            Variable values, in the ranges' units.
+            Variable values, in the ranges' units (finite).
         log_weights : (n,) ndarray, optional
-            Natural-log weights (e.g. ``beta * (V - c)``); default: equal weights.
+            Natural-log weights (e.g. ``beta * (V - c)``); default: equal weights. ``-inf`` is a
+            zero weight; NaN and ``+inf`` are errors.
         block_length : int, optional
             Frames per block; required on the first call when streaming (``fit`` sets it from
             ``n_blocks``).
@@ -365,54 +375,78 @@ class FESEstimator:
         self
         """
         d = len(self.bins)
-        v = np.asarray(values, dtype=np.float64)
+        v = np.asarray(values)
         if v.ndim == 1 and d == 1:
             v = v[:, None]
-        v = check_array(v, "values", shape=(None, d))
+        if v.ndim != 2 or v.shape[1] != d:
+            raise GMVAEInputError(f"'values' has shape {v.shape}, expected (n_frames, {d})")
+        if v.dtype.kind not in "fiu":
+            raise GMVAEInputError(f"'values' has dtype {v.dtype}, expected numbers")
         n = len(v)
-        if log_weights is None:
-            lw = np.zeros(n)
-        else:
+        lw = None
+        if log_weights is not None:
             lw = np.asarray(log_weights, dtype=np.float64)
             if lw.shape != (n,):
                 raise GMVAEInputError(f"'log_weights' has shape {lw.shape}, expected ({n},) to match 'values'")
-            if np.isnan(lw).any() or np.isposinf(lw).any():
-                i = int(np.flatnonzero(np.isnan(lw) | np.isposinf(lw))[0])
-                raise GMVAEInputError(f"'log_weights' is {lw[i]} at frame {self._offset + i}, expected finite values (or -inf for weight 0)")
         if block_length is not None:
             self._block_length = check_int(block_length, "block_length", minimum=1)
         if self._block_length is None:
             raise GMVAEInputError("give 'block_length' on the first partial_fit call (or use fit)")
         if n == 0:
             return self
-        flat, inside = self._bin_index(v)
-        n_in = int(inside.sum())
-        self._n_out += n - n_in
-        block = (self._offset + np.arange(n)) // self._block_length
-        self._offset += n
-        if n_in < n:
-            flat, lw, block = flat[inside], lw[inside], block[inside]
-        if n_in == 0:
-            return self
-        top = float(lw.max())
-        if not math.isfinite(top):
-            return self  # all weights zero
-        if self._shift is None or top > self._shift:
-            self._rescale(top)
-        w = np.exp(lw - self._shift)
-        self._sw += float(w.sum())
-        self._sw2 += float(np.dot(w, w))
-        self._n_in += n_in
-        self._counts += np.bincount(flat, minlength=self._n_bins)
-        b0 = int(block[0])
-        nb = int(block[-1]) - b0 + 1
-        hist = np.bincount((block - b0) * self._n_bins + flat, weights=w, minlength=nb * self._n_bins)
-        for k in range(nb):
-            part = hist[k * self._n_bins : (k + 1) * self._n_bins]
-            if b0 + k in self._blocks:
-                self._blocks[b0 + k] += part
+        if lw is not None:
+            top = float(np.max(lw))
+            if not math.isfinite(top) or np.isnan(top):
+                bad = np.flatnonzero(np.isnan(lw) | np.isposinf(lw))
+                if bad.size:
+                    i = int(bad[0])
+                    raise GMVAEInputError(f"'log_weights' is {lw[i]} at frame {self._offset + i}, expected finite values (or -inf for weight 0)")
+            if math.isfinite(top) and (self._shift is None or top > self._shift):
+                self._rescale(top)
+            elif self._shift is None:  # every weight is zero so far
+                self._shift = 0.0
+        elif self._shift is None:
+            self._shift = 0.0
+        elif self._shift < 0.0:
+            self._rescale(0.0)
+        nbins = self._n_bins
+        counts = np.zeros(nbins + 1, dtype=np.int64)
+        pos = 0
+        while pos < n:
+            block = (self._offset + pos) // self._block_length
+            end = min(n, pos + self._SUB, (block + 1) * self._block_length - self._offset)
+            vs = v[pos:end]
+            if vs.dtype.kind == "f" and not np.isfinite(vs).all():
+                i, j = np.argwhere(~np.isfinite(vs))[0]
+                raise GMVAEInputError(f"'values' is {vs[i, j]} at frame {self._offset + pos + i}, variable {j}: expected finite values")
+            flat = self._bin_index(vs)
+            if lw is None:
+                c = np.bincount(flat, minlength=nbins + 1)
+                counts += c
+                unit = math.exp(-self._shift)
+                h = c * unit
+                n_c = float(c[:nbins].sum())
+                self._sw += n_c * unit
+                self._sw2 += n_c * unit * unit
             else:
-                self._blocks[b0 + k] = part.copy()
+                w = lw[pos:end] - self._shift
+                np.exp(w, out=w)
+                h = np.bincount(flat, weights=w, minlength=nbins + 1)
+                w[flat == nbins] = 0.0
+                self._sw += float(w.sum())
+                self._sw2 += float(np.dot(w, w))
+                counts += np.bincount(flat, minlength=nbins + 1)
+            part = h[:nbins]
+            if block in self._blocks:
+                self._blocks[block] += part
+            else:
+                self._blocks[block] = part.copy()
+            pos = end
+        self._counts += counts[:nbins]
+        n_in = int(counts[:nbins].sum())
+        self._n_in += n_in
+        self._n_out += n - n_in
+        self._offset += n
         self._model = None
         return self
 

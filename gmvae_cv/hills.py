@@ -533,12 +533,60 @@ class BiasGrid:
         self._add_batch(c, s, h)
         self.n_added += len(h)
 
+    def _add_one(self, center: np.ndarray, sigma: np.ndarray, height: float) -> None:
+        """One hill onto its patch of nodes (an outer-product block; fast path of :meth:`_add_batch`)."""
+        g = self.grid
+        d = g.ndim
+        idx, us, ders = [], [], []
+        for j in range(d):
+            h = g.spacing[j]
+            n = g.shape[j]
+            lo = math.ceil((center[j] - _RCUT * sigma[j] - g.lower[j]) / h)
+            hi = math.floor((center[j] + _RCUT * sigma[j] - g.lower[j]) / h)
+            if g.periodic[j]:
+                hi = min(hi, lo + n - 1)
+            else:
+                lo, hi = max(lo, 0), min(hi, n - 1)
+            if hi < lo:
+                return
+            k = np.arange(lo, hi + 1)
+            dx = g.lower[j] + k * h - center[j]
+            if g.periodic[j]:
+                dx = _wrap(dx, g.upper[j] - g.lower[j])
+                k = np.mod(k, n)
+            u = dx / sigma[j]
+            shape = [1] * d
+            shape[j] = len(k)
+            idx.append(k)
+            us.append((0.5 * u * u).reshape(shape))
+            ders.append((-u / sigma[j]).reshape(shape))
+        dp2 = us[0] if d == 1 else sum(us[1:], us[0])
+        inside = dp2 < DP2CUTOFF
+        e = np.where(inside, height * self._a * np.exp(-np.minimum(dp2, DP2CUTOFF)), 0.0)
+        sel = np.ix_(*idx)
+        tab = self.tables[0]
+        if self.track_ct:
+            old = tab[sel]
+        new = tab[sel] + np.where(inside, e + height * self._b, 0.0)
+        tab[sel] = new
+        for S in self._subsets[1:]:
+            term = e
+            for j in range(d):
+                if S >> j & 1:
+                    term = term * ders[j]
+            self.tables[S][sel] += term
+        if self.track_ct:
+            self._update_sums(old, new)
+
     def _add_batch(self, centers: np.ndarray, sigmas: np.ndarray, heights: np.ndarray) -> None:
         """Scatter-add the kernels (and their derivatives) of a batch of hills onto the nodes."""
         g = self.grid
         d = g.ndim
         nb = len(heights)
         if nb == 0:
+            return
+        if nb == 1:
+            self._add_one(centers[0], sigmas[0], float(heights[0]))
             return
         # bound memory: hills x support points per call
         lengths = []
@@ -748,6 +796,7 @@ def bias_along_trajectory(
     grid: Optional[GridSpec] = None,
     ct_grid: Optional[GridSpec] = None,
     state: Optional[dict] = None,
+    block_hills: int = 64,
 ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     r"""The bias :math:`V(s_t, t)` each frame felt, and :math:`c(t)`, in one time-ordered pass.
 
@@ -770,6 +819,9 @@ def bias_along_trajectory(
         Carries the grid between calls for a trajectory read in chunks: pass the same dict
         with consecutive chunks (times must keep increasing). A ``"ct_series"`` entry (the
         output of :func:`ct_series`) is reused, so walkers sharing hills compute it once.
+    block_hills : int
+        Frames are taken in blocks spanning this many depositions: the grid holds the hills
+        deposited before the block, the ones inside it are summed exactly per frame.
 
     Returns
     -------
@@ -798,12 +850,27 @@ def bias_along_trajectory(
         return bias, (np.zeros(0) if ct else None)
     if counts[0] < bg.n_added:
         raise GMVAEInputError("frames come before hills already added; pass frames in time order")
-    bounds = np.flatnonzero(np.diff(counts)) + 1
+    # Frames in blocks of `block_hills` depositions: the grid holds the hills before the block,
+    # the few hills deposited inside the block are summed exactly, frame by frame.
+    a_const, b_const = _kernel_constants(hills.kernel)
+    base = bg.n_added
+    block = (counts - base) // block_hills
+    bounds = np.flatnonzero(np.diff(block)) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(s)]))
     for a, b in zip(starts, ends):
-        bg.add_until(int(counts[a]))
+        if int(counts[b - 1]) == int(counts[a]):
+            k0 = int(counts[a])
+        else:
+            k0 = base + int(block[a]) * block_hills
+        k0 = max(k0, bg.n_added)
+        bg.add_until(k0)
         bias[a:b] = bg.evaluate(s[a:b])
+        k1 = int(counts[b - 1])
+        if k1 > k0:
+            idx = np.arange(k0, k1)
+            mask = idx[None, :] < counts[a:b, None]
+            bias[a:b] += hills._sum_kernels(s[a:b], hills.centers[k0:k1], hills.sigmas[k0:k1], hills.heights[k0:k1], a_const, b_const, mask)
     if ct:
         ks, cs = state["ct_series"]
         cts = cs[np.searchsorted(ks, counts, side="right") - 1]
