@@ -6,7 +6,15 @@ Model and training
     :class:`GMVAECV`, :func:`gmvae_loss`, :class:`GMVAELoss`, :class:`TrainConfig`, :func:`fit`,
     :func:`load_run`, :class:`GMVAERun`, :func:`make_dataset`
 Systems with known answers
-    :class:`FourWell`, :class:`MullerBrown`
+    :class:`FourWell`, :class:`MullerBrown`, :func:`toy_metadynamics` (well-tempered
+    metadynamics writing PLUMED files), :func:`relaxation_times` (Smoluchowski generator)
+Checking biased runs
+    :func:`read_plumed`, :class:`PlumedFile` (COLVAR/HILLS), :class:`Hills`,
+    :class:`ReweightedFES`, :class:`FESEstimator`, :class:`FreeEnergySurface`,
+    :func:`ct_log_weights`, :func:`final_bias_log_weights`, :func:`bias_log_weights`
+Markov state models
+    :class:`MarkovAnalysis`, :class:`MarkovAnalysisResult`, :func:`gmvae_states`,
+    :class:`TRAMAnalysis`, :class:`BiasedDataError`
 Analysis helpers
     :func:`cluster_confusion`
 Errors
@@ -19,10 +27,17 @@ import logging as _logging
 
 from ._validation import GMVAEInputError
 from .data import make_dataset
+from .fes import FESEstimator, FreeEnergySurface
+from .hills import Hills
 from .loss import GMVAELoss, gmvae_loss
 from .metrics import cluster_confusion
 from .model import GMVAECV
+from .msm import BiasedDataError, MarkovAnalysis, MarkovAnalysisResult, TRAMAnalysis, gmvae_states
+from .plumed_files import PlumedFile, read_plumed
+from .reweight import ReweightedFES, bias_log_weights, ct_log_weights, final_bias_log_weights
 from .systems import FourWell, MullerBrown
+from .systems.smoluchowski import relaxation_times
+from .systems.toy_metad import toy_metadynamics
 from .train import GMVAERun, TrainConfig, fit, load_run
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -39,5 +54,21 @@ __all__ = [
     "FourWell",
     "MullerBrown",
     "cluster_confusion",
+    "toy_metadynamics",
+    "relaxation_times",
+    "read_plumed",
+    "PlumedFile",
+    "Hills",
+    "ReweightedFES",
+    "FESEstimator",
+    "FreeEnergySurface",
+    "ct_log_weights",
+    "final_bias_log_weights",
+    "bias_log_weights",
+    "MarkovAnalysis",
+    "MarkovAnalysisResult",
+    "gmvae_states",
+    "TRAMAnalysis",
+    "BiasedDataError",
     "GMVAEInputError",
 ]

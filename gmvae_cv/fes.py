@@ -25,9 +25,9 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from ._validation import GMVAEInputError, atomic_write_text, check_array, check_int, check_positive
+from ._validation import GMVAEInputError, atomic_write_text, check_int, check_positive
 
-__all__ = ["FESEstimator", "FreeEnergySurface", "KB_KJ_MOL_K", "resolve_kT"]
+__all__ = ["FESEstimator", "FreeEnergySurface", "KB_KJ_MOL_K", "resolve_kT", "log_weights_from_weights"]
 
 KB_KJ_MOL_K = 0.0083144626
 """Boltzmann constant in kJ/mol/K."""
@@ -61,6 +61,35 @@ def resolve_kT(temperature: Optional[float] = None, kT: Optional[float] = None, 
         t = check_positive(temperature, "temperature")
         return KB_KJ_MOL_K * t, t
     return check_positive(kT, "kT"), None
+
+
+def log_weights_from_weights(weights: np.ndarray, *, name: str = "weights", source: Optional[str] = None) -> np.ndarray:
+    """Natural logs of per-frame weights, rejecting negative, NaN and infinite entries.
+
+    Zero weights become ``-inf`` (the frame does not count).
+
+    Parameters
+    ----------
+    weights : (n_frames,) array_like
+    name, source : str
+        Used in error messages.
+
+    Returns
+    -------
+    (n_frames,) ndarray
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    where = f"{source}: '{name}'" if source else f"'{name}'"
+    if w.ndim != 1:
+        raise GMVAEInputError(f"{where} has shape {w.shape}, expected (n_frames,)")
+    bad = np.isnan(w) | (w < 0) | np.isinf(w)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise GMVAEInputError(f"{where} is {w[i]} at frame {i} ({int(bad.sum())} bad value(s)); weights must be finite and >= 0")
+    if not (w > 0).any():
+        raise GMVAEInputError(f"{where} are all zero")
+    with np.errstate(divide="ignore"):
+        return np.log(w)
 
 
 @dataclass
@@ -450,8 +479,23 @@ class FESEstimator:
         self._model = None
         return self
 
-    def fit(self, values: np.ndarray, log_weights: Optional[np.ndarray] = None) -> "FESEstimator":
-        """Histogram all frames at once (blocks: ``n_blocks`` consecutive parts)."""
+    def fit(self, values: np.ndarray, log_weights: Optional[np.ndarray] = None, *, weights: Optional[np.ndarray] = None) -> "FESEstimator":
+        """Histogram all frames at once (blocks: ``n_blocks`` consecutive parts).
+
+        Parameters
+        ----------
+        values : (n_frames, n_variables) ndarray
+        log_weights : (n_frames,) ndarray, optional
+            Natural-log weights (preferred: no overflow for large biases).
+        weights : (n_frames,) ndarray, optional
+            Plain weights, >= 0 and finite (give one of ``weights`` and ``log_weights``).
+        """
+        if weights is not None:
+            if log_weights is not None:
+                raise GMVAEInputError("give one of 'weights' and 'log_weights'")
+            log_weights = log_weights_from_weights(weights)
+            if len(log_weights) != len(values):
+                raise GMVAEInputError(f"'weights' has {len(log_weights)} entries for {len(values)} frames")
         self._reset()
         n = len(values)
         self._block_length = max(1, math.ceil(n / self.n_blocks))

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ._validation import GMVAEInputError, check_array, check_int
-from .fes import KB_KJ_MOL_K, FESEstimator, FreeEnergySurface, resolve_kT
+from .fes import KB_KJ_MOL_K, FESEstimator, FreeEnergySurface, log_weights_from_weights, resolve_kT
 from .hills import BiasGrid, GridSpec, Hills, bias_along_trajectory, ct_series
 from .plumed_files import PlumedFile, parse_plumed_number
 
@@ -65,25 +64,6 @@ def bias_log_weights(bias: np.ndarray, kT: float, *, name: str = "bias", source:
     """
     v = check_array(bias, name, source=source, ndim=1)
     return v / kT
-
-
-def log_weights_from_weights(weights: np.ndarray, *, name: str = "weights", source: Optional[str] = None) -> np.ndarray:
-    """Logs of given per-frame weights, rejecting negative and NaN entries.
-
-    Zero weights become ``-inf`` (the frame does not count).
-    """
-    w = np.asarray(weights, dtype=np.float64)
-    where = f"{source}: '{name}'" if source else f"'{name}'"
-    if w.ndim != 1:
-        raise GMVAEInputError(f"{where} has shape {w.shape}, expected (n_frames,)")
-    bad = np.isnan(w) | (w < 0) | np.isinf(w)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise GMVAEInputError(f"{where} is {w[i]} at frame {i} ({int(bad.sum())} bad value(s)); weights must be finite and >= 0")
-    if not (w > 0).any():
-        raise GMVAEInputError(f"{where} are all zero")
-    with np.errstate(divide="ignore"):
-        return np.log(w)
 
 
 def final_bias_log_weights(hills: Hills, s: np.ndarray, kT: float, *, grid: Optional[GridSpec] = None, exact: bool = False) -> np.ndarray:

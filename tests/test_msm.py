@@ -189,7 +189,7 @@ def test_biased_frames_are_refused_and_tram_recovers_boltzmann(tmp_path):
 
 @pytest.mark.slow
 def test_cli_tram(tmp_path):
-    dtrajs, bias, ens, exact = _double_well_umbrella(n_steps=10_000)
+    dtrajs, bias, ens, exact = _double_well_umbrella()
     args = ["msm", "--tram", "--lags", "10", "--lag", "10", "--dt", "0.01", "--kT", "1.0", "--out", str(tmp_path / "o")]
     d_files, b_files = [], []
     for i, (d, b) in enumerate(zip(dtrajs, bias)):

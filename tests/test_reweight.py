@@ -14,7 +14,6 @@ import json
 import shutil
 import subprocess
 import tracemalloc
-import warnings
 from pathlib import Path
 
 import numpy as np
