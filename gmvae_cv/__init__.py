@@ -9,7 +9,16 @@ Features
     :class:`FeatureSpec`, :func:`load_trajectory_features`, :func:`features_from_selection`,
     :func:`alanine_heavy_atom_distances`, :func:`alanine_backbone_torsions`, :func:`phi_psi`
 Systems with known answers
-    :class:`FourWell`, :class:`MullerBrown`, :class:`AlanineDipeptide`, :func:`alanine_basin`
+    :class:`FourWell`, :class:`MullerBrown`, :class:`AlanineDipeptide`, :func:`alanine_basin`,
+    :func:`toy_metadynamics` (well-tempered
+    metadynamics writing PLUMED files), :func:`relaxation_times` (Smoluchowski generator)
+Checking biased runs
+    :func:`read_plumed`, :class:`PlumedFile` (COLVAR/HILLS), :class:`Hills`,
+    :class:`ReweightedFES`, :class:`FESEstimator`, :class:`FreeEnergySurface`,
+    :func:`ct_log_weights`, :func:`final_bias_log_weights`, :func:`bias_log_weights`
+Markov state models
+    :class:`MarkovAnalysis`, :class:`MarkovAnalysisResult`, :func:`gmvae_states`,
+    :class:`TRAMAnalysis`, :class:`BiasedDataError`
 Analysis helpers
     :func:`cluster_confusion`
 Errors
@@ -30,10 +39,17 @@ from .features import (
     load_trajectory_features,
     phi_psi,
 )
+from .fes import FESEstimator, FreeEnergySurface
+from .hills import Hills
 from .loss import GMVAELoss, gmvae_loss
 from .metrics import cluster_confusion
 from .model import GMVAECV
+from .msm import BiasedDataError, MarkovAnalysis, MarkovAnalysisResult, TRAMAnalysis, gmvae_states
+from .plumed_files import PlumedFile, read_plumed
+from .reweight import ReweightedFES, bias_log_weights, ct_log_weights, final_bias_log_weights
 from .systems import AlanineDipeptide, FourWell, MullerBrown, alanine_basin
+from .systems.smoluchowski import relaxation_times
+from .systems.toy_metad import toy_metadynamics
 from .train import GMVAERun, TrainConfig, fit, load_run
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -58,5 +74,21 @@ __all__ = [
     "AlanineDipeptide",
     "alanine_basin",
     "cluster_confusion",
+    "toy_metadynamics",
+    "relaxation_times",
+    "read_plumed",
+    "PlumedFile",
+    "Hills",
+    "ReweightedFES",
+    "FESEstimator",
+    "FreeEnergySurface",
+    "ct_log_weights",
+    "final_bias_log_weights",
+    "bias_log_weights",
+    "MarkovAnalysis",
+    "MarkovAnalysisResult",
+    "gmvae_states",
+    "TRAMAnalysis",
+    "BiasedDataError",
     "GMVAEInputError",
 ]
