@@ -8,6 +8,10 @@ Model and training
 Features
     :class:`FeatureSpec`, :func:`load_trajectory_features`, :func:`features_from_selection`,
     :func:`alanine_heavy_atom_distances`, :func:`alanine_backbone_torsions`, :func:`phi_psi`
+Export and check
+    :func:`export`, :func:`check_export`, :class:`CheckReport`, :func:`load_openmm_cv`,
+    :func:`openmm_component_force`, :class:`MetadSettings`, :class:`OpesSettings`,
+    :func:`write_plumed_inputs`
 Systems with known answers
     :class:`FourWell`, :class:`MullerBrown`, :class:`AlanineDipeptide`, :func:`alanine_basin`
 Analysis helpers
@@ -22,6 +26,7 @@ import logging as _logging
 
 from ._validation import GMVAEInputError
 from .data import make_dataset
+from .export import CheckReport, check_export, export, load_openmm_cv, openmm_component_force
 from .features import (
     FeatureSpec,
     alanine_backbone_torsions,
@@ -33,6 +38,7 @@ from .features import (
 from .loss import GMVAELoss, gmvae_loss
 from .metrics import cluster_confusion
 from .model import GMVAECV
+from .plumed_inputs import MetadSettings, OpesSettings, write_plumed_inputs
 from .systems import AlanineDipeptide, FourWell, MullerBrown, alanine_basin
 from .train import GMVAERun, TrainConfig, fit, load_run
 
@@ -58,5 +64,13 @@ __all__ = [
     "AlanineDipeptide",
     "alanine_basin",
     "cluster_confusion",
+    "export",
+    "check_export",
+    "CheckReport",
+    "load_openmm_cv",
+    "openmm_component_force",
+    "MetadSettings",
+    "OpesSettings",
+    "write_plumed_inputs",
     "GMVAEInputError",
 ]

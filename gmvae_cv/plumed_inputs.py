@@ -246,7 +246,7 @@ def resolve_bias_settings(
     gmin = _per_component(metad.grid_min, d, "grid_min")
     gmax = _per_component(metad.grid_max, d, "grid_max")
     osigma = _per_component(opes.sigma, d, "opes sigma")
-    needs = [n for n, v in (("sigma", sigma), ("grid_min", gmin), ("grid_max", gmax), ("opes sigma", osigma)) if v is None]
+    needs = [n for n, v in (("sigma", sigma), ("grid_min", gmin), ("grid_max", gmax)) if v is None]
     if needs and stats is None:
         raise GMVAEInputError(
             f"no CV statistics to choose {', '.join(needs)} from: give training frames (export(..., data=) or "
@@ -393,7 +393,7 @@ def _metad_block(m: Mapping[str, Any], d: int, *, label: str = "metad", extra: S
         lines.append("  RESTART=YES")
     else:
         lines.append("  CALC_RCT")
-    lines.append(f"... {label}")
+    lines.append("...")
     return lines
 
 
@@ -451,7 +451,7 @@ def render_plumed_opes(cv_info: Mapping[str, Any], spec: Any) -> str:
         f"  TEMP={_num(o['temperature'])}",
         "  FILE=KERNELS",
         "  STATE_WFILE=STATE",
-        "... opes",
+        "...",
         "#",
         f"PRINT ARG=cv.*,clusters.*,opes.* STRIDE={o['print_stride']} FILE=COLVAR",
     ]
