@@ -230,7 +230,7 @@ def _add_export(sub) -> None:
         help="export a trained run for PLUMED (PYTORCH_MODEL) and OpenMM-Torch",
         description="Write EXP/: model_plumed.ptc, model_clusters.ptc (features in, float32 (1, n)), "
         "model_openmm.pt (positions in nm), plumed.dat (METAD), plumed_opes.dat (OPES_METAD), cv.json, "
-        "run/ (a copy of the run) and frames.npz (frames for 'gmvae-cv check'). SIGMA and the grid are "
+        "run/ (a copy of the run), frames.npy (frames for 'gmvae-cv check') and README.md. SIGMA and the grid are "
         "chosen from the CV on the training frames (--traj/--top or --data) unless given.",
     )
     p.add_argument("run", help="run directory (from training)")
@@ -281,7 +281,7 @@ def _add_check(sub) -> None:
         "status 1 if any check fails.",
     )
     p.add_argument("exp", help="export directory")
-    p.add_argument("--traj", nargs="+", default=None, metavar="T", help="frames to check on (default: EXP/frames.npz)")
+    p.add_argument("--traj", nargs="+", default=None, metavar="T", help="frames to check on (default: EXP/frames.npy)")
     p.add_argument("--top", default=None, help="topology of --traj")
     p.add_argument("--stride", type=int, default=1, help="read every STRIDE-th frame of --traj (default 1)")
     p.add_argument("--fd-frames", type=int, default=4, help="frames for the finite-difference checks (default 4)")

@@ -18,8 +18,10 @@ file                   content
                        summary, package versions, sha256 of every other file.
 ``run/``               A copy of the run (``gmvae_run.json``, ``model.pt``): the Python model that
                        :func:`check_export` compares the files with.
-``frames.npz``         Up to ``n_check_frames`` positions (nm) of real frames, for :func:`check_export`
-                       (written when ``frames`` are given).
+``frames.npy``         Up to ``n_check_frames`` positions (nm, float32, ``(F, n_atoms, 3)``) of real
+                       frames for :func:`check_export` (when ``frames`` are given), with
+                       ``frames_box.npy`` (``(F, 3, 3)``, rows, nm) if they have a box.
+``README.md``          The contract of these files, with this export's numbers.
 =====================  ==========================================================================
 
 Every TorchScript file carries the marker :data:`gmvae_cv.torchscript.MARKER_NAME` in its
@@ -42,7 +44,16 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ._validation import GMVAEInputError, as_list_of_arrays, atomic_write_bytes, atomic_write_json, atomic_write_text, check_array, check_int
+from ._validation import (
+    GMVAEInputError,
+    as_list_of_arrays,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_array,
+    check_int,
+    load_array_file,
+)
 from .plumed_inputs import (
     MetadSettings,
     OpesSettings,
@@ -66,6 +77,7 @@ __all__ = [
     "export",
     "read_cv_json",
     "verify_export",
+    "render_export_readme",
     "load_plumed_model",
     "load_openmm_cv",
     "openmm_component_force",
@@ -85,7 +97,9 @@ CLUSTERS_MODEL = "model_clusters.ptc"
 OPENMM_MODEL = "model_openmm.pt"
 PLUMED_DAT = "plumed.dat"
 PLUMED_OPES_DAT = "plumed_opes.dat"
-FRAMES = "frames.npz"
+FRAMES = "frames.npy"
+FRAMES_BOX = "frames_box.npy"
+README = "README.md"
 RUN_DIR = "run"
 
 _CONTRACTS = {
@@ -257,7 +271,7 @@ def export(
         default SIGMA and grid (:mod:`gmvae_cv.plumed_inputs`) and is summarised in ``cv.json``.
     frames : mdtraj.Trajectory or (n_frames, n_atoms, 3) array, optional
         Positions in nm of real frames. Up to ``n_check_frames`` of them, evenly spaced, are stored
-        in ``frames.npz`` for :func:`check_export`; when ``data`` is not given, their features
+        in ``frames.npy`` for :func:`check_export`; when ``data`` is not given, their features
         are used as ``data``.
     metad, opes : MetadSettings, OpesSettings, optional
         Bias settings for ``plumed.dat`` and ``plumed_opes.dat``.
@@ -337,13 +351,14 @@ def export(
             files[f"{RUN_DIR}/{name}"] = tmp / RUN_DIR / name
         if xyz is not None:
             idx = np.unique(np.linspace(0, xyz.shape[0] - 1, min(n_check_frames, xyz.shape[0])).round().astype(int))
-            arrays = {"positions": xyz[idx].astype(np.float32)}
+            arrays = {FRAMES: xyz[idx].astype(np.float32)}
             if box is not None:
-                arrays["box"] = box[idx].astype(np.float32)
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            atomic_write_bytes(tmp / FRAMES, buf.getvalue())
-            files[FRAMES] = tmp / FRAMES
+                arrays[FRAMES_BOX] = box[idx].astype(np.float32)
+            for name, arr in arrays.items():
+                buf = io.BytesIO()
+                np.save(buf, arr, allow_pickle=False)  # .npy bytes are reproducible (.npz hold timestamps)
+                atomic_write_bytes(tmp / name, buf.getvalue())
+                files[name] = tmp / name
 
         norm = getattr(model, "norm_in", None)
         from . import __version__
@@ -386,9 +401,13 @@ def export(
                 "weighted": run.info.get("weighted"),
                 "versions": run.info.get("versions"),
             },
-            "check_frames": FRAMES if xyz is not None else None,
+            "check_frames": (
+                {"positions": FRAMES, "box": FRAMES_BOX if box is not None else None} if xyz is not None else None
+            ),
             "versions": _versions(),
         }
+        atomic_write_text(tmp / README, render_export_readme(info))
+        files[README] = tmp / README
         atomic_write_text(tmp / PLUMED_DAT, render_plumed_dat(info, spec))
         atomic_write_text(tmp / PLUMED_OPES_DAT, render_plumed_opes(info, spec))
         files[PLUMED_DAT] = tmp / PLUMED_DAT
@@ -407,6 +426,65 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def render_export_readme(info: dict) -> str:
+    """``README.md`` of an export: the contract of its files, with its numbers (from ``cv.json``)."""
+    n, d, k = info["n_features"], info["D"], info["K"]
+    names = info["feature_names"]
+    units = info["feature_units"]
+    shown = ", ".join(f"`{a}` ({u})" for a, u in zip(names[:6], units[:6])) + (", ..." if n > 6 else "")
+    stats = info.get("cv_statistics")
+    lines = [
+        "# GMVAE CV export",
+        "",
+        f"Written by gmvae-cv {info['gmvae_cv_version']} (`gmvae-cv export`). Check it with `gmvae-cv check <this folder>`",
+        "(loads each file the way PLUMED and OpenMM do and compares with the Python model in `run/`).",
+        "",
+        "## The CV",
+        "",
+        f"{info['cv_definition']}: D = {d} components from n = {n} input features;",
+        f"q(y|x) over K = {k} clusters. Inputs, in this order: {shown}",
+        "(all names in `cv.json`, `feature_names`; the atoms in `feature_spec`, 0-based there, 1-based in `plumed.dat`).",
+        "Standardisation (`normalisation` in `cv.json`) is folded into the first layers: feed raw features.",
+        "",
+        "## Files",
+        "",
+        "| file | consumer | input | output |",
+        "| --- | --- | --- | --- |",
+        f"| `model_plumed.ptc` | PLUMED `PYTORCH_MODEL` | features, float32, shape (1, {n}) | the CV, float32, shape (1, {d}): `cv.node-0` ... |",
+        f"| `model_clusters.ptc` | PLUMED `PYTORCH_MODEL` | features, float32, shape (1, {n}) | q(y\\|x), float32, shape (1, {k}), rows sum to 1 |",
+        f"| `model_openmm.pt` | OpenMM-Torch `TorchForce` | `forward(positions, box=None)`: positions ({info['n_atoms']}, 3) in nm, any float dtype; box (3, 3) rows in nm or None | the CV, shape ({d},), dtype of the positions |",
+        "| `plumed.dat` | `gmx mdrun -plumed plumed.dat` (any PLUMED engine) | | features + `PYTORCH_MODEL` + well-tempered `METAD` + `PRINT` |",
+        "| `plumed_opes.dat` | PLUMED | | the same with `OPES_METAD` |",
+        "| `cv.json` | people, `gmvae-cv check` | | spec, normalisation, D, K, units, statistics, bias choices, training summary, versions, sha256 of every file |",
+        "| `run/` | `gmvae_cv.load_run` | | the trained run the files were made from |",
+        "| `frames.npy` | `gmvae-cv check` | | real frames (positions, nm) to check on |",
+        "",
+        "PLUMED loads the `.ptc` files with `torch.jit.load`, `torch.jit.freeze`, `torch.jit.optimize_for_inference`,",
+        "evaluates them on a float32 (1, n) tensor and takes one autograd gradient per output. `PYTORCH_MODEL`",
+        "needs a PLUMED built with libtorch (see the repository README, `scripts/build_plumed_libtorch.sh`);",
+        "keep the `.ptc` files in the folder the MD engine runs in (FILE= paths are relative).",
+        "",
+        "In OpenMM, bias component i with `gmvae_cv.openmm_component_force('model_openmm.pt', i)`: a `TorchForce`",
+        "whose energy in kJ/mol is CV component i, for a `CustomCVForce`. Every TorchScript file carries a",
+        "`gmvae_cv.json` marker in its extra files (n_features, D, K, feature names; for OpenMM also n_atoms",
+        "and the atom indices read).",
+        "",
+        "Units: features in nm (distances), rad (angles, raw torsions), 1 (sin/cos, contacts); positions nm;",
+        "the CV in latent units; energies kJ/mol; temperature K; PACE and STRIDE in MD steps.",
+        "",
+    ]
+    if stats:
+        lines += [
+            "## Bias settings",
+            "",
+            f"From the CV on {stats['n_frames']} training frames (`cv_statistics` in `cv.json`):",
+            "",
+            *[f"- {c}" for c in info["plumed"]["metad"]["choices"]],
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def _umask() -> int:
@@ -673,14 +751,13 @@ class CheckReport:
         atomic_write_json(path, self.to_dict())
 
 
-def _load_frames_file(path: Path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out = {key: z[key] for key in z.files}
-    except Exception as exc:  # numpy raises several types for bad files
-        raise GMVAEInputError(f"{path}: cannot be read as an .npz of frames ({exc})") from None
-    if "positions" not in out:
-        raise GMVAEInputError(f"{path}: no 'positions' array, expected (n_frames, n_atoms, 3) in nm")
+def _load_frames_files(exp_dir: Path, entry: Any) -> dict:
+    """``{'positions': (F, n_atoms, 3), 'box': (F, 3, 3) or None}`` from the export's frame files."""
+    if not isinstance(entry, dict) or not entry.get("positions"):
+        raise GMVAEInputError(f"{exp_dir / CV_JSON}: 'check_frames' is {entry!r}, expected {{'positions': file, 'box': file or null}}")
+    out = {"positions": load_array_file(exp_dir / entry["positions"], "positions", ndim=3)}
+    if entry.get("box"):
+        out["box"] = load_array_file(exp_dir / entry["box"], "box", ndim=3)
     return out
 
 
@@ -772,7 +849,7 @@ def check_export(
     exp_dir : path
         The export directory.
     frames : mdtraj.Trajectory or (n_frames, n_atoms, 3) array, optional
-        Positions in nm; default the export's ``frames.npz``.
+        Positions in nm; default the export's ``frames.npy`` (and ``frames_box.npy``).
     n_fd_frames : int
         Frames used for the finite-difference comparisons.
     out : path, optional
@@ -818,7 +895,7 @@ def check_export(
                 f"{exp_dir}: no frames stored in the export (it was made without frames); pass frames "
                 "(CLI: --traj TRAJ --top TOP)"
             )
-        frames = _load_frames_file(exp_dir / info["check_frames"])
+        frames = _load_frames_files(exp_dir, info["check_frames"])
     xyz, box = _frames_arrays(frames, spec)
     report.n_frames = int(xyz.shape[0])
     x64 = spec.compute(xyz, box)

@@ -30,7 +30,7 @@ import openmm
 import pytest
 import torch
 
-from gmvae_cv import GMVAEInputError, alanine_heavy_atom_distances, fit
+from gmvae_cv import GMVAEInputError, alanine_backbone_torsions, alanine_heavy_atom_distances, fit
 from gmvae_cv.cli import main as cli_main
 from gmvae_cv.export import (
     check_export,
@@ -41,7 +41,6 @@ from gmvae_cv.export import (
     read_cv_json,
     verify_export,
 )
-from gmvae_cv.features import _backbone_torsion_atoms
 from gmvae_cv.plumed_inputs import (
     MetadSettings,
     OpesSettings,
@@ -274,7 +273,7 @@ def test_cli_export_with_trajectory(ala, tmp_path, capsys):
     assert info["plumed"]["metad"]["height"] == 2.0 and info["plumed"]["metad"]["temperature"] == 310.0
     text = (out / "plumed.dat").read_text()
     assert "  PACE=1000\n" in text and "  BIASFACTOR=8\n" in text and "  TEMP=310\n" in text
-    assert np.load(out / "frames.npz")["positions"].shape == (4, 22, 3)
+    assert np.load(out / "frames.npy").shape == (4, 22, 3)
     # same model, same statistics source: same CV files as the library export
     assert info["files"]["model_plumed.ptc"] == read_cv_json(ala["exp"])["files"]["model_plumed.ptc"]
     assert cli_main(["export", str(ala["base"] / "run"), "--out", str(out)]) == 2
@@ -540,7 +539,7 @@ def test_plumed_opes_dat_runs_in_real_kernel(ala, tmp_path):
 def _reference_inputs():
     """Stored training features and check frames of the reference export."""
     data = np.load(REF_EXPORT / "data" / "features.npy")
-    frames = dict(np.load(REF_EXPORT / "frames.npz"))
+    frames = np.load(REF_EXPORT / "frames.npy")
     return data, frames
 
 
@@ -554,7 +553,7 @@ def test_reference_export_in_sync(tmp_path):
     version, and equal outputs on the stored frames in any case."""
     data, frames = _reference_inputs()
     ref = read_cv_json(REF_EXPORT)
-    new = export(REF_EXPORT / "run", tmp_path / "exp", data=data, frames=frames, n_check_frames=len(frames["positions"]))
+    new = export(REF_EXPORT / "run", tmp_path / "exp", data=data, frames=frames, n_check_frames=len(frames))
     for name in ("plumed.dat", "plumed_opes.dat"):
         assert (new / name).read_text() == (REF_EXPORT / name).read_text(), f"{name} would change: regenerate the reference export"
     got = read_cv_json(new)
@@ -574,9 +573,10 @@ def test_reference_export_in_sync(tmp_path):
         a = torch.jit.load(str(new / name))(x)
         b = torch.jit.load(str(REF_EXPORT / name))(x)
         assert torch.max(torch.abs(a - b)) < 1e-6
-    pos = torch.tensor(frames["positions"][0], dtype=torch.float64)
+    pos = torch.tensor(frames[0], dtype=torch.float64)
     assert torch.max(torch.abs(load_openmm_cv(new / "model_openmm.pt")(pos) - load_openmm_cv(REF_EXPORT / "model_openmm.pt")(pos))) < 1e-6
-    assert (new / "frames.npz").read_bytes() == (REF_EXPORT / "frames.npz").read_bytes()
+    for name in ("frames.npy", "README.md"):
+        assert (new / name).read_bytes() == (REF_EXPORT / name).read_bytes(), f"{name} would change"
 
 
 @needs_reference
@@ -586,8 +586,7 @@ def test_reference_export_check_passes(tmp_path):
 
 
 def _alanine_torsions() -> dict:
-    phi, psi = _backbone_torsion_atoms(AlanineDipeptide().mdtraj_topology)
-    return {"phi": phi, "psi": psi}
+    return {f.name: f.atoms for f in alanine_backbone_torsions(transform="raw")}
 
 
 @needs_reference
@@ -611,7 +610,7 @@ def test_plumed_inputs_run_in_real_kernel(tmp_path):
     info = read_cv_json(REF_EXPORT)
     spec = FeatureSpec.from_dict(info["feature_spec"])
     d, k = info["D"], info["K"]
-    frames = np.load(REF_EXPORT / "frames.npz")["positions"]
+    frames = np.load(REF_EXPORT / "frames.npy")
     top = AlanineDipeptide().mdtraj_topology
     traj = md.Trajectory(frames, top)
     traj.save_dcd(str(tmp_path / "ref.dcd"))
