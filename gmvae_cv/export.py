@@ -345,6 +345,7 @@ def export(
             "feature_spec": spec.to_dict(),
         }
         save_scripted(PositionsCV(spec.torch_module(), EncoderMean(model)), tmp / OPENMM_MODEL, _marker("openmm", run, spec, d, k, openmm_extra))
+        _check_frozen_openmm(tmp / OPENMM_MODEL, xyz[0] if xyz is not None else None, spec.n_atoms)
         files.update({PLUMED_MODEL: tmp / PLUMED_MODEL, CLUSTERS_MODEL: tmp / CLUSTERS_MODEL, OPENMM_MODEL: tmp / OPENMM_MODEL})
         for name, blob in _run_files(run).items():
             atomic_write_bytes(tmp / RUN_DIR / name, blob)
@@ -485,6 +486,31 @@ def render_export_readme(info: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _check_frozen_openmm(path: Path, positions: Optional[np.ndarray], n_atoms: int) -> None:
+    """Run ``model_openmm.pt`` as OpenMM-Torch does (``torch.jit.freeze``, forward, backward).
+
+    A frozen graph is optimised by torch's profiling executor on its first call; some graph
+    shapes have made it fail there (see :class:`~gmvae_cv.torchscript.EncoderMean`), and OpenMM
+    would only report that when a Context first evaluates the force.
+    """
+    if positions is None:  # no frames given: spread the atoms over a 2 nm cube (seeded)
+        positions = np.random.default_rng(0).uniform(0.0, 2.0, size=(n_atoms, 3))
+    module = torch.jit.freeze(torch.jit.load(str(path), map_location="cpu").eval())
+    try:
+        for _ in range(3):  # the profiling executor optimises after the first calls
+            pos = torch.tensor(np.asarray(positions, dtype=np.float64), requires_grad=True)
+            out = module(pos)
+            (grad,) = torch.autograd.grad(out.sum(), [pos])
+            if not bool(torch.isfinite(out).all()) or not bool(torch.isfinite(grad).all()):
+                raise RuntimeError("non-finite CV or gradient")
+    except RuntimeError as exc:
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(
+            f"{path.name}: the frozen OpenMM model fails under torch {torch.__version__} ({last}); "
+            "OpenMM-Torch freezes models the same way, so this export would not run. Please report it."
+        ) from exc
 
 
 def _umask() -> int:
@@ -831,6 +857,12 @@ def check_export(
     """Load each file of an export the way its consumer does and compare with the Python model.
 
     * sha256 of every file against ``cv.json``;
+    Tolerances are those of a float32 network with the standardisation folded into its first
+    layer (:func:`gmvae_cv.torchscript._fold`) against the float64 Python model: values within
+    2e-5 and gradients within 5e-5 of the largest magnitude (at least 1; the reference export
+    shows up to 5e-6 and 1.1e-5); OpenMM finite differences within 2e-3 (the CV is float32
+    inside, so steps below 1e-4 nm drown in round-off).
+
     * ``model_plumed.ptc``/``model_clusters.ptc``, PLUMED's pattern (``torch.jit.load``, ``freeze``,
       ``optimize_for_inference``, float32 ``(1, n)`` input, autograd per output with
       ``retain_graph``): values and gradients against the Python model (``run/``, evaluated in
@@ -911,18 +943,24 @@ def check_export(
         vals, grads, problems = _plumed_pattern_eval(frozen, x32)
         report.add(name, f"output float32 (1, {n_out}) after freeze + optimize_for_inference", float(bool(problems) or vals.shape[1] != n_out), 0.0, "; ".join(problems))
         ref_v, ref_g = _python_reference(run.model, x32.astype(np.float64), what)
-        report.add(name, "value vs Python model", np.max(np.abs(vals - ref_v)), 1e-5 * _scale(ref_v), f"{len(x32)} frames")
-        report.add(name, "autograd gradient vs Python autograd", np.max(np.abs(grads - ref_g)), 1e-5 * _scale(ref_g))
+        report.add(name, "value vs Python model", np.max(np.abs(vals - ref_v)), 2e-5 * _scale(ref_v), f"{len(x32)} frames")
+        report.add(name, "autograd gradient vs Python autograd", np.max(np.abs(grads - ref_g)), 5e-5 * _scale(ref_g))
         unfrozen64 = load_scripted(exp_dir / name, kind=kind)[0].double()
         fd = _finite_differences(unfrozen64, x32[fd_idx].astype(np.float64), 1e-6 * norm_range)
         report.add(
-            name, "autograd gradient vs finite differences (float64)", np.max(np.abs(grads[fd_idx] - fd)), 1e-5 * _scale(fd), f"{len(fd_idx)} frames"
+            name, "autograd gradient vs finite differences (float64)", np.max(np.abs(grads[fd_idx] - fd)), 5e-5 * _scale(fd), f"{len(fd_idx)} frames"
         )
         if kind == "clusters":
             report.add(name, "rows sum to 1", np.max(np.abs(vals.sum(axis=1) - 1.0)), 1e-5)
 
     # 3. OpenMM
-    _check_openmm(report, exp_dir, info, spec, run, xyz, box, x64, fd_idx)
+    try:
+        _check_openmm(report, exp_dir, info, spec, run, xyz, box, x64, fd_idx)
+    except GMVAEInputError:
+        raise
+    except Exception as exc:  # OpenMM and TorchScript raise several types
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        report.add("OpenMM TorchForce", "runs in a Reference-platform Context", float("inf"), 0.0, last[:200])
 
     # 4. PLUMED input text
     for name, render in ((PLUMED_DAT, _render_dat), (PLUMED_OPES_DAT, render_plumed_opes)):
@@ -977,7 +1015,7 @@ def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run
         got64[f] = o64.detach().numpy()
         got32[f] = o32.detach().numpy()
     report.add(name, f"output shape ({d},) in the positions' dtype", 0.0 if dtype_ok else 1.0, 0.0)
-    report.add(name, "CV (float64 positions) vs Python model", np.max(np.abs(got64 - ref)), 1e-5 * _scale(ref), f"{len(xyz)} frames")
+    report.add(name, "CV (float64 positions) vs Python model", np.max(np.abs(got64 - ref)), 2e-5 * _scale(ref), f"{len(xyz)} frames")
     report.add(name, "CV (float32 positions) vs Python model", np.max(np.abs(got32 - ref)), 1e-4 * _scale(ref))
 
     ref_forces = np.zeros((len(xyz), d, spec.n_atoms, 3))
@@ -1047,8 +1085,8 @@ def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run
                     fd = -(energy(base + disp) - energy(base - disp)) / (2 * h)
                     fd_err = max(fd_err, abs(fd - forces[f, j, a, c]))
         del ctx
-    report.add("OpenMM TorchForce", "energy (kJ/mol) vs Python CV", np.max(np.abs(energies - ref)), 1e-5 * _scale(ref), f"Reference platform, {d} CustomCVForce")
-    report.add("OpenMM TorchForce", "forces vs Python -dCV/dx (autograd)", np.max(np.abs(forces - ref_forces)), 1e-5 * _scale(ref_forces))
+    report.add("OpenMM TorchForce", "energy (kJ/mol) vs Python CV", np.max(np.abs(energies - ref)), 2e-5 * _scale(ref), f"Reference platform, {d} CustomCVForce")
+    report.add("OpenMM TorchForce", "forces vs Python -dCV/dx (autograd)", np.max(np.abs(forces - ref_forces)), 5e-5 * _scale(ref_forces))
     frac = n_skipped / max(1, n_fd)
     report.add(
         "OpenMM TorchForce",

@@ -525,6 +525,7 @@ def render_reweight(
             + (", fes_torsions.dat" if torsions else "")
             + ", COLVAR_REWEIGHT.",
             "Frames are weighted by exp(V_final(s)/kT); drop the first part of the run (transient) if needed.",
+            "Grid syntax of PLUMED >= 2.10 (CONVERT_TO_FES ARG=, DUMPGRID ARG=; PLUMED 2.9 reads GRID= there).",
         ],
     )
     model, _ = _model_lines(spec, d, k)
@@ -537,8 +538,8 @@ def render_reweight(
         "# Free energy on the CV (bandwidth = SIGMA).",
         f"hh_cv: HISTOGRAM ARG={_cv_args(d)} GRID_MIN={_join(m['grid_min'])} GRID_MAX={_join(m['grid_max'])} "
         f"GRID_BIN={','.join([str(cv_bins)] * d)} BANDWIDTH={_join(m['sigma'])} LOGWEIGHTS=rw",
-        f"fes_cv: CONVERT_TO_FES GRID=hh_cv TEMP={temp}",
-        "DUMPGRID GRID=fes_cv FILE=fes_cv.dat",
+        f"fes_cv: CONVERT_TO_FES ARG=hh_cv TEMP={temp}",
+        "DUMPGRID ARG=fes_cv FILE=fes_cv.dat",
     ]
     printed = ["cv.*", "clusters.*", "metad.bias", "rw"]
     if torsions:
@@ -553,8 +554,8 @@ def render_reweight(
         lines += [
             f"hh_tor: HISTOGRAM ARG={','.join(names)} GRID_MIN={','.join(['-pi'] * nt)} GRID_MAX={','.join(['pi'] * nt)} "
             f"GRID_BIN={','.join([str(torsion_bins)] * nt)} BANDWIDTH={','.join(['0.1'] * nt)} LOGWEIGHTS=rw",
-            f"fes_tor: CONVERT_TO_FES GRID=hh_tor TEMP={temp}",
-            "DUMPGRID GRID=fes_tor FILE=fes_torsions.dat",
+            f"fes_tor: CONVERT_TO_FES ARG=hh_tor TEMP={temp}",
+            "DUMPGRID ARG=fes_tor FILE=fes_torsions.dat",
         ]
         printed += names
     lines += ["#", f"PRINT ARG={','.join(printed)} FILE=COLVAR_REWEIGHT"]

@@ -1,7 +1,7 @@
 """TorchScript modules that carry a trained GMVAE CV to PLUMED and OpenMM, and their file marker.
 
-The modules here are rebuilt from a trained :class:`~gmvae_cv.model.GMVAECV` with plain
-``Linear``/``ReLU`` layers and no Python control flow on data, so that they survive
+The modules here are rebuilt from a trained :class:`~gmvae_cv.model.GMVAECV` as a few affine
+layers (``addmm``) and ReLUs, with no Python control flow on data, so that they survive
 ``torch.jit.script`` then what PLUMED's ``PYTORCH_MODEL`` does to a model (``torch.jit.freeze``,
 ``torch.jit.optimize_for_inference``, autograd per output):
 
@@ -15,9 +15,11 @@ The modules here are rebuilt from a trained :class:`~gmvae_cv.model.GMVAECV` wit
 
 **Standardisation is folded in**: the model's ``norm_in`` (``h = (x - mean) / range``) feeds only
 the first linear layers of q(y|x) and q(z|x,y), so it is absorbed into their weights,
-``W' = W / range`` and ``b' = b - W (mean / range)`` (computed in float64, stored in float32).
-The exported models therefore take raw features in the spec's units. The y-embedding of
+``W' = W / range`` and ``b' = b - (mean / range) W`` (computed in float64, stored in float32; see
+:func:`_fold` for the round-off this costs). The exported models take raw features in the
+spec's units. The y-embedding of
 q(z|x,y), which does not depend on x, is evaluated once at export and stored as a constant.
+See :class:`EncoderMean` for how the K components are evaluated in a few wide layers.
 
 Every saved file carries a JSON marker in its ``_extra_files`` (:data:`MARKER_NAME`); use
 :func:`save_scripted` and :func:`read_marker`.
@@ -25,7 +27,6 @@ Every saved file carries a JSON marker in its ``_extra_files`` (:data:`MARKER_NA
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
@@ -59,13 +60,13 @@ MARKER_VERSION = 1
 
 # ------------------------------------------------------------------------------------ building blocks
 def _plain_layers(seq: torch.nn.Module, where: str) -> List[torch.nn.Module]:
-    """Copies of the Linear/ReLU layers of a Sequential (or mlcolvar FeedForward), in order."""
+    """The Linear/ReLU layers of a Sequential (or mlcolvar FeedForward), in order (not copied)."""
     if hasattr(seq, "nn") and isinstance(seq.nn, torch.nn.Sequential):
         seq = seq.nn
     out: List[torch.nn.Module] = []
     for layer in seq.children():
         if isinstance(layer, torch.nn.Linear):
-            out.append(copy.deepcopy(layer).float())
+            out.append(layer)
         elif isinstance(layer, torch.nn.ReLU):
             out.append(torch.nn.ReLU())
         elif isinstance(layer, (torch.nn.Identity, torch.nn.Dropout)):
@@ -78,21 +79,6 @@ def _plain_layers(seq: torch.nn.Module, where: str) -> List[torch.nn.Module]:
     return out
 
 
-def _fold_normalization(linear: torch.nn.Linear, mean: Optional[torch.Tensor], range_: Optional[torch.Tensor]) -> torch.nn.Linear:
-    """``linear((x - mean) / range)`` as one Linear layer acting on ``x`` (float64 arithmetic)."""
-    w = linear.weight.detach().double()
-    b = linear.bias.detach().double() if linear.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
-    if mean is not None and range_ is not None:
-        inv = 1.0 / range_.detach().double()
-        b = b - w @ (mean.detach().double() * inv)
-        w = w * inv
-    out = torch.nn.Linear(w.shape[1], w.shape[0], bias=True)
-    with torch.no_grad():
-        out.weight.copy_(w.float())
-        out.bias.copy_(b.float())
-    return out
-
-
 def _norm_buffers(model: Any) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     norm = getattr(model, "norm_in", None)
     if norm is None:
@@ -100,14 +86,70 @@ def _norm_buffers(model: Any) -> tuple[Optional[torch.Tensor], Optional[torch.Te
     return norm.mean, norm.range
 
 
-def _cluster_logits_net(model: Any) -> torch.nn.Sequential:
-    """q(y|x) logits as a Sequential acting on raw features (normalisation folded in)."""
-    layers = _plain_layers(model.qy.nn, "qy")
-    if not layers or not isinstance(layers[0], torch.nn.Linear):
-        raise GMVAEInputError("'qy' does not start with a Linear layer, expected an MLP")
-    mean, range_ = _norm_buffers(model)
-    layers[0] = _fold_normalization(layers[0], mean, range_)
-    return torch.nn.Sequential(*layers)
+class _Affine(torch.nn.Module):
+    """``y = x @ weight + bias`` (one ``addmm``), optionally followed by ReLU; x of shape ``(B, n_in)``.
+
+    ``weight`` is stored as ``(n_in, n_out)`` so that the frozen graph holds one ``addmm`` per
+    layer (``nn.Linear`` becomes ``matmul`` + ``add`` after ``optimize_for_inference``).
+    """
+
+    __constants__ = ["relu"]
+
+    def __init__(self, weight_in_out: torch.Tensor, bias: torch.Tensor, relu: bool) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight_in_out.detach().float().contiguous())
+        self.register_buffer("bias", bias.detach().float().contiguous())
+        self.relu = bool(relu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.addmm(self.bias, x, self.weight)
+        if self.relu:
+            y = torch.relu(y)
+        return y
+
+
+def _linear_wb(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight as (n_in, n_out), bias) of a Linear layer, float64."""
+    w = layer.weight.detach().double().T
+    b = layer.bias.detach().double() if layer.bias is not None else torch.zeros(w.shape[1], dtype=torch.float64)
+    return w, b
+
+
+def _fold(w_in_out: torch.Tensor, b: torch.Tensor, mean: Optional[torch.Tensor], range_: Optional[torch.Tensor]):
+    """``((x - mean) / range) @ w + b`` as ``x @ w' + b'``: ``w' = w / range``, ``b' = b - (mean / range) @ w``.
+
+    Computed in float64, stored in float32. The float32 layer then adds terms of size
+    ``|mean / range| |w|`` (tens for distances of ~0.3 nm spread by ~0.02 nm) that cancel to O(1),
+    which costs about a factor 2-4 in float32 round-off against a separate centring step (on the
+    reference export: CV values within 2.3e-6 instead of 6e-7 of the float64 model on float64
+    features, gradients 2.7e-6 instead of 1.3e-6 relative). That is the size of the error PLUMED
+    already makes by casting the features to float32, and the centring would cost one more
+    operation per call (about 5% of the per-step time in PLUMED).
+    """
+    if mean is None or range_ is None:
+        return w_in_out, b
+    inv = 1.0 / range_.detach().double()
+    return w_in_out * inv[:, None], b - (mean.detach().double() * inv) @ w_in_out
+
+
+def _mlp_pairs(layers: List[torch.nn.Module], where: str) -> List[tuple[torch.nn.Linear, bool]]:
+    """[(Linear, followed by ReLU)] from a flat Linear/ReLU list."""
+    out: List[tuple[torch.nn.Linear, bool]] = []
+    for layer in layers:
+        if isinstance(layer, torch.nn.Linear):
+            out.append((layer, False))
+        elif isinstance(layer, torch.nn.ReLU) and out and not out[-1][1]:
+            out[-1] = (out[-1][0], True)
+        else:
+            raise GMVAEInputError(f"'{where}' has a ReLU that does not follow a Linear layer")
+    return out
+
+
+def _qy_pairs(model: Any) -> List[tuple[torch.nn.Linear, bool]]:
+    pairs = _mlp_pairs(_plain_layers(model.qy.nn, "qy"), "qy")
+    if len(pairs) < 2 or not pairs[0][1] or pairs[-1][1]:
+        raise GMVAEInputError("'qy' is not Linear-ReLU-...-Linear, expected an MLP with at least one hidden layer")
+    return pairs
 
 
 class ClusterProbabilities(torch.nn.Module):
@@ -126,18 +168,43 @@ class ClusterProbabilities(torch.nn.Module):
 
     def __init__(self, model: Any) -> None:
         super().__init__()
-        self.logits = _cluster_logits_net(model)
+        mean, range_ = _norm_buffers(model)
+        layers = []
+        for i, (lin, relu) in enumerate(_qy_pairs(model)):
+            w, b = _linear_wb(lin)
+            if i == 0:
+                w, b = _fold(w, b, mean, range_)
+            layers.append(_Affine(w, b, relu))
+        self.logits = torch.nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(x), dim=-1)
 
 
+def _block_diag(w: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.block_diag(*([w] * k))
+
+
 class EncoderMean(torch.nn.Module):
     """The GMVAE CV on raw features: ``s(x) = sum_i q(y=i|x) mu_z(x, i)``, ``(B, n_features)`` -> ``(B, D)``.
 
-    The same function as :meth:`gmvae_cv.model.GMVAECV.forward_cv`, rebuilt from its weights
-    with the standardisation folded into the first layers and the x-independent y-embedding of
-    q(z|x,y) precomputed; the variance heads, which the CV does not use, are left out.
+    The same function as :meth:`gmvae_cv.model.GMVAECV.forward_cv`, rewritten exactly (up to
+    float32 round-off) with few, wide layers, because a batch-1 model in PLUMED costs per
+    operation, not per multiply. With the reference widths the frozen graph is
+    ``addmm, relu, addmm, softmax, mul, addmm`` (a bare 3-layer MLP: ``matmul, add, relu`` x 3):
+
+    1. One shared first layer ``x -> r = [q(y|x) hidden | q(z|x, y=1) hidden | ... | q(z|x, y=K) hidden]``:
+       the first layers of q(y|x) and of q(z|x,y) both act on ``(x - mean) / range``, so the
+       standardisation is folded into one weight matrix (:func:`_fold`), and the x-independent
+       y-embedding of q(z|x,y) becomes the bias of the K copies of its first layer.
+    2. Further hidden layers read their part of ``r`` through zero-padded weights (q(y|x)) or
+       block-diagonal ones (K copies, q(z|x,y)), giving ``h_z = [h_1 | ... | h_K]``, blocks of width H.
+    3. The mean head of q(z|x,y) is affine, so ``sum_i q_i (h_i W + b) = (sum_i q_i h_i) W + b``.
+       The last q(y|x) layer is widened to give each logit once per entry of its block of
+       ``h_z`` (entries of ``r`` that belong to q(y|x) get a logit of -1e30): a softmax over that
+       row gives ``q_i / H`` on block i and 0 elsewhere. So
+       ``s = (softmax(l_wide) * h_z) @ (H [W; ...; W]) + b``: the mixture costs one ``mul``.
+       The variance heads, which the CV does not use, are left out.
 
     Parameters
     ----------
@@ -153,22 +220,64 @@ class EncoderMean(torch.nn.Module):
         super().__init__()
         mean, range_ = _norm_buffers(model)
         qz = model.qz
-        self.qy_logits = _cluster_logits_net(model)
-        self.qz_in = _fold_normalization(qz.in_x, mean, range_)
+        k = int(qz.k)
+        qy = _qy_pairs(model)
+        w_y0, b_y0 = _linear_wb(qy[0][0])
+        w_z0, b_z0 = _linear_wb(qz.in_x)
         with torch.no_grad():
-            eye = torch.eye(qz.k, dtype=torch.float64)
+            eye = torch.eye(k, dtype=torch.float64)
             ye = eye @ qz.y_embed.weight.double().T + qz.y_embed.bias.double()
-            hy = ye @ qz.in_y.weight.double().T
-        self.register_buffer("qz_y", hy.float())  # (K, H0): the y part of the first hidden layer
-        hidden = _plain_layers(qz.hidden, "qz.hidden") if qz.hidden is not None else []
-        self.qz_hidden = torch.nn.Sequential(*hidden)
-        self.qz_mean = copy.deepcopy(qz.head.mean).float()
+            hy = ye @ qz.in_y.weight.double().T  # (K, H0): the y part of q(z|x,y)'s first layer
+        h_y, h_z0 = w_y0.shape[1], w_z0.shape[1]
+        w0 = torch.cat([w_y0, w_z0.repeat(1, k)], dim=1)
+        b0 = torch.cat([b_y0, (b_z0[None, :] + hy).reshape(-1)])
+        self.shared = _Affine(*_fold(w0, b0, mean, range_), True)
+
+        # q(z|x,y) hidden layers (block-diagonal); without any, h_z is r itself
+        hidden = _mlp_pairs(_plain_layers(qz.hidden, "qz.hidden"), "qz.hidden") if qz.hidden is not None else []
+        z_layers = []
+        for i, (lin, relu) in enumerate(hidden):
+            w, b = _linear_wb(lin)
+            w, b = _block_diag(w, k), b.repeat(k)
+            if i == 0:
+                w = torch.cat([torch.zeros(h_y, w.shape[1], dtype=torch.float64), w], dim=0)
+            z_layers.append(_Affine(w, b, relu))
+        self.qz_hidden = torch.nn.Sequential(*z_layers)
+        block = int(hidden[-1][0].out_features) if hidden else h_z0
+        pad = 0 if hidden else h_y  # leading entries of h_z that are not q(z|x,y) units
+
+        # q(y|x) hidden layers after the first (the first of them reads r through zero padding)
+        y_layers = []
+        for i, (lin, relu) in enumerate(qy[1:-1]):
+            w, b = _linear_wb(lin)
+            if i == 0:
+                w = torch.cat([w, torch.zeros(k * h_z0, w.shape[1], dtype=torch.float64)], dim=0)
+            y_layers.append(_Affine(w, b, relu))
+        self.qy_hidden = torch.nn.Sequential(*y_layers)
+        w_l, b_l = _linear_wb(qy[-1][0])
+        if len(qy) == 2:  # the logits layer reads r directly
+            w_l = torch.cat([w_l, torch.zeros(k * h_z0, k, dtype=torch.float64)], dim=0)
+        widen = torch.zeros(k, pad + k * block, dtype=torch.float64)
+        for i in range(k):
+            widen[i, pad + i * block : pad + (i + 1) * block] = 1.0
+        b_wide = b_l @ widen
+        b_wide[:pad] = -1e30
+        self.logits_wide = _Affine(w_l @ widen, b_wide, False)
+
+        w_m, b_m = _linear_wb(qz.head.mean)  # (block, D)
+        w_head = torch.cat([torch.zeros(pad, w_m.shape[1], dtype=torch.float64), block * w_m.repeat(k, 1)], dim=0)
+        self.register_buffer("head_weight", w_head.float().contiguous())
+        self.register_buffer("head_bias", b_m.float().contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(self.qy_logits(x), dim=-1)  # (B, K)
-        h = torch.relu(self.qz_in(x).unsqueeze(-2) + self.qz_y)  # (B, K, H0)
-        z_mean = self.qz_mean(self.qz_hidden(h))  # (B, K, D)
-        return torch.matmul(p.unsqueeze(-2), z_mean).squeeze(-2)  # (B, D)
+        r = self.shared(x)  # (B, H_y + K H_0)
+        h_z = self.qz_hidden(r)  # (B, [H_y +] K H)
+        q_wide = torch.softmax(self.logits_wide(self.qy_hidden(r)), dim=-1)  # q_i / H on block i
+        # matmul + add, not addmm: with the features in front (model_openmm.pt), a frozen graph
+        # ending in addmm(mul(softmax(.), .)) makes torch 2.12's profiling executor fail on the
+        # first call ("Dimension out of range ... got 192" in linalg_vector_norm); export()
+        # runs the frozen OpenMM model once to catch such failures (_check_frozen_openmm).
+        return torch.matmul(q_wide * h_z, self.head_weight) + self.head_bias  # (B, D)
 
 
 class PositionsCV(torch.nn.Module):
@@ -197,7 +306,7 @@ class PositionsCV(torch.nn.Module):
 
     def forward(self, positions: torch.Tensor, box: Optional[torch.Tensor] = None) -> torch.Tensor:
         f = self.features(positions, box)
-        cv = self.encoder(f.to(torch.float32).unsqueeze(0)).squeeze(0)
+        cv = self.encoder(f.to(torch.float32).view(1, -1)).view(-1)
         return cv.to(positions.dtype)
 
 
