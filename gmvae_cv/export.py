@@ -200,7 +200,7 @@ def _frames_arrays(frames: Any, spec: Any) -> tuple[np.ndarray, Optional[np.ndar
         box = frames.get("box")
     else:
         xyz = frames
-    xyz = check_array(xyz, "frames", ndim=3 if np.ndim(xyz) == 3 else None)
+    xyz = check_array(xyz, "frames")
     if xyz.ndim == 2:
         xyz = xyz[None]
     if xyz.ndim != 3 or xyz.shape[1:] != (spec.n_atoms, 3):
@@ -216,7 +216,7 @@ def _frames_arrays(frames: Any, spec: Any) -> tuple[np.ndarray, Optional[np.ndar
     return xyz, box
 
 
-def _marker(kind: str, run: Any, spec: Any, d: int, k: int, extra: Optional[dict] = None) -> dict:
+def _marker(kind: str, spec: Any, d: int, k: int, extra: Optional[dict] = None) -> dict:
     from . import __version__
 
     contract = {key: v for key, v in _CONTRACTS[{"plumed": PLUMED_MODEL, "clusters": CLUSTERS_MODEL, "openmm": OPENMM_MODEL}[kind]].items()}
@@ -291,7 +291,6 @@ def export(
         Run without feature spec, spec and model disagreeing on the feature count, data of the
         wrong width, ``out`` not empty (without ``overwrite``) or not an export.
     """
-    from .train import RUN_JSON
 
     run = _as_run(run_or_path)
     spec = _checked_spec(run)
@@ -336,15 +335,15 @@ def export(
     try:
         files: dict[str, Path] = {}
         enc = EncoderMean(model)
-        save_scripted(enc, tmp / PLUMED_MODEL, _marker("plumed", run, spec, d, k))
-        save_scripted(ClusterProbabilities(model), tmp / CLUSTERS_MODEL, _marker("clusters", run, spec, d, k))
+        save_scripted(enc, tmp / PLUMED_MODEL, _marker("plumed", spec, d, k))
+        save_scripted(ClusterProbabilities(model), tmp / CLUSTERS_MODEL, _marker("clusters", spec, d, k))
         openmm_extra = {
             "n_atoms": spec.n_atoms,
             "atom_indices": [int(a) for a in spec.atoms_used],
             "periodic": bool(spec.periodic),
             "feature_spec": spec.to_dict(),
         }
-        save_scripted(PositionsCV(spec.torch_module(), EncoderMean(model)), tmp / OPENMM_MODEL, _marker("openmm", run, spec, d, k, openmm_extra))
+        save_scripted(PositionsCV(spec.torch_module(), EncoderMean(model)), tmp / OPENMM_MODEL, _marker("openmm", spec, d, k, openmm_extra))
         _check_frozen_openmm(tmp / OPENMM_MODEL, xyz[0] if xyz is not None else None, spec.n_atoms)
         files.update({PLUMED_MODEL: tmp / PLUMED_MODEL, CLUSTERS_MODEL: tmp / CLUSTERS_MODEL, OPENMM_MODEL: tmp / OPENMM_MODEL})
         for name, blob in _run_files(run).items():
@@ -598,7 +597,8 @@ def verify_export(exp_dir: str | os.PathLike, *, files: Optional[Sequence[str]] 
     return out
 
 
-def _verify_sibling(path: Path, name: str, verify: bool) -> None:
+def _verify_sibling(path: Path, verify: bool) -> None:
+    """If ``path`` sits in an export directory that lists it, check its sha256."""
     if verify and (path.parent / CV_JSON).is_file():
         info = read_cv_json(path.parent)
         if path.name in info["files"]:
@@ -625,7 +625,7 @@ def load_plumed_model(path: str | os.PathLike, *, kind: str = "plumed", verify: 
     """
     path = Path(path)
     module, marker = load_scripted(path, kind=kind)
-    _verify_sibling(path, path.name, verify)
+    _verify_sibling(path, verify)
     frozen = torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
     return frozen, marker
 
@@ -660,7 +660,7 @@ def load_openmm_cv(path: str | os.PathLike, *, verify: bool = True) -> torch.jit
     for key in ("n_atoms", "atom_indices", "D"):
         if key not in marker:
             raise GMVAEInputError(f"{path}: marker has no '{key}', expected an OpenMM model exported by gmvae-cv")
-    _verify_sibling(path, path.name, verify)
+    _verify_sibling(path, verify)
     module.gmvae_marker = marker
     return module
 

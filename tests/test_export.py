@@ -50,7 +50,6 @@ from gmvae_cv.plumed_inputs import (
 )
 from gmvae_cv.systems import AlanineDipeptide
 from gmvae_cv.torchscript import read_marker
-from gmvae_cv.train import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
@@ -597,6 +596,8 @@ def test_plumed_inputs_in_sync(tmp_path):
     assert names == sorted(p.name for p in REF_INPUTS.iterdir()), "plumed_inputs/ has other files than the generator writes"
     for name in names:
         assert (tmp_path / "inputs" / name).read_text() == (REF_INPUTS / name).read_text(), f"plumed_inputs/{name} would change"
+    assert (REF_INPUTS / "metad.dat").read_text() == (REF_EXPORT / "plumed.dat").read_text()
+    assert (REF_INPUTS / "opes_metad.dat").read_text() == (REF_EXPORT / "plumed_opes.dat").read_text()
 
 
 @needs_plumed
