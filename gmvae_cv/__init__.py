@@ -8,6 +8,10 @@ Model and training
 Features
     :class:`FeatureSpec`, :func:`load_trajectory_features`, :func:`features_from_selection`,
     :func:`alanine_heavy_atom_distances`, :func:`alanine_backbone_torsions`, :func:`phi_psi`
+Export and check
+    :func:`export`, :func:`check_export`, :class:`CheckReport`, :func:`load_openmm_cv`,
+    :func:`openmm_component_force`, :class:`MetadSettings`, :class:`OpesSettings`,
+    :func:`write_plumed_inputs`
 Systems with known answers
     :class:`FourWell`, :class:`MullerBrown`, :class:`AlanineDipeptide`, :func:`alanine_basin`,
     :func:`toy_metadynamics` (well-tempered
@@ -31,6 +35,7 @@ import logging as _logging
 
 from ._validation import GMVAEInputError
 from .data import make_dataset
+from .export import CheckReport, check_export, export, load_openmm_cv, openmm_component_force
 from .features import (
     FeatureSpec,
     alanine_backbone_torsions,
@@ -47,6 +52,7 @@ from .model import GMVAECV
 from .msm import BiasedDataError, MarkovAnalysis, MarkovAnalysisResult, TRAMAnalysis, gmvae_states
 from .plumed_files import PlumedFile, read_plumed
 from .reweight import ReweightedFES, bias_log_weights, ct_log_weights, final_bias_log_weights
+from .plumed_inputs import MetadSettings, OpesSettings, write_plumed_inputs
 from .systems import AlanineDipeptide, FourWell, MullerBrown, alanine_basin
 from .systems.smoluchowski import relaxation_times
 from .systems.toy_metad import toy_metadynamics
@@ -90,5 +96,13 @@ __all__ = [
     "gmvae_states",
     "TRAMAnalysis",
     "BiasedDataError",
+    "export",
+    "check_export",
+    "CheckReport",
+    "load_openmm_cv",
+    "openmm_component_force",
+    "MetadSettings",
+    "OpesSettings",
+    "write_plumed_inputs",
     "GMVAEInputError",
 ]
