@@ -1,0 +1,402 @@
+"""Tests of the metadynamics engine (gmvae_cv.bias, bias_grid, bias_force, bias_run, cvfile).
+
+Each test measures against an independent answer: OpenMM's own tabulated functions and
+``openmm.app.Metadynamics``, the real PLUMED kernel (``plumed sum_hills``), finite differences,
+closed-form kernels, and an uninterrupted run for the kill -9 restart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+openmm = pytest.importorskip("openmm")
+pytest.importorskip("openmmtorch")
+from openmm import app, unit  # noqa: E402
+
+from gmvae_cv._validation import GMVAEInputError  # noqa: E402
+from gmvae_cv.bias import BiasEdgeWarning, WellTemperedMetadynamics  # noqa: E402
+from gmvae_cv.bias_force import VERSION_PARAMETER, BiasForceBuilder, write_table  # noqa: E402
+from gmvae_cv.bias_grid import BiasGrid, DP2CUTOFF  # noqa: E402
+from gmvae_cv.bias_run import run_metadynamics  # noqa: E402
+from gmvae_cv.cvfile import feature_cv, load_cv, random_gmvae_cv, save_cv_module  # noqa: E402
+from gmvae_cv.features import alanine_backbone_torsions, alanine_heavy_atom_distances  # noqa: E402
+from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PHI_ATOMS = (4, 6, 8, 14)
+PSI_ATOMS = (6, 8, 14, 16)
+
+
+@pytest.fixture(scope="module")
+def ala():
+    return AlanineDipeptide()
+
+
+@pytest.fixture(scope="module")
+def torsion_cv(tmp_path_factory):
+    return feature_cv(alanine_backbone_torsions(transform="raw"), path=tmp_path_factory.mktemp("cv") / "torsions.pt")
+
+
+@pytest.fixture(scope="module")
+def gmvae_cv(tmp_path_factory):
+    return random_gmvae_cv(alanine_heavy_atom_distances(), seed=3, path=tmp_path_factory.mktemp("cv") / "gmvae.pt")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# ------------------------------------------------------------------------------------------ grid
+def test_kernels_match_closed_forms():
+    g = BiasGrid([-1.0], [1.0], [200], [False])
+    x = g.axis(0)
+    k = g.kernel([0.1], [0.2], "stretched-gaussian")
+    d2 = 0.5 * ((x - 0.1) / 0.2) ** 2
+    a = 1.0 / (1.0 - math.exp(-DP2CUTOFF))
+    expected = np.where(d2 < DP2CUTOFF, a * np.exp(-d2) - a * math.exp(-DP2CUTOFF), 0.0)
+    assert np.max(np.abs(k - expected)) < 1e-15
+    assert k.max() == pytest.approx(1.0, abs=1e-3)  # the node at 0.1 (continuous at the cut-off, 1 at the centre)
+    assert np.max(np.abs(g.kernel([0.1], [0.2], "gaussian") - np.exp(-d2))) < 1e-15
+    # periodic: minimum image, and the last node equals the first
+    gp = BiasGrid([-math.pi], [math.pi], [90], [True])
+    kp = gp.kernel([3.0], [0.3], "gaussian")
+    dx = np.angle(np.exp(1j * (gp.axis(0) - 3.0)))
+    assert np.max(np.abs(kp - np.exp(-0.5 * (dx / 0.3) ** 2))) < 1e-12
+    assert kp[0] == kp[-1]
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("periodic", [False, True])
+def test_grid_interpolation_equals_openmm_tabulated_function(dims, periodic):
+    """Energy and gradient of BiasGrid (NumPy) and GridBias (TorchScript) against OpenMM's table()."""
+    rng = np.random.default_rng(dims * 10 + periodic)
+    lo = [-math.pi] * dims if periodic else list(rng.uniform(-2, -1, dims))
+    hi = [math.pi] * dims if periodic else list(rng.uniform(1, 2, dims))
+    g = BiasGrid(lo, hi, [int(b) for b in rng.integers(6, 12, dims)], [periodic] * dims)
+    for k in range(4):
+        g.add_hill(rng.uniform(-1, 1, dims), rng.uniform(0.3, 0.6, dims), rng.uniform(0.5, 1.5),
+                   "gaussian" if k % 2 else "stretched-gaussian")
+    names = "xyz"[:dims]
+    force = openmm.CustomCompoundBondForce(1, f"table({', '.join(n + '1' for n in names)})")
+    force.addTabulatedFunction("table", g.openmm_function())
+    force.addBond([0], [])
+    system = openmm.System()
+    system.addParticle(1.0)
+    system.addForce(force)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    pts = rng.uniform(-7, 7, (40, dims)) if periodic else rng.uniform(-2.5, 2.5, (40, dims))  # includes points outside
+    e_omm, g_omm = [], []
+    for p in pts:
+        xyz = np.zeros(3)
+        xyz[:dims] = p
+        ctx.setPositions([xyz])
+        st = ctx.getState(getEnergy=True, getForces=True)
+        e_omm.append(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        g_omm.append(-st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[0, :dims])
+    e_omm, g_omm = np.array(e_omm), np.array(g_omm)
+    value, grad = g.evaluate(pts)
+    assert np.max(np.abs(value - e_omm)) < 1e-12
+    assert np.max(np.abs(grad - g_omm)) < 1e-11
+    module = torch.jit.script(g.torch_module())
+    table = torch.as_tensor(g.node_table())
+    for p, e_ref, g_ref in zip(pts, e_omm, g_omm):
+        s = torch.tensor(p, requires_grad=True)
+        e = module(s, table)
+        e.backward()
+        assert abs(float(e) - e_ref) < 1e-12
+        assert np.max(np.abs(s.grad.numpy() - g_ref)) < 1e-11
+    assert e_omm.max() > 0.5  # the comparison is not between zeros
+
+
+# ------------------------------------------------------------------------------------------ force
+@pytest.mark.parametrize("route", ["compiled", "autograd"])
+def test_bias_force_energy_forces_and_table_reload(ala, gmvae_cv, tmp_path, route):
+    """The TorchForce: energy = grid at the CV, forces = -dE/dx (central differences), reload on version change."""
+    s0 = gmvae_cv(ala.positions)
+    g = BiasGrid(s0 - 2.0, s0 + 2.0, [40, 40], [False, False])
+    g.add_hill(s0 + 0.05, [0.3, 0.3], 2.0)
+    table = tmp_path / "table.f64"
+    write_table(table, g.node_table())
+    builder = BiasForceBuilder(gmvae_cv.module, [0, 1], g, table, route=route)
+    force = builder.force(ala.positions)
+    force.setForceGroup(31)
+    system = ala.create_system(constraints=None)
+    system.addForce(force)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(ala.positions)
+
+    def energy(x):
+        ctx.setPositions(x)
+        return ctx.getState(getEnergy=True, groups={31}).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    e0 = energy(ala.positions)
+    assert e0 == pytest.approx(g.evaluate(s0[None])[0][0], abs=1e-12)
+    ctx.setPositions(ala.positions)
+    f = ctx.getState(getForces=True, groups={31}).getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    h = 1e-5
+    fd = np.zeros_like(f)
+    for atom in range(22):
+        for k in range(3):
+            xp = ala.positions.copy()
+            xm = ala.positions.copy()
+            xp[atom, k] += h
+            xm[atom, k] -= h
+            fd[atom, k] = -(energy(xp) - energy(xm)) / (2 * h)
+    assert np.abs(f).max() > 1.0
+    assert np.max(np.abs(f - fd)) < 1e-5
+    # a new table is read only when the version parameter changes
+    g2 = g.copy()
+    g2.add_hill(s0, [0.3, 0.3], 1.0)
+    write_table(table, g2.node_table())
+    assert energy(ala.positions) == pytest.approx(e0, abs=1e-12)
+    ctx.setParameter(VERSION_PARAMETER, 1.0)
+    assert energy(ala.positions) == pytest.approx(g2.evaluate(s0[None])[0][0], abs=1e-12)
+    if route == "compiled":
+        assert builder.info["compiled_vs_autograd_max_rel_error"] < 1e-12
+
+
+# ------------------------------------------------------------------------------------------ vs OpenMM
+def test_matches_openmm_app_metadynamics_on_native_torsions(ala, torsion_cv):
+    """phi/psi through the TorchScript path vs app.Metadynamics on CustomTorsionForce phi, psi.
+
+    Same hills (app.Metadynamics' trajectory drives both), same bias on the grid, forces of the
+    bias equal to 1e-4 kJ/mol/nm along the trajectory; then both engines run their own dynamics
+    from the same state and deposit the same hills.
+    """
+    bins, sigma, height, gamma, pace, temp = 60, 0.35, 1.2, 6.0, 50, 300.0
+    platform = openmm.Platform.getPlatformByName("Reference")
+
+    def torsion(atoms):
+        f = openmm.CustomTorsionForce("theta")
+        f.addTorsion(*atoms)
+        return f
+
+    def simulation(system, seed=11):
+        integ = openmm.LangevinMiddleIntegrator(temp, 1.0, 0.002)
+        integ.setRandomNumberSeed(seed)
+        sim = app.Simulation(ala.topology, system, integ, platform)
+        sim.context.setPositions(ala.positions)
+        sim.context.setVelocitiesToTemperature(temp, seed)
+        return sim
+
+    sys_a = ala.create_system()
+    variables = [app.BiasVariable(torsion(a), -math.pi, math.pi, sigma, True, bins + 1) for a in (PHI_ATOMS, PSI_ATOMS)]
+    meta_a = app.Metadynamics(sys_a, variables, temp, gamma, height, pace)
+    sim_a = simulation(sys_a)
+    group_a = sys_a.getForce(sys_a.getNumForces() - 1).getForceGroup()
+
+    sys_b = ala.create_system()
+    meta_b = WellTemperedMetadynamics(torsion_cv, temperature=temp, height=height, sigma=[sigma, sigma], bias_factor=gamma,
+                                      pace=pace, grid_bin=[bins, bins], kernel="gaussian")
+    meta_b.add_force(sys_b, ala.positions)
+    sim_b = simulation(sys_b)
+    group_b = meta_b._force_groups[id(sys_b)]
+    assert group_a == group_b
+
+    def bias_forces(sim, group, pos):
+        sim.context.setPositions(pos)
+        st = sim.context.getState(getForces=True, getEnergy=True, groups={group})
+        return (st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+
+    max_df, max_de, max_f = 0.0, 0.0, 0.0
+    for k in range(12):
+        meta_a.step(sim_a, pace)
+        state = sim_a.context.getState(getPositions=True)
+        pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        s_omm = np.array(meta_a.getCollectiveVariables(sim_a))
+        s_torch = torsion_cv(pos)
+        assert np.max(np.abs(np.angle(np.exp(1j * (s_omm - s_torch))))) < 1e-10
+        meta_b.deposit([s_omm], sim_a.currentStep, state.getTime().value_in_unit(unit.picosecond))
+        meta_b.sync([sim_b.context])
+        # same bias on the grid after the same hills (app.Metadynamics stores axes reversed)
+        assert np.max(np.abs(meta_b.grid.values - meta_a._totalBias.T)) < 1e-12
+        # forces of the bias at this configuration and at a displaced one
+        for shift in (0.0, 0.01):
+            x = pos + shift * np.sin(np.arange(66.0)).reshape(22, 3)
+            ea, fa = bias_forces(sim_a, group_a, x)
+            eb, fb = bias_forces(sim_b, group_b, x)
+            max_de = max(max_de, abs(ea - eb))
+            max_df = max(max_df, float(np.abs(fa - fb).max()))
+            max_f = max(max_f, float(np.abs(fa).max()))
+    assert max_f > 1.0  # the bias pushes
+    assert max_df < 1e-4
+    assert max_de < 1e-9
+    assert meta_b.free_energy() == pytest.approx(meta_a.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole).T, abs=1e-10)
+
+    # both engines drive their own identical simulations: same hills
+    sys_c = ala.create_system()
+    meta_c = app.Metadynamics(sys_c, [app.BiasVariable(torsion(a), -math.pi, math.pi, sigma, True, bins + 1)
+                                      for a in (PHI_ATOMS, PSI_ATOMS)], temp, gamma, height, pace)
+    sim_c = simulation(sys_c, seed=5)
+    meta_c.step(sim_c, 6 * pace)  # run before creating the next context: Reference keeps one RNG per process
+    sys_d = ala.create_system()
+    meta_d = WellTemperedMetadynamics(torsion_cv, temperature=temp, height=height, sigma=[sigma, sigma], bias_factor=gamma,
+                                      pace=pace, grid_bin=[bins, bins], kernel="gaussian")
+    meta_d.add_force(sys_d, ala.positions)
+    sim_d = simulation(sys_d, seed=5)
+    meta_d.step(sim_d, 6 * pace)
+    assert len(meta_d.hills) == 6
+    assert np.max(np.abs(meta_d.grid.values - meta_c._totalBias.T)) < 1e-6
+
+
+# ------------------------------------------------------------------------------------------ PLUMED
+def _plumed():
+    exe = shutil.which("plumed") or str(Path(sys.executable).with_name("plumed"))
+    if not Path(exe).exists():
+        pytest.skip("the plumed command line (hillclimber package) is not installed")
+    return exe
+
+
+def test_plumed_sum_hills_gives_the_final_bias(ala, torsion_cv, gmvae_cv, tmp_path):
+    """The real PLUMED kernel sums RUN/HILLS to the run's final grid, to float tolerance."""
+    exe = _plumed()
+    cases = [
+        ("tors", torsion_cv, dict(sigma=[0.35, 0.3], grid_bin=[60, 50], walkers=2)),
+        ("gmvae", gmvae_cv, dict(sigma=[0.2], components=[1], grid_min=[-2.5], grid_max=[2.5], grid_bin=[100], walkers=1)),
+    ]
+    for name, cv, kw in cases:
+        out = tmp_path / name
+        res = run_metadynamics(cv, out, system=ala.create_system(), topology=ala.topology, positions=ala.positions,
+                               n_steps=1500, height=1.5, bias_factor=8.0, pace=50, platform="Reference", traj_stride=0, **kw)
+        meta = res.info["params"]["metadynamics"]
+        hills = [str(out / f) for f in sorted(os.listdir(out)) if f.startswith("HILLS")]
+        assert res.n_hills == 30 * kw["walkers"]
+        lo, hi, bins = meta["grid_min"], meta["grid_max"], meta["grid_bin"]
+        cmd = [exe, "sum_hills", "--hills", ",".join(hills), "--outfile", str(out / "sum.dat"),
+               "--min", ",".join(repr(x) for x in lo), "--max", ",".join(repr(x) for x in hi),
+               "--bin", ",".join(str(b) for b in bins)]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        summed = np.loadtxt(out / "sum.dat", comments="#")
+        d = len(bins)
+        gamma = meta["bias_factor"]
+        v_plumed = -summed[:, d] * (gamma - 1.0) / gamma  # sum_hills gives -gamma/(gamma-1) V for well-tempered hills
+        ours = np.loadtxt(out / "bias_grid.dat", comments="#")
+        assert ours.shape[0] == summed.shape[0]
+        key = lambda a: np.lexsort([np.round(a[:, k], 9) for k in range(d)])  # noqa: E731
+        a, b = ours[key(ours)], summed[key(summed)]
+        assert np.max(np.abs(a[:, :d] - b[:, :d])) < 1e-8
+        assert np.max(np.abs(a[:, d] - v_plumed[key(summed)])) < 1e-9 * max(1.0, np.abs(a[:, d]).max())
+        assert np.abs(a[:, d]).max() > 1.0
+
+
+# ------------------------------------------------------------------------------------------ walkers
+def test_walkers_feel_each_others_hills(ala, torsion_cv):
+    """Two lock-step walkers: each one's bias force includes the other's hills."""
+    meta = WellTemperedMetadynamics(torsion_cv, temperature=300, height=2.0, sigma=[0.3, 0.3], bias_factor=10, pace=100,
+                                    grid_bin=[72, 72])
+    sims = []
+    for w in range(2):
+        system = ala.create_system()
+        meta.add_force(system, ala.positions)
+        integ = openmm.LangevinMiddleIntegrator(300, 1.0, 0.002)
+        integ.setRandomNumberSeed(w + 1)
+        sim = app.Simulation(ala.topology, system, integ, openmm.Platform.getPlatformByName("Reference"))
+        sim.context.setPositions(ala.positions)
+        sim.context.setVelocitiesToTemperature(300, w + 1)
+        sims.append(sim)
+    group = meta._force_groups[id(sims[0].system)]
+    hills = meta.step(sims, 300)
+    assert [h.walker for h in hills] == [0, 1, 0, 1, 0, 1]
+    for w, sim in enumerate(sims):
+        s = meta.cv_values(sim.context)
+        felt = sim.context.getState(getEnergy=True, groups={group}).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        own = BiasGrid(meta.grid.lower, meta.grid.upper, meta.grid.bins, meta.grid.periodic)
+        both = own.copy()
+        for h in hills:
+            both.add_hill(h.center, h.sigma, h.height)
+            if h.walker == w:
+                own.add_hill(h.center, h.sigma, h.height)
+        v_both = both.evaluate(s[None])[0][0]
+        v_own = own.evaluate(s[None])[0][0]
+        assert felt == pytest.approx(v_both, abs=1e-10)
+        assert abs(v_both - v_own) > 0.05  # the other walker's hills are felt
+    # heights of a round come from the bias before that round (as WALKERS_MPI)
+    assert hills[0].height == pytest.approx(2.0) and hills[1].height == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------------------------------ restart
+_RUNNER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import torch
+    from gmvae_cv.cvfile import load_cv
+    from gmvae_cv.bias_run import run_metadynamics
+    from gmvae_cv.features import alanine_backbone_torsions
+    from gmvae_cv.systems import AlanineDipeptide
+    ala = AlanineDipeptide()
+    run_metadynamics(load_cv({cv!r}), sys.argv[1], system=ala.create_system(), topology=ala.topology,
+                     positions=ala.positions, n_steps={n_steps}, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0,
+                     pace=50, colvar_stride=10, traj_stride=50, checkpoint_interval=200, platform="Reference",
+                     walkers={walkers}, seed=4, extra_colvar=alanine_backbone_torsions(transform="raw"))
+    """
+)
+
+
+@pytest.mark.parametrize("walkers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_kill_9_and_restart_loses_and_repeats_no_hill(ala, torsion_cv, tmp_path, walkers):
+    """SIGKILL a run mid-way, start it again with the same command: outputs equal an uninterrupted run."""
+    n_steps = 2400
+    script = tmp_path / "runner.py"
+    script.write_text(_RUNNER.format(root=str(ROOT), cv=str(torsion_cv.path), n_steps=n_steps, walkers=walkers))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ref = tmp_path / "reference"
+    run_metadynamics(torsion_cv, ref, system=ala.create_system(), topology=ala.topology, positions=ala.positions,
+                     n_steps=n_steps, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0, pace=50, colvar_stride=10,
+                     traj_stride=50, checkpoint_interval=200, platform="Reference", walkers=walkers, seed=4,
+                     extra_colvar=alanine_backbone_torsions(transform="raw"))
+    run = tmp_path / "killed"
+    rng = np.random.default_rng(walkers)
+    proc = subprocess.Popen([sys.executable, str(script), str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (run / "checkpoint.npz").exists() and proc.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 0.5))
+    killed_at = None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = json.loads(bytes(np.load(run / "checkpoint.npz")["info"]).decode())["step"]
+    assert killed_at is not None and killed_at < n_steps, "the run finished before it could be killed"
+    sfx = [""] if walkers == 1 else [f".{w}" for w in range(walkers)]
+    hills_at_kill = sum(len(np.loadtxt(run / f"HILLS{s}", comments="#", ndmin=2)) for s in sfx)
+    assert hills_at_kill >= killed_at // 50 * walkers  # hills past the checkpoint were on disk when killed
+    done = subprocess.run([sys.executable, str(script), str(run)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "complete" and info["resumed_from_step"] == killed_at
+    for s in sfx:
+        assert (run / f"HILLS{s}").read_bytes() == (ref / f"HILLS{s}").read_bytes()
+        assert (run / f"COLVAR{s}").read_bytes() == (ref / f"COLVAR{s}").read_bytes()
+    trajs = ["traj.dcd"] if walkers == 1 else [f"traj.{w}.dcd" for w in range(walkers)]
+    for t in trajs:
+        assert (run / t).read_bytes()[:8] == (ref / t).read_bytes()[:8]
+        import mdtraj
+
+        a = mdtraj.load_dcd(str(run / t), top=mdtraj.Topology.from_openmm(ala.topology))
+        b = mdtraj.load_dcd(str(ref / t), top=mdtraj.Topology.from_openmm(ala.topology))
+        assert a.n_frames == b.n_frames == n_steps // 50
+        assert np.array_equal(a.xyz, b.xyz)
+    n_hills = sum(len(np.loadtxt(run / f"HILLS{s}", comments="#", ndmin=2)) for s in sfx)
+    assert n_hills == n_steps // 50 * walkers
+    np.testing.assert_array_equal(np.loadtxt(run / "bias_grid.dat", comments="#"), np.loadtxt(ref / "bias_grid.dat", comments="#"))
