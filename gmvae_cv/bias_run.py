@@ -418,6 +418,14 @@ def _prepare_directory(out: Path, params: dict, walkers: int, overwrite: bool) -
     same = prev.get("params") == json.loads(json.dumps(params))
     if not same or overwrite:
         if not overwrite:
+            old = prev.get("params", {})
+            for key, label in (("system_sha256", "another system (its System XML differs)"),
+                               ("cv_sha256", "another CV file"), ("positions_sha256", "other starting positions")):
+                if old.get(key) != params[key]:
+                    raise GMVAEInputError(
+                        f"{out}: holds a run (and its checkpoint) made with {label}; cannot continue it with this one: "
+                        "choose another output directory, or --overwrite to replace it"
+                    )
             diff = _dict_diff(prev.get("params", {}), json.loads(json.dumps(params)))
             raise GMVAEInputError(
                 f"{out}: holds a run with other parameters ({'; '.join(diff[:4])}); give the same parameters to continue it, "

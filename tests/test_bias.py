@@ -400,3 +400,139 @@ def test_kill_9_and_restart_loses_and_repeats_no_hill(ala, torsion_cv, tmp_path,
     n_hills = sum(len(np.loadtxt(run / f"HILLS{s}", comments="#", ndmin=2)) for s in sfx)
     assert n_hills == n_steps // 50 * walkers
     np.testing.assert_array_equal(np.loadtxt(run / "bias_grid.dat", comments="#"), np.loadtxt(ref / "bias_grid.dat", comments="#"))
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def _meta(cv, **kw):
+    args = dict(temperature=300, height=1.2, sigma=[0.35, 0.35], bias_factor=6, pace=100)
+    args.update(kw)
+    return WellTemperedMetadynamics(cv, **args)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(temperature=0.0), "'temperature' is 0.0, expected a number > 0"),
+        (dict(temperature=-5 * unit.kelvin), "'temperature'"),
+        (dict(sigma=[0.35]), "'sigma' has 1 value(s), expected 2"),
+        (dict(sigma=[0.3, 0.3, 0.3]), "'sigma' has 3 value(s), expected 2"),
+        (dict(sigma=[0.3, -0.1]), "expected widths > 0"),
+        (dict(pace=0), "'pace' is 0, expected an integer >= 1"),
+        (dict(bias_factor=1.0), "'bias_factor' is 1.0, expected a number > 1"),
+        (dict(bias_factor=0.5), "expected a number > 1"),
+        (dict(height=0), "'height'"),
+        (dict(components=[0, 2]), "expected distinct indices below D = 2"),
+        (dict(components=[0, 1, 0, 1]), "expected 1 to 3 components"),
+        (dict(kernel="box"), "'kernel' is 'box'"),
+        (dict(grid_bin=[60]), "'grid_bin' has 1 value(s), expected 2"),
+        (dict(grid_min=[-1.0, -1.0], grid_max=[1.0, 1.0]), "periodic on"),
+    ],
+)
+def test_bad_parameters_are_refused_with_clear_errors(torsion_cv, kw, message):
+    with pytest.raises(GMVAEInputError) as err:
+        _meta(torsion_cv, **kw)
+    assert message in str(err.value)
+
+
+def test_grid_must_cover_the_cv_and_hills_near_the_edge_warn(ala, gmvae_cv):
+    s0 = gmvae_cv(ala.positions)
+    with pytest.raises(GMVAEInputError, match="no 'cv_range'"):
+        _meta(gmvae_cv, sigma=[0.1, 0.1])
+    meta = _meta(gmvae_cv, sigma=[0.1, 0.1], grid_min=s0 + 0.5, grid_max=s0 + 2.0, grid_bin=[50, 50])
+    with pytest.raises(GMVAEInputError, match=r"CV component 0 of the starting configuration is .* outside the grid"):
+        meta.add_force(ala.create_system(), ala.positions)
+    meta = _meta(gmvae_cv, sigma=[0.1, 0.1], grid_min=s0 - 0.2, grid_max=s0 + 2.0, grid_bin=[50, 50])
+    with pytest.warns(BiasEdgeWarning, match="within 3.54 sigma of the grid min"):
+        meta.deposit([s0], 100, 0.2)
+    assert meta.edge_events[0]["component"] == 0 and not meta.edge_events[0]["outside"]
+    with pytest.warns(BiasEdgeWarning, match="outside the grid"):
+        meta.deposit([s0 - 1.0], 200, 0.4)
+
+
+def test_cv_file_checks(ala, tmp_path, torsion_cv):
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
+    with pytest.raises(GMVAEInputError, match="no 'gmvae_cv.json' marker"):
+        load_cv(plain)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(GMVAEInputError, match="cannot load as a TorchScript module"):
+        load_cv(junk)
+    with pytest.raises(GMVAEInputError, match="model_openmm.pt"):
+        load_cv(tmp_path)
+    exp = tmp_path / "EXP"
+    exp.mkdir()
+    shutil.copy(torsion_cv.path, exp / "model_openmm.pt")
+    (exp / "cv.json").write_text(json.dumps({"note": "exported"}))
+    cv = load_cv(exp)
+    assert cv.n_cvs == 2 and cv.meta["cv_json"] == {"note": "exported"} and cv.sha256 == torsion_cv.sha256
+    # atom count of the system
+    bigger = ala.create_system()
+    bigger.addParticle(1.0)
+    with pytest.raises(GMVAEInputError, match="'n_atoms' is 22, the system has 23 atoms"):
+        _meta(cv).add_force(bigger, np.vstack([ala.positions, np.zeros((1, 3))]))
+    # atoms of the features recorded with labels that this topology does not have
+    spec = alanine_backbone_torsions(transform="raw")
+    spec.atom_labels = {k: "GLY9-" + v.split("-")[1] for k, v in spec.atom_labels.items()}
+    other = feature_cv(spec, path=tmp_path / "relabelled.pt")
+    with pytest.raises(GMVAEInputError, match="expects 'GLY9-"):
+        run_metadynamics(other, tmp_path / "r", system=ala.create_system(), topology=ala.topology, positions=ala.positions,
+                         n_steps=100, sigma=[0.3, 0.3], pace=50)
+
+
+def test_existing_run_directory_is_never_overwritten_silently(ala, torsion_cv, tmp_path):
+    kw = dict(topology=ala.topology, positions=ala.positions, sigma=[0.35, 0.35], pace=50, platform="Reference", traj_stride=0)
+    run = tmp_path / "run"
+    res = run_metadynamics(torsion_cv, run, system=ala.create_system(), n_steps=100, **kw)
+    assert res.n_hills == 2 and res.resumed_from is None
+    hills = (run / "HILLS").read_text()
+    with pytest.raises(GMVAEInputError, match="other parameters .*pace: 50 -> 100"):
+        run_metadynamics(torsion_cv, run, system=ala.create_system(), n_steps=200, **{**kw, "pace": 100})
+    other = ala.create_system()
+    other.setParticleMass(0, 2.0)
+    with pytest.raises(GMVAEInputError, match="made with another system"):
+        run_metadynamics(torsion_cv, run, system=other, n_steps=200, **kw)
+    assert (run / "HILLS").read_text() == hills
+    # same parameters, more steps: the run continues
+    res = run_metadynamics(torsion_cv, run, system=ala.create_system(), n_steps=200, **kw)
+    assert res.resumed_from == 100 and res.n_hills == 4
+    assert (run / "HILLS").read_text().startswith(hills)
+    # a foreign file in the directory
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(GMVAEInputError, match="not a gmvae-cv bias run"):
+        run_metadynamics(torsion_cv, mine, system=ala.create_system(), n_steps=100, **kw)
+    with pytest.raises(GMVAEInputError, match="did not write"):
+        run_metadynamics(torsion_cv, mine, system=ala.create_system(), n_steps=100, overwrite=True, **kw)
+    # a checkpoint copied from another run of another system
+    res = run_metadynamics(torsion_cv, tmp_path / "b", system=other, n_steps=100, **kw)
+    shutil.copy(tmp_path / "b" / "checkpoint.npz", run / "checkpoint.npz")
+    with pytest.raises(GMVAEInputError, match="checkpoint was written for another system"):
+        run_metadynamics(torsion_cv, run, system=ala.create_system(), n_steps=300, **kw)
+
+
+def test_cli_bias_runs_and_continues(torsion_cv, tmp_path, capsys):
+    from gmvae_cv.cli import main
+
+    out = tmp_path / "RUN"
+    argv = ["bias", str(torsion_cv.path), "--system", "alanine-dipeptide", "--steps", "200", "--pace", "50",
+            "--sigma", "0.35", "0.35", "--out", str(out), "--platform", "Reference", "--traj-stride", "100"]
+    assert main(argv) == 0
+    assert "4 hills" in capsys.readouterr().out
+    fields = (out / "COLVAR").read_text().splitlines()[0].split()[2:]
+    assert fields == ["time", "cv.0", "cv.1", "metad.bias", "metad.rct", "metad.rbias", "phi", "psi"]
+    colvar = np.loadtxt(out / "COLVAR", comments="#")
+    assert np.allclose(colvar[:, 1:3], colvar[:, 6:8])  # the torsion CV is phi, psi
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "complete" and info["params"]["metadynamics"]["pace"] == 50
+    assert info["platform"]["name"] == "Reference" and info["versions"]["openmm"].startswith("8.5")
+    argv[argv.index("--steps") + 1] = "300"
+    assert main(argv) == 0
+    assert "continued from step 200" in capsys.readouterr().out
+    other = ["bias", str(torsion_cv.path), "--system", "alanine-dipeptide", "--ns", "0.0006", "--pace", "100",
+             "--sigma", "0.35", "0.35", "--out", str(out), "--platform", "Reference", "--traj-stride", "100"]
+    assert main(other) == 2
+    assert "other parameters" in capsys.readouterr().err
+    assert main(["bias", str(torsion_cv.path), "--steps", "10", "--sigma", "0.3", "0.3", "--out", str(tmp_path / "x")]) == 2
+    assert "no system" in capsys.readouterr().err
