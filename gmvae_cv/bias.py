@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ._validation import GMVAEInputError, check_array, check_int
-from .bias_force import ROUTES, VERSION_PARAMETER, BiasForceBuilder, write_table
+from .bias_force import ROUTES, VERSION_PARAMETER, BiasForceBuilder, TableFile
 from .bias_grid import DP2CUTOFF, KERNELS, BiasGrid
 from .cvfile import CVModel
 
@@ -287,6 +287,7 @@ class WellTemperedMetadynamics:
             table_path = Path(tmpdir) / "bias_table.f64"
             self._cleanup = weakref.finalize(self, _remove_tree, tmpdir)
         self.table_path = Path(table_path)
+        self._table = TableFile(self.table_path, self.grid.force_table_shape)
         self._write_table()
 
     # ------------------------------------------------------------------ set-up
@@ -492,7 +493,7 @@ class WellTemperedMetadynamics:
                         )
 
     def _write_table(self) -> None:
-        write_table(self.table_path, self.grid.node_table())
+        self._table.write(self.grid.force_table())
         self.version += 1
 
     def sync(self, contexts: Sequence[Any]) -> None:

@@ -93,7 +93,27 @@ class BiasGrid:
         self.periodic = tuple(bool(p) for p in periodic)
         self.spacing = (upper - lower) / np.asarray(self.bins, dtype=np.float64)
         self.shape = tuple(b + 1 for b in self.bins)
-        self.values = np.zeros(self.shape, dtype=np.float64)
+        self._values = np.zeros(self.shape, dtype=np.float64)
+        self._revision = 0
+        self._cache: dict = {}
+
+    @property
+    def values(self) -> np.ndarray:
+        """Node values, kJ/mol (assign a new array, or call :meth:`touch` after editing in place)."""
+        return self._values
+
+    @values.setter
+    def values(self, new: np.ndarray) -> None:
+        arr = np.array(new, dtype=np.float64)
+        if arr.shape != self.shape:
+            raise GMVAEInputError(f"'values' has shape {arr.shape}, expected {self.shape}")
+        self._values = arr
+        self.touch()
+
+    def touch(self) -> None:
+        """Mark the values as changed (the interpolation tables are recomputed when next needed)."""
+        self._revision += 1
+        self._cache.clear()
 
     @property
     def n_dims(self) -> int:
@@ -156,7 +176,8 @@ class BiasGrid:
 
     def add_hill(self, center: Sequence[float], sigma: Sequence[float], height: float, kernel: str = "stretched-gaussian") -> None:
         """Add ``height * kernel(s - center)`` to the node values (``height`` in kJ/mol)."""
-        self.values += float(height) * self.kernel(center, sigma, kernel)
+        self._values += float(height) * self.kernel(center, sigma, kernel)
+        self.touch()
 
     # ------------------------------------------------------------------ interpolation
     def node_table(self) -> np.ndarray:
@@ -165,7 +186,23 @@ class BiasGrid:
         Column ``c`` holds :math:`\\partial^{|S|} V / \\prod_{a \\in S} \\partial s_a` for the
         set ``S`` of axes whose bit is set in ``c``; rows are nodes in C order (axis 0 slowest).
         """
-        return hermite_table(self.values, self.spacing, self.periodic)
+        if "nodes" not in self._cache:
+            self._cache["nodes"] = hermite_table(self._values, self.spacing, self.periodic)
+        return self._cache["nodes"]
+
+    def force_table(self) -> np.ndarray:
+        """The table :class:`GridBias` reads: :meth:`node_table` with each derivative channel scaled
+        by the grid spacings it involves (``f``, ``h_0 f_0``, ``h_1 f_1``, ``h_0 h_1 f_01``, ...),
+        shape ``(n_nodes, 2**D)``; cached until the values change."""
+        if "force" not in self._cache:
+            scale = np.array([np.prod([self.spacing[a] for a in range(self.n_dims) if (c >> a) & 1]) for c in range(2**self.n_dims)])
+            self._cache["force"] = self.node_table() * scale
+        return self._cache["force"]
+
+    @property
+    def force_table_shape(self) -> tuple[int, int]:
+        """Shape of :meth:`force_table` (fixed by the geometry)."""
+        return int(np.prod(self.shape)), 2**self.n_dims
 
     def evaluate(self, points: Any) -> tuple[np.ndarray, np.ndarray]:
         """Interpolated bias and its gradient at ``points`` (OpenMM's spline).
@@ -183,46 +220,29 @@ class BiasGrid:
             kJ/mol per CV unit.
         """
         pts = check_array(points, "points", ndim=2, shape=(None, self.n_dims))
-        table = self.node_table()
         d = self.n_dims
-        t = pts.copy()
+        x = (pts - self.lower) / self.spacing
         inside = np.ones(len(pts), dtype=bool)
-        cell = np.zeros((len(pts), d), dtype=np.int64)
-        u = np.zeros((len(pts), d))
         for a in range(d):
-            period = self.upper[a] - self.lower[a]
             if self.periodic[a]:
-                w = (t[:, a] - self.lower[a]) / period
-                t[:, a] = self.lower[a] + period * (w - np.floor(w))
+                x[:, a] = np.mod(x[:, a], self.bins[a])
             else:
-                inside &= (t[:, a] >= self.lower[a]) & (t[:, a] <= self.upper[a])
-            x = (t[:, a] - self.lower[a]) / self.spacing[a]
-            cell[:, a] = np.clip(np.floor(x), 0, self.bins[a] - 1).astype(np.int64)
-            u[:, a] = x - cell[:, a]
-        powers = np.stack([np.ones_like(u), u, u * u, u * u * u], axis=-1)  # (n, D, 4)
-        dpowers = np.stack([np.zeros_like(u), np.ones_like(u), 2 * u, 3 * u * u], axis=-1)
-        scale = np.ones((d, 4))
-        scale[:, 1] = self.spacing
-        scale[:, 3] = self.spacing
-        basis = (powers @ _HERMITE) * scale  # (n, D, 4)
-        dbasis = (dpowers @ _HERMITE) * scale / self.spacing[:, None]
-        strides = np.array([int(np.prod(self.shape[a + 1 :])) for a in range(d)], dtype=np.int64)
-        value = np.zeros(len(pts))
-        grad = np.zeros((len(pts), d))
-        for corner in itertools.product((0, 1), repeat=d):
-            rows = ((cell + np.asarray(corner)) * strides).sum(axis=1)
-            for channel in range(2**d):
-                bits = [(channel >> a) & 1 for a in range(d)]
-                idx = [2 * corner[a] + bits[a] for a in range(d)]
-                f = table[rows, channel]
-                terms = [basis[:, a, idx[a]] for a in range(d)]
-                value += f * np.prod(terms, axis=0)
-                for b in range(d):
-                    dterms = [dbasis[:, a, idx[a]] if a == b else terms[a] for a in range(d)]
-                    grad[:, b] += f * np.prod(dterms, axis=0)
-        value = np.where(inside, value, 0.0)
-        grad = np.where(inside[:, None], grad, 0.0)
-        return value, grad
+                inside &= (x[:, a] >= 0) & (x[:, a] <= self.bins[a])
+        cell = np.clip(np.floor(x), 0, np.asarray(self.bins) - 1)
+        u = x - cell
+        k = np.arange(4)
+        powers = u[:, :, None] ** k  # (n, D, 4)
+        dpowers = k * np.where(k > 0, u[:, :, None], 1.0) ** np.maximum(k - 1, 0)
+        basis = powers @ _HERMITE  # (n, D, 4), index corner * 2 + derivative
+        dbasis = dpowers @ _HERMITE / self.spacing[None, :, None]
+        strides, offsets = _gather_offsets(self.shape)
+        table = self.force_table().reshape(-1)
+        block = table[(cell @ strides).astype(np.int64)[:, None] + offsets.reshape(1, -1)].reshape((len(pts),) + (4,) * d)
+        letters = "abc"[:d]
+        spec = "n" + letters + "," + ",".join(f"n{letter}" for letter in letters) + "->n"
+        value = np.einsum(spec, block, *[basis[:, a] for a in range(d)])
+        grad = np.stack([np.einsum(spec, block, *[(dbasis if a == b else basis)[:, a] for a in range(d)]) for b in range(d)], axis=1)
+        return np.where(inside, value, 0.0), np.where(inside[:, None], grad, 0.0)
 
     def torch_module(self) -> "GridBias":
         """A scriptable :class:`GridBias` with this grid's geometry (the table is an input)."""
@@ -282,46 +302,74 @@ class BiasGrid:
         return "\n".join(lines) + "\n"
 
 
+def _spline_slopes(y: np.ndarray, axis: int, h: float, periodic: bool) -> np.ndarray:
+    """First derivatives at the nodes of the cubic spline through ``y`` along ``axis``.
+
+    Natural (zero second derivative at both ends) or periodic (``y`` first == last), uniform
+    spacing ``h``: the spline OpenMM's ``SplineFitter`` builds, solved here for all lines at once
+    (discrete sine transform for the natural spline, FFT for the periodic one).
+    """
+    from scipy.fft import dst, idst
+
+    y = np.moveaxis(y, axis, 0)
+    n = y.shape[0]
+    flat = y.reshape(n, -1)
+    if periodic:
+        m = n - 1
+        yy = flat[:m]
+        rhs = 6.0 / (h * h) * (np.roll(yy, -1, axis=0) - 2.0 * yy + np.roll(yy, 1, axis=0))
+        eig = 4.0 + 2.0 * np.cos(2.0 * np.pi * np.arange(m // 2 + 1) / m)
+        second = np.fft.irfft(np.fft.rfft(rhs, axis=0) / eig[:, None], n=m, axis=0)
+        second = np.vstack([second, second[:1]])
+    else:
+        # interior rows M[i-1] + 4 M[i] + M[i+1] = r[i] with M = 0 at both ends: a symmetric
+        # Toeplitz system that the type-I discrete sine transform diagonalises
+        rhs = 6.0 / (h * h) * (flat[2:] - 2.0 * flat[1:-1] + flat[:-2])
+        second = np.zeros_like(flat)
+        if n > 2:
+            eig = 4.0 + 2.0 * np.cos(np.pi * np.arange(1, n - 1) / (n - 1))
+            second[1:-1] = idst(dst(rhs, type=1, axis=0) / eig[:, None], type=1, axis=0)
+    slope = np.empty_like(flat)
+    slope[:-1] = (flat[1:] - flat[:-1]) / h - h * (2.0 * second[:-1] + second[1:]) / 6.0
+    slope[-1] = (flat[-1] - flat[-2]) / h + h * (second[-2] + 2.0 * second[-1]) / 6.0
+    if periodic:
+        slope[-1] = slope[0]
+    return np.moveaxis(slope.reshape(y.shape), 0, axis)
+
+
 def hermite_table(values: np.ndarray, spacing: Sequence[float], periodic: Sequence[bool]) -> np.ndarray:
     """Node values and (mixed) spline derivatives, shape ``(values.size, 2**D)``; see :meth:`BiasGrid.node_table`."""
-    from scipy.interpolate import CubicSpline
-
     d = values.ndim
     data = {0: np.asarray(values, dtype=np.float64)}
     for channel in range(1, 2**d):
-        a = max(b for b in range(d) if (channel >> b) & 1)  # differentiate along the highest axis last
-        base = data[channel & ~(1 << a)]
-        n = base.shape[a]
-        x = np.arange(n, dtype=np.float64) * float(spacing[a])
-        if periodic[a]:
-            base = base.copy()
-            idx = [slice(None)] * d
-            idx[a] = -1
-            first = [slice(None)] * d
-            first[a] = 0
-            base[tuple(idx)] = base[tuple(first)]
-            spline = CubicSpline(x, base, axis=a, bc_type="periodic")
-        else:
-            spline = CubicSpline(x, base, axis=a, bc_type="natural")
-        der = spline(x, 1)
-        for b in range(d):
-            if periodic[b]:
-                last = [slice(None)] * d
-                last[b] = -1
-                first = [slice(None)] * d
-                first[b] = 0
-                der[tuple(last)] = der[tuple(first)]
-        data[channel] = der
+        a = max(b for b in range(d) if (channel >> b) & 1)  # the operators along different axes commute
+        data[channel] = _spline_slopes(data[channel & ~(1 << a)], a, float(spacing[a]), bool(periodic[a]))
     return np.stack([data[c].reshape(-1) for c in range(2**d)], axis=1)
 
 
-class GridBias(torch.nn.Module):
-    """TorchScript evaluation of a :class:`BiasGrid` at one CV point from its node table.
+def _gather_offsets(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat-index strides of the nodes (times the channel count) and the ``(4,) * D`` offsets that
+    gather a cell's Hermite data from the flattened force table, axis ``a`` indexed by
+    ``corner_a * 2 + derivative_a``."""
+    d = len(shape)
+    n_channels = 2**d
+    node_strides = np.array([int(np.prod(shape[a + 1 :])) for a in range(d)], dtype=np.int64)
+    offsets = np.zeros((4,) * d, dtype=np.int64)
+    for idx in itertools.product(range(4), repeat=d):
+        corner = [i // 2 for i in idx]
+        deriv = [i % 2 for i in idx]
+        offsets[idx] = int(np.dot(corner, node_strides)) * n_channels + sum(deriv[a] << a for a in range(d))
+    return (node_strides * n_channels).astype(np.float64), offsets
 
-    ``forward(s, table)``: ``s`` of shape ``(D,)`` (CV units), ``table`` of shape
-    ``(n_nodes, 2**D)`` from :meth:`BiasGrid.node_table`; returns the bias energy (kJ/mol, a
-    0-dimensional tensor in the dtype of ``table``). Written without data-dependent Python
-    control flow, so that its gradient can be traced together with the CV's.
+
+class GridBias(torch.nn.Module):
+    """TorchScript evaluation of a :class:`BiasGrid` at one CV point from its force table.
+
+    ``forward(s, table)``: ``s`` of shape ``(D,)`` (CV units), ``table`` from
+    :meth:`BiasGrid.force_table`; returns the bias energy (kJ/mol, a 0-dimensional tensor in the
+    dtype of ``table``). It locates the cell, gathers the cell's ``4**D`` Hermite values with one
+    ``take`` and contracts them with the Hermite basis of each axis: a few operations, none with
+    data-dependent Python control flow, so that the gradient can be traced together with the CV's.
     """
 
     def __init__(self, lower: Sequence[float], upper: Sequence[float], bins: Sequence[int], periodic: Sequence[bool]) -> None:
@@ -329,45 +377,41 @@ class GridBias(torch.nn.Module):
         d = len(bins)
         lower_t = torch.tensor(np.asarray(lower, dtype=np.float64))
         upper_t = torch.tensor(np.asarray(upper, dtype=np.float64))
-        shape = [int(b) + 1 for b in bins]
-        spacing = (upper_t - lower_t) / torch.tensor([float(b) for b in bins], dtype=torch.float64)
-        self.register_buffer("lower", lower_t)
-        self.register_buffer("upper", upper_t)
-        self.register_buffer("period", upper_t - lower_t)
-        self.register_buffer("spacing", spacing)
-        self.register_buffer("max_cell", torch.tensor([float(b - 1) for b in bins], dtype=torch.float64))
-        self.register_buffer("is_periodic", torch.tensor([bool(p) for p in periodic]))
-        self.register_buffer("any_bounded", torch.tensor(not all(periodic)))
-        strides = [int(np.prod(shape[a + 1 :])) for a in range(d)]
-        self.register_buffer("strides", torch.tensor(strides, dtype=torch.long))
-        corners = list(itertools.product((0, 1), repeat=d))
-        self.register_buffer("corner_offsets", torch.tensor([sum(c[a] * strides[a] for a in range(d)) for c in corners], dtype=torch.long))
-        idx = torch.zeros((d, len(corners), 2**d), dtype=torch.long)
-        for k, c in enumerate(corners):
-            for channel in range(2**d):
-                for a in range(d):
-                    idx[a, k, channel] = 4 * a + 2 * c[a] + ((channel >> a) & 1)
-        self.register_buffer("basis_index", idx)
-        scale = torch.ones((d, 4), dtype=torch.float64)
-        scale[:, 1] = spacing
-        scale[:, 3] = spacing
-        self.register_buffer("hermite", torch.tensor(_HERMITE))
-        self.register_buffer("scale", scale)
+        n = torch.tensor([float(b) for b in bins], dtype=torch.float64)
+        spacing = (upper_t - lower_t) / n
+        strides, offsets = _gather_offsets([int(b) + 1 for b in bins])
         self.n_dims: int = d
+        self.all_periodic: bool = all(bool(p) for p in periodic)
+        self.none_periodic: bool = not any(bool(p) for p in periodic)
+        self.register_buffer("inv_spacing", 1.0 / spacing)
+        self.register_buffer("offset", -lower_t / spacing)  # grid units: x = s / h - lower / h
+        self.register_buffer("n_bins", n)
+        self.register_buffer("max_cell", n - 1.0)
+        self.register_buffer("zero", torch.zeros(d, dtype=torch.float64))
+        self.register_buffer("is_periodic", torch.tensor([bool(p) for p in periodic]))
+        self.register_buffer("powers", torch.arange(4, dtype=torch.float64))
+        self.register_buffer("hermite", torch.tensor(_HERMITE))
+        self.register_buffer("strides", torch.tensor(strides))
+        self.register_buffer("offsets", torch.tensor(offsets))
 
     def forward(self, s: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        t = s.to(table.dtype)
-        w = (t - self.lower) / self.period
-        t = torch.where(self.is_periodic, self.lower + self.period * (w - torch.floor(w)), t)
-        ok = (self.is_periodic | ((t >= self.lower) & (t <= self.upper))).all()
-        x = (t - self.lower) / self.spacing
-        cell = torch.minimum(torch.clamp(torch.floor(x), min=0.0), self.max_cell)
-        u = x - cell
-        u2 = u * u
-        powers = torch.stack([torch.ones_like(u), u, u2, u2 * u], dim=-1)  # (D, 4)
-        basis = torch.matmul(powers, self.hermite) * self.scale  # (D, 4)
-        weights = basis.reshape(-1)[self.basis_index].prod(0)  # (2^D, 2^D)
-        base = (cell.to(torch.long) * self.strides).sum()
-        corners = table.index_select(0, base + self.corner_offsets)  # (2^D, 2^D)
-        energy = (corners * weights).sum()
-        return torch.where(ok, energy, torch.zeros_like(energy))
+        dt = table.dtype
+        x = torch.addcmul(self.offset.to(dt), s.to(dt), self.inv_spacing.to(dt))
+        if self.all_periodic:
+            x = torch.remainder(x, self.n_bins.to(dt))
+        elif not self.none_periodic:
+            x = torch.where(self.is_periodic, torch.remainder(x, self.n_bins.to(dt)), x)
+        cell = torch.clamp(torch.floor(x), self.zero.to(dt), self.max_cell.to(dt)).detach()  # piecewise constant
+        base = torch.matmul(cell, self.strides.to(dt)).to(torch.long)
+        block = torch.take(table, self.offsets + base)  # (4,) * D: corner * 2 + derivative per axis
+        basis = torch.matmul((x - cell).unsqueeze(-1).pow(self.powers.to(dt)), self.hermite.to(dt))  # (D, 4)
+        if self.n_dims == 1:
+            energy = torch.dot(block, basis[0])
+        elif self.n_dims == 2:
+            energy = torch.dot(torch.mv(block, basis[1]), basis[0])
+        else:
+            energy = torch.dot(torch.mv(torch.matmul(block, basis[2]), basis[1]), basis[0])
+        if not self.all_periodic:
+            inside = (x == torch.clamp(x, self.zero.to(dt), self.n_bins.to(dt))).all()
+            energy = energy * inside.to(dt)
+        return energy
