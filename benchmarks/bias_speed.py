@@ -43,7 +43,7 @@ from gmvae_cv.bias import WellTemperedMetadynamics  # noqa: E402
 from gmvae_cv.bias_force import VERSION_PARAMETER, _CompiledForceBox, _CompiledForceNoBox, _SharedTable, compile_energy_and_forces, write_table  # noqa: E402
 from gmvae_cv.bias_grid import BiasGrid  # noqa: E402
 from gmvae_cv.cvfile import random_gmvae_cv  # noqa: E402
-from gmvae_cv.features import alanine_heavy_atom_distances  # noqa: E402
+from gmvae_cv.features import FeatureSpec, alanine_heavy_atom_distances  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
@@ -243,7 +243,55 @@ def vacuum(args, workdir: Path) -> dict:
         "note": "differences of medians; features/model/bias include their share of the energy+forces graph",
     }
     results["grid_update"] = _grid_update_cost(ala, cv, lo, hi, bins, workdir)
+    results["breakdown_d_direct_us_per_step"] = _direct_breakdown(ala, spec, cv, g, table, results, p, us)
     return results
+
+
+def _time_calls(fn, n=2000, repeats=7) -> float:
+    for _ in range(200):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e6
+
+
+def _direct_breakdown(ala, spec, cv, g, table, results, platform, us) -> dict:
+    """The same split, timing the compiled energy+forces graphs directly (frozen, as the TorchForce
+    runs them; best of 7 x 2000 calls from Python, minus the cost of calling a trivial frozen graph)."""
+    from gmvae_cv.bias_force import _Energy
+
+    pos = torch.as_tensor(ala.positions)
+    tab = torch.as_tensor(g.force_table())
+
+    def frozen(energy):
+        return torch.jit.freeze(compile_energy_and_forces(energy, (pos, tab)).eval())
+
+    class _Nothing(torch.nn.Module):
+        def forward(self, positions: torch.Tensor, table: torch.Tensor):
+            return positions.sum(), positions
+
+    trivial = torch.jit.freeze(torch.jit.script(_Nothing()).eval())
+    graphs = {"features": frozen(_FeaturesEnergy(spec.torch_module(), spec.n_features)), "cv": frozen(_CVEnergy(cv.module)),
+              "full": frozen(_Energy(cv.module, [0, 1], g.torch_module(), torch.float64))}
+    t = {k: _time_calls(lambda m=m: m(pos, tab)) for k, m in graphs.items()}
+    t0 = _time_calls(lambda: trivial(pos, tab))
+    dep = results["grid_update"]["deposit_and_table_write_ms"] + results["grid_update"]["first_evaluation_after_update_ms"] \
+        - results["grid_update"]["plain_evaluation_ms"]
+    return {
+        "md": us[f"a_unbiased@{platform}"],
+        "openmm_torchforce_plumbing": us[f"x_plumbing@{platform}"] - us[f"a_unbiased@{platform}"],
+        "features": t["features"] - t0,
+        "model": t["cv"] - t["features"],
+        "bias_spline": t["full"] - t["cv"],
+        "deposition_and_grid_update": 1e3 * dep / PACE,
+        "graph_ops": {k: sum(1 for n in m.graph.nodes() if n.kind().startswith("aten::")) for k, m in graphs.items()},
+        "python_call_of_trivial_graph_us": t0,
+        "note": "graphs timed from Python (best of 7 x 2000 calls); deposition per hill / pace",
+    }
 
 
 def _grid_update_cost(ala, cv, lo, hi, bins, workdir) -> dict:
@@ -281,7 +329,7 @@ def _grid_update_cost(ala, cv, lo, hi, bins, workdir) -> dict:
         "first_evaluation_after_update_ms": 1e3 * float(np.median(t_eval)),
         "plain_evaluation_ms": 1e3 * float(np.median(t_plain)),
         "context_reinitialize_ms": 1e3 * t_reinit,
-        "table_bytes": int(np.prod(meta.grid.shape)) * 4 * 8,
+        "table_bytes": int(np.prod(meta.grid.force_table_shape)) * 8,
     }
 
 
@@ -310,7 +358,9 @@ def water(args, workdir: Path) -> dict:
     top.setPeriodicBoxVectors(state.getPeriodicBoxVectors())
     del ctx
 
-    spec = alanine_heavy_atom_distances(top)
+    vac = alanine_heavy_atom_distances()  # the dipeptide's atoms come first in the solvated topology
+    spec = FeatureSpec(vac.features, n_atoms=n_atoms, periodic=True, atom_labels=vac.atom_labels,
+                       description="alanine dipeptide heavy-atom distances in water")
     cv = random_gmvae_cv(spec, n_cvs=2, n_clusters=4, hidden=32, seed=0, path=workdir / "gmvae_water.pt")
     s0 = cv(pos, box)
     lo, hi = (s0 - 3.0).tolist(), (s0 + 3.0).tolist()
@@ -328,11 +378,13 @@ def water(args, workdir: Path) -> dict:
         comps.append(f)
     mc = app.Metadynamics(sc, [app.BiasVariable(f, lo[i], hi[i], SIGMA, False, bins[i] + 1) for i, f in enumerate(comps)], TEMP, GAMMA, HEIGHT, PACE)
     cases.append(Case("c_naive@CPU", sc, top, pos, "CPU", mc, "app", threads=threads))
-    for variant, kw in (("d_ours", {}), ("d_ours_no_box", {"use_box": False})):
+    force_info = {}
+    for variant, kw in (("d_ours", {"topology": top}), ("d_ours_with_box_autograd", {"use_box": True})):
         sd = make_system()
         md = WellTemperedMetadynamics(cv, temperature=TEMP, height=HEIGHT, sigma=[SIGMA, SIGMA], bias_factor=GAMMA, pace=PACE,
                                       grid_min=lo, grid_max=hi, grid_bin=bins, table_path=workdir / f"w_{variant}.f64")
         md.add_force(sd, pos, box, **kw)
+        force_info[variant] = md.force_info
         cases.append(Case(f"{variant}@CPU", sd, top, pos, "CPU", md, "ours", threads=threads))
     steps = {c.name: (1 if args.quick else 2) * PACE for c in cases}
     us = _measure(cases, steps, 2 if args.quick else args.rounds, PACE)
@@ -344,6 +396,7 @@ def water(args, workdir: Path) -> dict:
         "us_per_step": us,
         "ns_per_day": nsday,
         "ratios_vs_unbiased_ns_per_day": {k: v / a for k, v in nsday.items()},
+        "force_info": force_info,
     }
 
 
@@ -353,6 +406,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="fewer steps and rounds (a smoke test)")
     ap.add_argument("--no-water", action="store_true")
+    ap.add_argument("--no-vacuum", action="store_true")
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--cpu-threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -370,15 +424,17 @@ def main(argv=None) -> int:
             "machine": {"platform": _platform.platform(), "cpus": os.cpu_count(),
                         "load_average_start": os.getloadavg()},
             "versions": {"openmm": openmm.__version__, "torch": torch.__version__, "numpy": np.__version__},
-            "vacuum": vacuum(args, workdir),
         }
+        if not args.no_vacuum:
+            out["vacuum"] = vacuum(args, workdir)
         if not args.no_water:
             out["water"] = water(args, workdir)
     out["machine"]["load_average_end"] = os.getloadavg()
     out["wall_s"] = time.time() - t0
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    v = out["vacuum"]
-    print(json.dumps({"vacuum_fastest": v["fastest_platform"], "ratios": v["ratios"], "breakdown": v["breakdown_d_us_per_step"],
+    v = out.get("vacuum", {})
+    print(json.dumps({"vacuum_ratios": v.get("ratios"), "breakdown": v.get("breakdown_d_us_per_step"),
+                      "breakdown_direct": v.get("breakdown_d_direct_us_per_step"),
                       "water": out.get("water", {}).get("ratios_vs_unbiased_ns_per_day")}, indent=1))
     return 0
 

@@ -47,13 +47,17 @@ from .bias_force import ROUTES, VERSION_PARAMETER, BiasForceBuilder, TableFile
 from .bias_grid import DP2CUTOFF, KERNELS, BiasGrid
 from .cvfile import CVModel
 
-__all__ = ["WellTemperedMetadynamics", "MetadynamicsParameters", "Hill", "BiasEdgeWarning", "as_value"]
+__all__ = ["WellTemperedMetadynamics", "MetadynamicsParameters", "Hill", "BiasEdgeWarning", "BiasRouteWarning", "as_value"]
 
 _HILL_FIELDS = ("step", "walker", "time", "center", "sigma", "height")
 
 
 class BiasEdgeWarning(UserWarning):
     """A hill was deposited near (or beyond) the edge of a non-periodic grid."""
+
+
+class BiasRouteWarning(UserWarning):
+    """The bias force uses another route than the one requested (and why)."""
 
 
 def as_value(value: Any, unit: Any, name: str, *, positive: bool = True) -> float:
@@ -333,7 +337,8 @@ class WellTemperedMetadynamics:
                 raise GMVAEInputError(f"'grid_max' of component {c} is {hi[a]:g}, expected a finite value above grid_min = {lo[a]:g}")
         return lo, hi
 
-    def add_force(self, system: Any, positions: Any, box: Any = None, *, use_box: Optional[bool] = None, force_group: Optional[int] = None):
+    def add_force(self, system: Any, positions: Any, box: Any = None, *, topology: Any = None, use_box: Optional[bool] = None,
+                  force_group: Optional[int] = None):
         """Add the bias force to ``system`` (one call per walker system) and return it.
 
         Parameters
@@ -345,8 +350,15 @@ class WellTemperedMetadynamics:
             must lie inside the grid of non-periodic components.
         box : array_like, shape ``(3, 3)``, optional
             Periodic box vectors (rows, nm); default the system's.
+        topology : openmm.app.Topology, optional
+            Used to decide ``use_box``: OpenMM keeps molecules whole in its contexts, so a CV
+            whose atoms all belong to one molecule needs no minimum image.
         use_box : bool, optional
-            Pass the box to the CV (minimum image); default whether the system is periodic.
+            Pass the box to the CV (minimum image). Default: false for a non-periodic system or
+            a CV within one molecule of ``topology``, true otherwise. With the box, the CV's
+            minimum-image code branches on the box values, which tracing cannot follow: the
+            force then uses the ``"autograd"`` route (a :class:`BiasRouteWarning` says so and
+            :attr:`force_info` records it).
         force_group : int, optional
             Default: the highest group no force of ``system`` uses (as ``app.Metadynamics``).
 
@@ -361,8 +373,14 @@ class WellTemperedMetadynamics:
         if pos.shape != (self.cv.n_atoms, 3):
             raise GMVAEInputError(f"'positions' has shape {pos.shape}, expected ({self.cv.n_atoms}, 3) in nm")
         periodic_system = system.usesPeriodicBoundaryConditions()
+        box_reason = "given"
         if use_box is None:
-            use_box = periodic_system
+            if not periodic_system:
+                use_box, box_reason = False, "system not periodic"
+            elif topology is not None and _one_molecule(topology, self.cv.atom_indices):
+                use_box, box_reason = False, "the CV's atoms are one molecule, which OpenMM keeps whole"
+            else:
+                use_box, box_reason = True, "periodic system, CV atoms not known to be one molecule"
         if use_box and not periodic_system:
             raise GMVAEInputError("'use_box' is true but the system has no periodic boundary conditions")
         bx = None
@@ -372,8 +390,17 @@ class WellTemperedMetadynamics:
         s0 = self.cv(pos, bx)
         self.check_inside(s0, where="the starting configuration")
         if self._builder is None:
+            route = self.route
+            if use_box and route == "compiled":
+                warnings.warn(
+                    "the CV gets the periodic box, and its minimum-image code branches on the box values, which the "
+                    "compiled route cannot trace: using route='autograd' (pass a topology in which the CV atoms form one "
+                    "molecule, or use_box=False, to keep the compiled route)", BiasRouteWarning, stacklevel=2)
+                route = "autograd"
             self._builder = BiasForceBuilder(self.cv.module, self.params.components, self.grid, self.table_path,
-                                             route=self.route, dtype=self.dtype, use_box=use_box)
+                                             route=route, dtype=self.dtype, use_box=use_box)
+            self._builder.info["use_box_reason"] = box_reason
+            self._builder.info["route_requested"] = self.route
         elif self._builder.use_box != use_box:
             raise GMVAEInputError("all walker systems must agree on periodic boundary conditions")
         force = self._builder.force(pos, bx)
@@ -588,6 +615,25 @@ def _nm(value: Any, name: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise GMVAEInputError(f"'{name}' is not an array of positions in nm") from None
     return check_array(arr, name, ndim=2)
+
+
+def _one_molecule(topology: Any, atoms: Optional[np.ndarray]) -> bool:
+    """Whether ``atoms`` (all atoms if None) lie in one bonded molecule of an OpenMM topology."""
+    if atoms is None or len(atoms) == 0:
+        return False
+    parent = list(range(topology.getNumAtoms()))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for bond in topology.bonds():
+        a, b = find(bond[0].index), find(bond[1].index)
+        if a != b:
+            parent[a] = b
+    return len({find(int(i)) for i in atoms}) == 1
 
 
 def _logsumexp(x: np.ndarray) -> float:

@@ -413,5 +413,5 @@ class GridBias(torch.nn.Module):
             energy = torch.dot(torch.mv(torch.matmul(block, basis[2]), basis[1]), basis[0])
         if not self.all_periodic:
             inside = (x == torch.clamp(x, self.zero.to(dt), self.n_bins.to(dt))).all()
-            energy = energy * inside.to(dt)
+            energy = torch.where(inside, energy, torch.zeros_like(energy))
         return energy

@@ -291,7 +291,7 @@ def run_metadynamics(
         # walkers: each a copy of the system with the bias force
         systems = [openmm.XmlSerializer.deserialize(system_xml) for _ in range(walkers)]
         for s in systems:
-            meta.add_force(s, pos0)
+            meta.add_force(s, pos0, topology=topology)
         chosen, probe = _choose_platform(platform, systems[0], pos0, p.temperature, friction_ps, timestep_ps, meta, cpu_threads)
         props = {"Threads": str(cpu_threads)} if (chosen == "CPU" and cpu_threads) else {}
         sims = []
