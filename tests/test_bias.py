@@ -540,3 +540,38 @@ def test_cli_bias_runs_and_continues(torsion_cv, tmp_path, capsys):
     assert "other parameters" in capsys.readouterr().err
     assert main(["bias", str(torsion_cv.path), "--steps", "10", "--sigma", "0.3", "0.3", "--out", str(tmp_path / "x")]) == 2
     assert "no system" in capsys.readouterr().err
+
+
+def test_periodic_system_box_choice_and_route(ala, gmvae_cv, tmp_path):
+    """In a periodic box, a CV inside one molecule keeps the compiled route (no minimum image needed);
+    a CV given the box falls back to autograd with a warning. Both give the same forces."""
+    from gmvae_cv.bias import BiasRouteWarning
+
+    box = np.eye(3) * 3.0
+    top_box = app.Modeller(ala.topology, ala.positions * unit.nanometer).topology
+    top_box.setPeriodicBoxVectors(box * unit.nanometer)
+    ff = app.ForceField("amber14-all.xml")
+    s0 = gmvae_cv(ala.positions)
+    forces = {}
+    for name, kw in (("one_molecule", {"topology": top_box}), ("with_box", {"use_box": True})):
+        system = ff.createSystem(top_box, nonbondedMethod=app.CutoffPeriodic, nonbondedCutoff=1.0 * unit.nanometer)
+        meta = _meta(gmvae_cv, sigma=[0.2, 0.2], grid_min=s0 - 2, grid_max=s0 + 2, grid_bin=[40, 40],
+                     table_path=tmp_path / f"{name}.f64")
+        meta.grid.add_hill(s0 + 0.1, [0.3, 0.3], 2.0)
+        meta._write_table()
+        if name == "with_box":
+            with pytest.warns(BiasRouteWarning, match="route='autograd'"):
+                meta.add_force(system, ala.positions, **kw)
+        else:
+            meta.add_force(system, ala.positions, **kw)
+        info = meta.force_info
+        assert info["route"] == ("compiled" if name == "one_molecule" else "autograd")
+        assert info["use_box"] == (name == "with_box")
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(ala.positions + 1.4)  # shifted across the box edge: OpenMM does not wrap
+        meta.sync([ctx])
+        group = meta._force_groups[id(system)]
+        forces[name] = ctx.getState(getForces=True, groups={group}).getForces(asNumpy=True).value_in_unit(
+            unit.kilojoule_per_mole / unit.nanometer)
+    assert np.abs(forces["one_molecule"]).max() > 1.0
+    assert np.max(np.abs(forces["one_molecule"] - forces["with_box"])) < 1e-9
