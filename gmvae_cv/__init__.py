@@ -10,6 +10,11 @@ Features
     :func:`alanine_heavy_atom_distances`, :func:`alanine_backbone_torsions`, :func:`phi_psi`
 Systems with known answers
     :class:`FourWell`, :class:`MullerBrown`, :class:`AlanineDipeptide`, :func:`alanine_basin`
+Biasing in OpenMM
+    :func:`load_cv`, :class:`CVModel` (a positions -> CV TorchScript file),
+    :class:`WellTemperedMetadynamics` (the engine, used like ``openmm.app.Metadynamics``),
+    :func:`run_metadynamics` (a restartable run directory: COLVAR, HILLS, checkpoint, run.json),
+    :func:`load_md_system` (a user's System XML or PDB + force fields)
 Analysis helpers
     :func:`cluster_confusion`
 Errors
@@ -34,6 +39,10 @@ from .loss import GMVAELoss, gmvae_loss
 from .metrics import cluster_confusion
 from .model import GMVAECV
 from .systems import AlanineDipeptide, FourWell, MullerBrown, alanine_basin
+from .bias import WellTemperedMetadynamics
+from .bias_run import BiasRunResult, run_metadynamics
+from .cvfile import CVModel, load_cv
+from .systems.openmm_files import load_md_system
 from .train import GMVAERun, TrainConfig, fit, load_run
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -59,4 +68,10 @@ __all__ = [
     "alanine_basin",
     "cluster_confusion",
     "GMVAEInputError",
+    "load_cv",
+    "CVModel",
+    "WellTemperedMetadynamics",
+    "run_metadynamics",
+    "BiasRunResult",
+    "load_md_system",
 ]

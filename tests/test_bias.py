@@ -575,3 +575,15 @@ def test_periodic_system_box_choice_and_route(ala, gmvae_cv, tmp_path):
             unit.kilojoule_per_mole / unit.nanometer)
     assert np.abs(forces["one_molecule"]).max() > 1.0
     assert np.max(np.abs(forces["one_molecule"] - forces["with_box"])) < 1e-9
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gmvae_cv.bias
+    import gmvae_cv.bias_grid
+    import gmvae_cv.cvfile
+
+    for module in (gmvae_cv.bias, gmvae_cv.bias_grid, gmvae_cv.cvfile):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted >= 1 and result.failed == 0, module.__name__
