@@ -13,7 +13,7 @@ differ. Reported per CV:
 The GMVAE CV is ``--cv EXP`` (an exported ``model_openmm.pt`` or EXP directory) or, by default,
 trained here: an unbiased run at ``--train-temperature`` (both basins visited), 25 heavy-atom
 distances, ``gmvae_cv.fit`` (k = 4, latent dimension 2), and the trained encoder mean wrapped as a
-positions -> CV TorchScript file (features scripted, network traced). Sigmas of the GMVAE CV are
+positions -> CV TorchScript file (features scripted, network weights copied into plain torch). Sigmas of the GMVAE CV are
 the standard deviations of its components over the C7eq frames of the training run (for phi/psi
 0.35 rad, the usual choice, close to their C7eq fluctuation). Usage::
 
@@ -47,25 +47,45 @@ KB = 0.008314462618  # kJ/mol/K
 
 
 class _PositionsCV(torch.nn.Module):
-    """FeatureModule (scripted) -> trained encoder mean (traced), positions in nm -> (D,)."""
+    """FeatureModule -> the trained encoder mean, positions in nm -> (D,), in plain torch (scriptable).
 
-    def __init__(self, features, network) -> None:
+    The weights are copied from :class:`gmvae_cv.model.GMVAECV` (its mlcolvar blocks are Lightning
+    modules, which TorchScript can neither script nor trace); the copy is checked against
+    ``forward_cv`` on the training data.
+    """
+
+    def __init__(self, features, model) -> None:
         super().__init__()
         self.features = features
-        self.network = network
+        sd = {k: v.detach().double() for k, v in model.state_dict().items()}
+        self.register_buffer("mean", sd["norm_in.mean"])
+        self.register_buffer("range", sd["norm_in.range"])
+        qy = [m for m in model.qy.modules() if isinstance(m, torch.nn.Linear)]
+        if len(qy) != 2 or model.qz.hidden is not None:
+            raise SystemExit("this benchmark copies GMVAEs with one hidden layer in q(y|x) and q(z|x,y)")
+        self.register_buffer("qy_w1", qy[0].weight.detach().double())
+        self.register_buffer("qy_b1", qy[0].bias.detach().double())
+        self.register_buffer("qy_w2", qy[1].weight.detach().double())
+        self.register_buffer("qy_b2", qy[1].bias.detach().double())
+        with torch.no_grad():
+            hy = model.qz.in_y(model.qz.y_embed(model.qz.eye)).double()
+        self.register_buffer("qz_hy", hy)
+        self.register_buffer("qz_w1", sd["qz.in_x.weight"])
+        self.register_buffer("qz_b1", sd["qz.in_x.bias"])
+        self.register_buffer("qz_wm", sd["qz.head.mean.weight"])
+        self.register_buffer("qz_bm", sd["qz.head.mean.bias"])
+
+    def encoder_mean(self, x: torch.Tensor) -> torch.Tensor:
+        h = (x - self.mean) / self.range
+        logits = torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(h, self.qy_w1, self.qy_b1)), self.qy_w2, self.qy_b2)
+        q = torch.softmax(logits, dim=-1)
+        a = torch.relu(torch.nn.functional.linear(h, self.qz_w1, self.qz_b1).unsqueeze(-2) + self.qz_hy)
+        z = torch.nn.functional.linear(a, self.qz_wm, self.qz_bm)
+        return (q.unsqueeze(-1) * z).sum(-2)
 
     def forward(self, positions: torch.Tensor, box: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = self.features(positions, box).to(torch.float32).unsqueeze(0)
-        return self.network(x).squeeze(0).to(positions.dtype)
-
-
-class _EncoderMean(torch.nn.Module):
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_cv(x)
+        x = self.features(positions, box).to(torch.float64)
+        return self.encoder_mean(x).to(positions.dtype)
 
 
 def train_gmvae_cv(work: Path, args) -> tuple:
@@ -88,8 +108,12 @@ def train_gmvae_cv(work: Path, args) -> tuple:
     model = gm.model.eval()
     with torch.no_grad():
         z = model.forward_cv(torch.as_tensor(x)).numpy().astype(np.float64)
-    net = torch.jit.trace(_EncoderMean(model), torch.as_tensor(x[:1]))
-    module = torch.jit.script(_PositionsCV(spec.torch_module(), net))
+    wrapper = _PositionsCV(spec.torch_module(), model)
+    with torch.no_grad():
+        copy_err = float((wrapper.encoder_mean(torch.as_tensor(x, dtype=torch.float64)) - torch.as_tensor(z)).abs().max())
+    if copy_err > 1e-4:
+        raise SystemExit(f"the copied encoder differs from GMVAECV.forward_cv by {copy_err}")
+    module = torch.jit.script(wrapper)
     rng = [[float(z[:, i].min()), float(z[:, i].max())] for i in range(z.shape[1])]
     path = save_cv_module(module, work / "gmvae_openmm.pt", n_atoms=22, n_cvs=2, feature_spec=spec,
                           extra={"K": 4, "cv_range": rng, "trained_here": True})
@@ -97,7 +121,8 @@ def train_gmvae_cv(work: Path, args) -> tuple:
     sigmas = [float(np.std(z[eq, i])) for i in range(2)] if eq.sum() > 10 else [0.1 * (r[1] - r[0]) for r in rng]
     info = {"train_ns": args.train_ns, "train_temperature_K": args.train_temperature, "frames": int(len(x)),
             "frames_C7eq": int(eq.sum()), "frames_C7ax": int((labels == 1).sum()), "epochs": args.train_epochs,
-            "cv_range": rng, "final_val_loss": gm.history.get("valid_loss", [None])[-1] if gm.history else None}
+            "cv_range": rng, "copy_vs_forward_cv_max_abs": copy_err,
+            "final_val_loss": gm.history.get("valid_loss", [None])[-1] if gm.history else None}
     return path, sigmas, info
 
 
