@@ -587,3 +587,23 @@ def test_docstring_examples_run():
     for module in (gmvae_cv.bias, gmvae_cv.bias_grid, gmvae_cv.cvfile):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted >= 1 and result.failed == 0, module.__name__
+
+
+def test_cli_bias_on_a_users_system_files(ala, torsion_cv, tmp_path, capsys):
+    """--pdb with --forcefield, and --system-xml with --pdb, give the same run as the built-in system."""
+    from gmvae_cv.cli import main
+
+    pdb = str(ala.pdb_path)
+    xml = tmp_path / "system.xml"
+    xml.write_text(openmm.XmlSerializer.serialize(ala.create_system()))
+    common = [str(torsion_cv.path), "--steps", "100", "--pace", "50", "--sigma", "0.35", "0.35", "--platform", "Reference",
+              "--traj-stride", "0"]
+    assert main(["bias", *common, "--system", "alanine-dipeptide", "--out", str(tmp_path / "builtin")]) == 0
+    assert main(["bias", *common, "--pdb", pdb, "--forcefield", "amber14-all.xml", "--out", str(tmp_path / "ff")]) == 0
+    assert main(["bias", *common, "--pdb", pdb, "--system-xml", str(xml), "--out", str(tmp_path / "xml")]) == 0
+    hills = [np.loadtxt(tmp_path / d / "HILLS", comments="#") for d in ("builtin", "ff", "xml")]
+    assert np.array_equal(hills[0], hills[1]) and np.array_equal(hills[0], hills[2])
+    info = json.loads((tmp_path / "ff" / "run.json").read_text())
+    assert info["system"]["forcefield"] == ["amber14-all.xml"] and info["system"]["nonbonded"] == "NoCutoff"
+    assert main(["bias", *common, "--pdb", pdb, "--out", str(tmp_path / "none")]) == 2
+    assert "either a System XML" in capsys.readouterr().err
