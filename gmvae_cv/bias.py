@@ -36,7 +36,7 @@ import os
 import tempfile
 import warnings
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -260,8 +260,7 @@ class WellTemperedMetadynamics:
         else:
             if np.size(grid_bin) != d:
                 raise GMVAEInputError(f"'grid_bin' has {np.size(grid_bin)} value(s), expected {d} (one per biased component)")
-            bins = tuple(check_int(int(b) if isinstance(b, (np.integer, float)) and float(b).is_integer() else b, "grid_bin", minimum=2)
-                         for b in np.atleast_1d(grid_bin).tolist())
+            bins = tuple(check_int(b, "grid_bin", minimum=2) for b in np.atleast_1d(grid_bin).tolist())
         self.params = MetadynamicsParameters(
             temperature=temperature, height=height, sigma=tuple(float(s) for s in sigma_arr), bias_factor=bias_factor,
             pace=pace, components=components, grid_min=tuple(float(x) for x in lo), grid_max=tuple(float(x) for x in hi),
@@ -605,15 +604,16 @@ def _ps():
 
 
 def _nm(value: Any, name: str) -> np.ndarray:
+    """Positions or box vectors in nm, from an array, a Quantity, or a list of Vec3 Quantities."""
     from openmm import unit
 
     if hasattr(value, "value_in_unit"):
         value = value.value_in_unit(unit.nanometer)
+    rows = [v.value_in_unit(unit.nanometer) if hasattr(v, "value_in_unit") else v for v in value]
     try:
-        arr = np.array([[float(x) for x in (v.value_in_unit(unit.nanometer) if hasattr(v, "value_in_unit") else v)] for v in value],
-                       dtype=np.float64) if not isinstance(value, np.ndarray) else value.astype(np.float64)
+        arr = np.array([[float(x) for x in r] for r in rows], dtype=np.float64)
     except (TypeError, ValueError):
-        raise GMVAEInputError(f"'{name}' is not an array of positions in nm") from None
+        raise GMVAEInputError(f"'{name}' is not an array of 3-vectors in nm") from None
     return check_array(arr, name, ndim=2)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ class BiasGrid:
             raise GMVAEInputError(f"'grid_min' has {d} entries, expected 1 to 3 biased components")
         if len(bins) != d or len(periodic) != d:
             raise GMVAEInputError(f"'grid_bin' has {len(bins)} and 'periodic' {len(periodic)} entries, expected {d} (one per biased component)")
-        self.bins = tuple(check_int(int(b) if isinstance(b, (np.integer,)) else b, f"grid_bin[{a}]", minimum=2) for a, b in enumerate(bins))
+        self.bins = tuple(check_int(b, f"grid_bin[{a}]", minimum=2) for a, b in enumerate(bins))
         for a in range(d):
             if not upper[a] > lower[a]:
                 raise GMVAEInputError(f"'grid_max[{a}]' is {upper[a]:g}, expected a value above grid_min[{a}] = {lower[a]:g}")
@@ -274,7 +274,6 @@ class BiasGrid:
         the first component varies fastest, with a blank line after each of its rows.
         """
         d = self.n_dims
-        _, grad = (None, None)
         keep = [self.bins[a] if self.periodic[a] else self.bins[a] + 1 for a in range(d)]
         axes = [self.axis(a)[: keep[a]] for a in range(d)]
         pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from gmvae_cv.bias import BiasEdgeWarning, WellTemperedMetadynamics  # noqa: E40
 from gmvae_cv.bias_force import VERSION_PARAMETER, BiasForceBuilder, write_table  # noqa: E402
 from gmvae_cv.bias_grid import BiasGrid, DP2CUTOFF  # noqa: E402
 from gmvae_cv.bias_run import run_metadynamics  # noqa: E402
-from gmvae_cv.cvfile import feature_cv, load_cv, random_gmvae_cv, save_cv_module  # noqa: E402
+from gmvae_cv.cvfile import feature_cv, load_cv, random_gmvae_cv  # noqa: E402
 from gmvae_cv.features import alanine_backbone_torsions, alanine_heavy_atom_distances  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
