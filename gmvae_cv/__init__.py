@@ -23,6 +23,11 @@ Checking biased runs
 Markov state models
     :class:`MarkovAnalysis`, :class:`MarkovAnalysisResult`, :func:`gmvae_states`,
     :class:`TRAMAnalysis`, :class:`BiasedDataError`
+Biasing in OpenMM
+    :func:`load_cv`, :class:`CVModel` (a positions -> CV TorchScript file),
+    :class:`WellTemperedMetadynamics` (the engine, used like ``openmm.app.Metadynamics``),
+    :func:`run_metadynamics` (a restartable run directory: COLVAR, HILLS, checkpoint, run.json),
+    :func:`load_md_system` (a user's System XML or PDB + force fields)
 Analysis helpers
     :func:`cluster_confusion`
 Errors
@@ -56,6 +61,10 @@ from .plumed_inputs import MetadSettings, OpesSettings, write_plumed_inputs
 from .systems import AlanineDipeptide, FourWell, MullerBrown, alanine_basin
 from .systems.smoluchowski import relaxation_times
 from .systems.toy_metad import toy_metadynamics
+from .bias import WellTemperedMetadynamics
+from .bias_run import BiasRunResult, run_metadynamics
+from .cvfile import CVModel, load_cv
+from .systems.openmm_files import load_md_system
 from .train import GMVAERun, TrainConfig, fit, load_run
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
@@ -105,4 +114,10 @@ __all__ = [
     "OpesSettings",
     "write_plumed_inputs",
     "GMVAEInputError",
+    "load_cv",
+    "CVModel",
+    "WellTemperedMetadynamics",
+    "run_metadynamics",
+    "BiasRunResult",
+    "load_md_system",
 ]

@@ -697,6 +697,107 @@ def _cmd_check(args) -> int:
     return 0 if report.passed else 1
 
 
+# ---------------------------------------------------------------- bias
+@_command
+def _add_bias(sub) -> None:
+    p = sub.add_parser(
+        "bias",
+        help="well-tempered metadynamics in OpenMM on an exported CV",
+        description="Bias along the CV of EXP (an EXP directory with model_openmm.pt, or the .pt file itself) "
+        "with well-tempered metadynamics. Writes RUN/COLVAR, HILLS (PLUMED format), traj.dcd, bias_grid.dat, "
+        "fes.dat, checkpoint.npz and run.json. Run the same command again to continue a stopped run.",
+    )
+    p.add_argument("exp", help="EXP directory (model_openmm.pt inside) or a CV .pt file")
+    p.add_argument("--out", required=True, help="run directory RUN (continued if it holds the same run)")
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=int, help="MD steps per walker")
+    length.add_argument("--ns", type=float, help="simulated time per walker in ns")
+    p.add_argument("--system", choices=["alanine-dipeptide"], default=None, help="built-in system (amber14, vacuum)")
+    p.add_argument("--system-xml", default=None, help="your own system: an OpenMM System XML (XmlSerializer), with --pdb")
+    p.add_argument("--pdb", default=None, help="your own system: structure (PDB/mmCIF) with --system-xml or --forcefield")
+    p.add_argument("--forcefield", nargs="+", default=None, metavar="XML", help="OpenMM force-field files, e.g. amber14-all.xml amber14/tip3p.xml")
+    p.add_argument("--temperature", type=float, default=300.0, help="temperature in K (default 300)")
+    p.add_argument("--timestep", type=float, default=2.0, help="time step in fs (default 2)")
+    p.add_argument("--friction", type=float, default=1.0, help="Langevin friction in 1/ps (default 1)")
+    p.add_argument("--height", type=float, default=1.2, help="initial hill height in kJ/mol (default 1.2)")
+    p.add_argument("--sigma", type=float, nargs="+", default=None,
+                   help="hill widths in CV units, one per biased component (default: the METAD SIGMA in EXP/cv.json)")
+    p.add_argument("--bias-factor", type=float, default=10.0, help="well-tempered bias factor gamma > 1 (default 10)")
+    p.add_argument("--pace", type=int, default=500, help="steps between hills (default 500)")
+    p.add_argument("--components", type=int, nargs="+", default=None, help="CV components to bias, 1 to 3 (default all)")
+    p.add_argument("--grid-min", type=float, nargs="+", default=None, help="grid minimum per biased component, CV units")
+    p.add_argument("--grid-max", type=float, nargs="+", default=None, help="grid maximum per biased component, CV units")
+    p.add_argument("--grid-bin", type=int, nargs="+", default=None, help="grid bins per biased component")
+    p.add_argument("--kernel", choices=["stretched-gaussian", "gaussian"], default="stretched-gaussian",
+                   help="hill shape: PLUMED's (default) or openmm.app.Metadynamics' untruncated Gaussian")
+    p.add_argument("--walkers", type=int, default=1, help="walkers sharing one bias (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--platform", default=None, help="OpenMM platform (default: the faster of Reference and CPU, measured)")
+    p.add_argument("--colvar-stride", type=int, default=None, help="steps between COLVAR rows (default pace/5)")
+    p.add_argument("--traj-stride", type=int, default=None, help="steps between trajectory frames (default pace; 0: none)")
+    p.add_argument("--checkpoint-interval", type=int, default=None, help="steps between checkpoints, a multiple of pace")
+    p.add_argument("--route", choices=["compiled", "autograd"], default="compiled", help="how the bias force is evaluated")
+    p.add_argument("--precision", choices=["float64", "float32"], default="float64", help="arithmetic inside the bias force")
+    p.add_argument("--torch-threads", type=int, default=1, help="torch threads during the run (default 1)")
+    p.add_argument("--cpu-threads", type=int, default=None, help="threads of OpenMM's CPU platform")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --out that has other parameters")
+    p.set_defaults(func=_cmd_bias)
+
+
+def _cmd_bias(args) -> int:
+    from tqdm import tqdm
+
+    from .bias_run import run_metadynamics
+    from .cvfile import load_cv
+
+    if args.system is not None and (args.system_xml or args.pdb or args.forcefield):
+        raise GMVAEInputError("'--system' is a built-in system; do not combine it with --system-xml/--pdb/--forcefield")
+    extra = None
+    if args.system == "alanine-dipeptide":
+        from .features import alanine_backbone_torsions
+        from .systems import AlanineDipeptide
+
+        ala = AlanineDipeptide()
+        system, topology, positions = ala.create_system(), ala.topology, ala.positions
+        description = {"name": "alanine dipeptide (ACE-ALA-NME), vacuum", "forcefield": list(ala.forcefield_files),
+                       "nonbonded": "NoCutoff", "constraints": "HBonds", "pdb": str(ala.pdb_path)}
+        extra = alanine_backbone_torsions(transform="raw")
+    elif args.pdb is not None:
+        from .systems.openmm_files import load_md_system
+
+        md = load_md_system(args.pdb, system_xml=args.system_xml, forcefield=args.forcefield)
+        system, topology, positions, description = md.system, md.topology, md.positions, md.description
+    else:
+        raise GMVAEInputError("no system: give --system alanine-dipeptide, or --pdb with --system-xml or --forcefield")
+    if args.timestep <= 0:
+        raise GMVAEInputError(f"'--timestep' is {args.timestep}, expected a time step > 0 in fs")
+    n_steps = args.steps if args.steps is not None else int(round(args.ns * 1e6 / args.timestep))
+    cv = load_cv(args.exp)
+    sigma = args.sigma
+    if sigma is None:
+        exported = ((cv.meta.get("cv_json") or {}).get("plumed") or {}).get("metad", {}).get("sigma")
+        if exported is None:
+            raise GMVAEInputError(f"'--sigma' is missing and {args.exp} has no cv.json with a METAD sigma; give one width per biased component")
+        comps = args.components if args.components is not None else range(len(exported))
+        sigma = [float(exported[c]) for c in comps]
+    res = run_metadynamics(
+        cv, args.out, system=system, topology=topology, positions=positions, n_steps=n_steps,
+        sigma=sigma, temperature=args.temperature, height=args.height, bias_factor=args.bias_factor,
+        pace=args.pace, components=args.components, grid_min=args.grid_min, grid_max=args.grid_max,
+        grid_bin=args.grid_bin, kernel=args.kernel, walkers=args.walkers, seed=args.seed,
+        timestep=args.timestep / 1000.0, friction=args.friction, platform=args.platform,
+        colvar_stride=args.colvar_stride, traj_stride=args.traj_stride, checkpoint_interval=args.checkpoint_interval,
+        route=args.route, dtype=args.precision, torch_threads=args.torch_threads, cpu_threads=args.cpu_threads,
+        extra_colvar=extra, description=description, overwrite=args.overwrite, progress=tqdm,
+    )
+    again = f" (continued from step {res.resumed_from})" if res.resumed_from is not None else ""
+    print(
+        f"{res.path}: {res.steps} steps x {args.walkers} walker(s){again}, {res.n_hills} hills, platform {res.platform}, "
+        f"{res.ns_per_day:.1f} ns/day per walker; COLVAR, HILLS, bias_grid.dat, fes.dat, run.json"
+    )
+    return 0
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmvae-cv", description="GMVAE collective variables: learn, export, bias, check.")

@@ -549,20 +549,21 @@ needs_reference = pytest.mark.skipif(not (REF_EXPORT / "cv.json").is_file(), rea
 @needs_reference
 def test_reference_export_in_sync(tmp_path):
     """Re-exporting the stored run with the stored data gives the committed files: PLUMED inputs
-    and cv.json equal (cv.json up to 'versions'), model files byte-equal with the same torch
-    version, and equal outputs on the stored frames in any case."""
+    and cv.json equal (up to 'versions' and the model files' hashes), and model files with equal
+    outputs on the stored frames. Model bytes are not compared: TorchScript archives carry
+    class-name mangling counters that depend on what the process scripted before (the suite's
+    order changes them), not on the model."""
     data, frames = _reference_inputs()
     ref = read_cv_json(REF_EXPORT)
     new = export(REF_EXPORT / "run", tmp_path / "exp", data=data, frames=frames, n_check_frames=len(frames))
     for name in ("plumed.dat", "plumed_opes.dat"):
         assert (new / name).read_text() == (REF_EXPORT / name).read_text(), f"{name} would change: regenerate the reference export"
     got = read_cv_json(new)
-    same_torch = got["versions"]["torch"] == ref["versions"]["torch"]
     model_files = {"model_plumed.ptc", "model_clusters.ptc", "model_openmm.pt"}
     for key in set(ref) | set(got):
         if key == "versions":
             continue
-        if key == "files" and not same_torch:
+        if key == "files":
             for name in ref["files"]:
                 if name not in model_files:
                     assert got["files"][name] == ref["files"][name], name

@@ -1,0 +1,608 @@
+"""Tests of the metadynamics engine (gmvae_cv.bias, bias_grid, bias_force, bias_run, cvfile).
+
+Each test measures against an independent answer: OpenMM's own tabulated functions and
+``openmm.app.Metadynamics``, the real PLUMED kernel (``plumed sum_hills``), finite differences,
+closed-form kernels, and an uninterrupted run for the kill -9 restart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+openmm = pytest.importorskip("openmm")
+pytest.importorskip("openmmtorch")
+from openmm import app, unit  # noqa: E402
+
+from gmvae_cv._validation import GMVAEInputError  # noqa: E402
+from gmvae_cv.bias import BiasEdgeWarning, WellTemperedMetadynamics  # noqa: E402
+from gmvae_cv.bias_force import VERSION_PARAMETER, BiasForceBuilder, write_table  # noqa: E402
+from gmvae_cv.bias_grid import BiasGrid, DP2CUTOFF  # noqa: E402
+from gmvae_cv.bias_run import run_metadynamics  # noqa: E402
+from gmvae_cv.cvfile import feature_cv, load_cv, random_gmvae_cv  # noqa: E402
+from gmvae_cv.features import alanine_backbone_torsions, alanine_heavy_atom_distances  # noqa: E402
+from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PHI_ATOMS = (4, 6, 8, 14)
+PSI_ATOMS = (6, 8, 14, 16)
+
+
+@pytest.fixture(scope="module")
+def ala():
+    return AlanineDipeptide()
+
+
+@pytest.fixture(scope="module")
+def torsion_cv(tmp_path_factory):
+    return feature_cv(alanine_backbone_torsions(transform="raw"), path=tmp_path_factory.mktemp("cv") / "torsions.pt")
+
+
+@pytest.fixture(scope="module")
+def gmvae_cv(tmp_path_factory):
+    return random_gmvae_cv(alanine_heavy_atom_distances(), seed=3, path=tmp_path_factory.mktemp("cv") / "gmvae.pt")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# ------------------------------------------------------------------------------------------ grid
+def test_kernels_match_closed_forms():
+    g = BiasGrid([-1.0], [1.0], [200], [False])
+    x = g.axis(0)
+    k = g.kernel([0.1], [0.2], "stretched-gaussian")
+    d2 = 0.5 * ((x - 0.1) / 0.2) ** 2
+    a = 1.0 / (1.0 - math.exp(-DP2CUTOFF))
+    expected = np.where(d2 < DP2CUTOFF, a * np.exp(-d2) - a * math.exp(-DP2CUTOFF), 0.0)
+    assert np.max(np.abs(k - expected)) < 1e-15
+    assert k.max() == pytest.approx(1.0, abs=1e-3)  # the node at 0.1 (continuous at the cut-off, 1 at the centre)
+    assert np.max(np.abs(g.kernel([0.1], [0.2], "gaussian") - np.exp(-d2))) < 1e-15
+    # periodic: minimum image, and the last node equals the first
+    gp = BiasGrid([-math.pi], [math.pi], [90], [True])
+    kp = gp.kernel([3.0], [0.3], "gaussian")
+    dx = np.angle(np.exp(1j * (gp.axis(0) - 3.0)))
+    assert np.max(np.abs(kp - np.exp(-0.5 * (dx / 0.3) ** 2))) < 1e-12
+    assert kp[0] == kp[-1]
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("periodic", [False, True])
+def test_grid_interpolation_equals_openmm_tabulated_function(dims, periodic):
+    """Energy and gradient of BiasGrid (NumPy) and GridBias (TorchScript) against OpenMM's table()."""
+    rng = np.random.default_rng(dims * 10 + periodic)
+    lo = [-math.pi] * dims if periodic else list(rng.uniform(-2, -1, dims))
+    hi = [math.pi] * dims if periodic else list(rng.uniform(1, 2, dims))
+    g = BiasGrid(lo, hi, [int(b) for b in rng.integers(6, 12, dims)], [periodic] * dims)
+    for k in range(4):
+        g.add_hill(rng.uniform(-1, 1, dims), rng.uniform(0.3, 0.6, dims), rng.uniform(0.5, 1.5),
+                   "gaussian" if k % 2 else "stretched-gaussian")
+    names = "xyz"[:dims]
+    force = openmm.CustomCompoundBondForce(1, f"table({', '.join(n + '1' for n in names)})")
+    force.addTabulatedFunction("table", g.openmm_function())
+    force.addBond([0], [])
+    system = openmm.System()
+    system.addParticle(1.0)
+    system.addForce(force)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    pts = rng.uniform(-7, 7, (40, dims)) if periodic else rng.uniform(-2.5, 2.5, (40, dims))  # includes points outside
+    e_omm, g_omm = [], []
+    for p in pts:
+        xyz = np.zeros(3)
+        xyz[:dims] = p
+        ctx.setPositions([xyz])
+        st = ctx.getState(getEnergy=True, getForces=True)
+        e_omm.append(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        g_omm.append(-st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[0, :dims])
+    e_omm, g_omm = np.array(e_omm), np.array(g_omm)
+    value, grad = g.evaluate(pts)
+    assert np.max(np.abs(value - e_omm)) < 1e-12
+    assert np.max(np.abs(grad - g_omm)) < 1e-11
+    module = torch.jit.script(g.torch_module())
+    table = torch.as_tensor(g.force_table())
+    for p, e_ref, g_ref in zip(pts, e_omm, g_omm):
+        s = torch.tensor(p, requires_grad=True)
+        e = module(s, table)
+        e.backward()
+        assert abs(float(e) - e_ref) < 1e-12
+        assert np.max(np.abs(s.grad.numpy() - g_ref)) < 1e-11
+    assert e_omm.max() > 0.5  # the comparison is not between zeros
+
+
+# ------------------------------------------------------------------------------------------ force
+@pytest.mark.parametrize("route, dtype", [("compiled", "float64"), ("autograd", "float64"), ("compiled", "float32")])
+def test_bias_force_energy_forces_and_table_updates(ala, gmvae_cv, tmp_path, route, dtype):
+    """The TorchForce: energy = grid at the CV, forces = -dE/dx (central differences), table updates."""
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    s0 = gmvae_cv(ala.positions)
+    g = BiasGrid(s0 - 2.0, s0 + 2.0, [40, 40], [False, False])
+    g.add_hill(s0 + 0.05, [0.3, 0.3], 2.0)
+    table = tmp_path / "table.f64"
+    write_table(table, g.force_table())
+    builder = BiasForceBuilder(gmvae_cv.module, [0, 1], g, table, route=route, dtype=dtype)
+    force = builder.force(ala.positions)
+    force.setForceGroup(31)
+    system = ala.create_system(constraints=None)
+    system.addForce(force)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(ala.positions)
+
+    def energy(x):
+        ctx.setPositions(x)
+        return ctx.getState(getEnergy=True, groups={31}).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    e0 = energy(ala.positions)
+    assert e0 == pytest.approx(g.evaluate(s0[None])[0][0], abs=tol)
+    ctx.setPositions(ala.positions)
+    f = ctx.getState(getForces=True, groups={31}).getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    if dtype == "float64":
+        h = 1e-5
+        fd = np.zeros_like(f)
+        for atom in range(22):
+            for k in range(3):
+                xp = ala.positions.copy()
+                xm = ala.positions.copy()
+                xp[atom, k] += h
+                xm[atom, k] -= h
+                fd[atom, k] = -(energy(xp) - energy(xm)) / (2 * h)
+        assert np.abs(f).max() > 1.0
+        assert np.max(np.abs(f - fd)) < 1e-5
+    # a new table: float64 forces read the shared file directly, float32 ones re-convert on a version change
+    g2 = g.copy()
+    g2.add_hill(s0, [0.3, 0.3], 1.0)
+    write_table(table, g2.force_table())
+    e2 = g2.evaluate(s0[None])[0][0]
+    if dtype == "float32":
+        assert energy(ala.positions) == pytest.approx(e0, abs=tol)
+        ctx.setParameter(VERSION_PARAMETER, 1.0)
+    assert energy(ala.positions) == pytest.approx(e2, abs=tol)
+    if route == "compiled":
+        assert builder.info["compiled_vs_autograd_max_rel_error"] < (1e-12 if dtype == "float64" else 1e-4)
+
+
+# ------------------------------------------------------------------------------------------ vs OpenMM
+def test_matches_openmm_app_metadynamics_on_native_torsions(ala, torsion_cv):
+    """phi/psi through the TorchScript path vs app.Metadynamics on CustomTorsionForce phi, psi.
+
+    Same hills (app.Metadynamics' trajectory drives both), same bias on the grid, forces of the
+    bias equal to 1e-4 kJ/mol/nm along the trajectory; then both engines run their own dynamics
+    from the same state and deposit the same hills.
+    """
+    bins, sigma, height, gamma, pace, temp = 60, 0.35, 1.2, 6.0, 50, 300.0
+    platform = openmm.Platform.getPlatformByName("Reference")
+
+    def torsion(atoms):
+        f = openmm.CustomTorsionForce("theta")
+        f.addTorsion(*atoms)
+        return f
+
+    def simulation(system, seed=11):
+        integ = openmm.LangevinMiddleIntegrator(temp, 1.0, 0.002)
+        integ.setRandomNumberSeed(seed)
+        sim = app.Simulation(ala.topology, system, integ, platform)
+        sim.context.setPositions(ala.positions)
+        sim.context.setVelocitiesToTemperature(temp, seed)
+        return sim
+
+    sys_a = ala.create_system()
+    variables = [app.BiasVariable(torsion(a), -math.pi, math.pi, sigma, True, bins + 1) for a in (PHI_ATOMS, PSI_ATOMS)]
+    meta_a = app.Metadynamics(sys_a, variables, temp, gamma, height, pace)
+    sim_a = simulation(sys_a)
+    group_a = sys_a.getForce(sys_a.getNumForces() - 1).getForceGroup()
+
+    sys_b = ala.create_system()
+    meta_b = WellTemperedMetadynamics(torsion_cv, temperature=temp, height=height, sigma=[sigma, sigma], bias_factor=gamma,
+                                      pace=pace, grid_bin=[bins, bins], kernel="gaussian")
+    meta_b.add_force(sys_b, ala.positions)
+    sim_b = simulation(sys_b)
+    group_b = meta_b._force_groups[id(sys_b)]
+    assert group_a == group_b
+
+    def bias_forces(sim, group, pos):
+        sim.context.setPositions(pos)
+        st = sim.context.getState(getForces=True, getEnergy=True, groups={group})
+        return (st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+
+    max_df, max_de, max_f = 0.0, 0.0, 0.0
+    for k in range(12):
+        meta_a.step(sim_a, pace)
+        state = sim_a.context.getState(getPositions=True)
+        pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        s_omm = np.array(meta_a.getCollectiveVariables(sim_a))
+        s_torch = torsion_cv(pos)
+        assert np.max(np.abs(np.angle(np.exp(1j * (s_omm - s_torch))))) < 1e-10
+        meta_b.deposit([s_omm], sim_a.currentStep, state.getTime().value_in_unit(unit.picosecond))
+        meta_b.sync([sim_b.context])
+        # same bias on the grid after the same hills (app.Metadynamics stores axes reversed)
+        assert np.max(np.abs(meta_b.grid.values - meta_a._totalBias.T)) < 1e-12
+        # forces of the bias at this configuration and at a displaced one
+        for shift in (0.0, 0.01):
+            x = pos + shift * np.sin(np.arange(66.0)).reshape(22, 3)
+            ea, fa = bias_forces(sim_a, group_a, x)
+            eb, fb = bias_forces(sim_b, group_b, x)
+            max_de = max(max_de, abs(ea - eb))
+            max_df = max(max_df, float(np.abs(fa - fb).max()))
+            max_f = max(max_f, float(np.abs(fa).max()))
+    assert max_f > 1.0  # the bias pushes
+    assert max_df < 1e-4
+    assert max_de < 1e-9
+    assert meta_b.free_energy() == pytest.approx(meta_a.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole).T, abs=1e-10)
+
+    # both engines drive their own identical simulations: same hills
+    sys_c = ala.create_system()
+    meta_c = app.Metadynamics(sys_c, [app.BiasVariable(torsion(a), -math.pi, math.pi, sigma, True, bins + 1)
+                                      for a in (PHI_ATOMS, PSI_ATOMS)], temp, gamma, height, pace)
+    sim_c = simulation(sys_c, seed=5)
+    meta_c.step(sim_c, 6 * pace)  # run before creating the next context: Reference keeps one RNG per process
+    sys_d = ala.create_system()
+    meta_d = WellTemperedMetadynamics(torsion_cv, temperature=temp, height=height, sigma=[sigma, sigma], bias_factor=gamma,
+                                      pace=pace, grid_bin=[bins, bins], kernel="gaussian")
+    meta_d.add_force(sys_d, ala.positions)
+    sim_d = simulation(sys_d, seed=5)
+    meta_d.step(sim_d, 6 * pace)
+    assert len(meta_d.hills) == 6
+    assert np.max(np.abs(meta_d.grid.values - meta_c._totalBias.T)) < 1e-6
+
+
+# ------------------------------------------------------------------------------------------ PLUMED
+def _plumed():
+    exe = shutil.which("plumed") or str(Path(sys.executable).with_name("plumed"))
+    if not Path(exe).exists():
+        pytest.skip("the plumed command line (hillclimber package) is not installed")
+    return exe
+
+
+def test_plumed_sum_hills_gives_the_final_bias(ala, torsion_cv, gmvae_cv, tmp_path):
+    """The real PLUMED kernel sums RUN/HILLS to the run's final grid, to float tolerance."""
+    exe = _plumed()
+    cases = [
+        ("tors", torsion_cv, dict(sigma=[0.35, 0.3], grid_bin=[60, 50], walkers=2)),
+        ("gmvae", gmvae_cv, dict(sigma=[0.2], components=[1], grid_min=[-2.5], grid_max=[2.5], grid_bin=[100], walkers=1)),
+    ]
+    for name, cv, kw in cases:
+        out = tmp_path / name
+        res = run_metadynamics(cv, out, system=ala.create_system(), topology=ala.topology, positions=ala.positions,
+                               n_steps=1500, height=1.5, bias_factor=8.0, pace=50, platform="Reference", traj_stride=0, **kw)
+        meta = res.info["params"]["metadynamics"]
+        hills = [str(out / f) for f in sorted(os.listdir(out)) if f.startswith("HILLS")]
+        assert res.n_hills == 30 * kw["walkers"]
+        lo, hi, bins = meta["grid_min"], meta["grid_max"], meta["grid_bin"]
+        cmd = [exe, "sum_hills", "--hills", ",".join(hills), "--outfile", str(out / "sum.dat"),
+               "--min", ",".join(repr(x) for x in lo), "--max", ",".join(repr(x) for x in hi),
+               "--bin", ",".join(str(b) for b in bins)]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        summed = np.loadtxt(out / "sum.dat", comments="#")
+        d = len(bins)
+        gamma = meta["bias_factor"]
+        v_plumed = -summed[:, d] * (gamma - 1.0) / gamma  # sum_hills gives -gamma/(gamma-1) V for well-tempered hills
+        ours = np.loadtxt(out / "bias_grid.dat", comments="#")
+        assert ours.shape[0] == summed.shape[0]
+        key = lambda a: np.lexsort([np.round(a[:, k], 9) for k in range(d)])  # noqa: E731
+        a, b = ours[key(ours)], summed[key(summed)]
+        assert np.max(np.abs(a[:, :d] - b[:, :d])) < 1e-8
+        assert np.max(np.abs(a[:, d] - v_plumed[key(summed)])) < 1e-9 * max(1.0, np.abs(a[:, d]).max())
+        assert np.abs(a[:, d]).max() > 1.0
+
+
+# ------------------------------------------------------------------------------------------ walkers
+def test_walkers_feel_each_others_hills(ala, torsion_cv):
+    """Two lock-step walkers: each one's bias force includes the other's hills."""
+    meta = WellTemperedMetadynamics(torsion_cv, temperature=300, height=2.0, sigma=[0.3, 0.3], bias_factor=10, pace=100,
+                                    grid_bin=[72, 72])
+    sims = []
+    for w in range(2):
+        system = ala.create_system()
+        meta.add_force(system, ala.positions)
+        integ = openmm.LangevinMiddleIntegrator(300, 1.0, 0.002)
+        integ.setRandomNumberSeed(w + 1)
+        sim = app.Simulation(ala.topology, system, integ, openmm.Platform.getPlatformByName("Reference"))
+        sim.context.setPositions(ala.positions)
+        sim.context.setVelocitiesToTemperature(300, w + 1)
+        sims.append(sim)
+    group = meta._force_groups[id(sims[0].system)]
+    hills = meta.step(sims, 300)
+    assert [h.walker for h in hills] == [0, 1, 0, 1, 0, 1]
+    for w, sim in enumerate(sims):
+        s = meta.cv_values(sim.context)
+        felt = sim.context.getState(getEnergy=True, groups={group}).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        own = BiasGrid(meta.grid.lower, meta.grid.upper, meta.grid.bins, meta.grid.periodic)
+        both = own.copy()
+        for h in hills:
+            both.add_hill(h.center, h.sigma, h.height)
+            if h.walker == w:
+                own.add_hill(h.center, h.sigma, h.height)
+        v_both = both.evaluate(s[None])[0][0]
+        v_own = own.evaluate(s[None])[0][0]
+        assert felt == pytest.approx(v_both, abs=1e-10)
+        assert abs(v_both - v_own) > 0.05  # the other walker's hills are felt
+    # heights of a round come from the bias before that round (as WALKERS_MPI)
+    assert hills[0].height == pytest.approx(2.0) and hills[1].height == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------------------------------ restart
+_RUNNER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import torch
+    from gmvae_cv.cvfile import load_cv
+    from gmvae_cv.bias_run import run_metadynamics
+    from gmvae_cv.features import alanine_backbone_torsions
+    from gmvae_cv.systems import AlanineDipeptide
+    ala = AlanineDipeptide()
+    run_metadynamics(load_cv({cv!r}), sys.argv[1], system=ala.create_system(), topology=ala.topology,
+                     positions=ala.positions, n_steps={n_steps}, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0,
+                     pace=50, colvar_stride=10, traj_stride=50, checkpoint_interval=200, platform="Reference",
+                     walkers={walkers}, seed=4, extra_colvar=alanine_backbone_torsions(transform="raw"))
+    """
+)
+
+
+@pytest.mark.parametrize("walkers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_kill_9_and_restart_loses_and_repeats_no_hill(ala, torsion_cv, tmp_path, walkers):
+    """SIGKILL a run mid-way, start it again with the same command: outputs equal an uninterrupted run."""
+    n_steps = 2400
+    script = tmp_path / "runner.py"
+    script.write_text(_RUNNER.format(root=str(ROOT), cv=str(torsion_cv.path), n_steps=n_steps, walkers=walkers))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ref = tmp_path / "reference"
+    run_metadynamics(torsion_cv, ref, system=ala.create_system(), topology=ala.topology, positions=ala.positions,
+                     n_steps=n_steps, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0, pace=50, colvar_stride=10,
+                     traj_stride=50, checkpoint_interval=200, platform="Reference", walkers=walkers, seed=4,
+                     extra_colvar=alanine_backbone_torsions(transform="raw"))
+    run = tmp_path / "killed"
+    rng = np.random.default_rng(walkers)
+    proc = subprocess.Popen([sys.executable, str(script), str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (run / "checkpoint.npz").exists() and proc.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 0.5))
+    killed_at = None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = json.loads(bytes(np.load(run / "checkpoint.npz")["info"]).decode())["step"]
+    assert killed_at is not None and killed_at < n_steps, "the run finished before it could be killed"
+    sfx = [""] if walkers == 1 else [f".{w}" for w in range(walkers)]
+    hills_at_kill = sum(len(np.loadtxt(run / f"HILLS{s}", comments="#", ndmin=2)) for s in sfx)
+    assert hills_at_kill >= killed_at // 50 * walkers  # hills past the checkpoint were on disk when killed
+    done = subprocess.run([sys.executable, str(script), str(run)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "complete" and info["resumed_from_step"] == killed_at
+    for s in sfx:
+        assert (run / f"HILLS{s}").read_bytes() == (ref / f"HILLS{s}").read_bytes()
+        assert (run / f"COLVAR{s}").read_bytes() == (ref / f"COLVAR{s}").read_bytes()
+    trajs = ["traj.dcd"] if walkers == 1 else [f"traj.{w}.dcd" for w in range(walkers)]
+    for t in trajs:
+        assert (run / t).read_bytes()[:8] == (ref / t).read_bytes()[:8]
+        import mdtraj
+
+        a = mdtraj.load_dcd(str(run / t), top=mdtraj.Topology.from_openmm(ala.topology))
+        b = mdtraj.load_dcd(str(ref / t), top=mdtraj.Topology.from_openmm(ala.topology))
+        assert a.n_frames == b.n_frames == n_steps // 50
+        assert np.array_equal(a.xyz, b.xyz)
+    n_hills = sum(len(np.loadtxt(run / f"HILLS{s}", comments="#", ndmin=2)) for s in sfx)
+    assert n_hills == n_steps // 50 * walkers
+    np.testing.assert_array_equal(np.loadtxt(run / "bias_grid.dat", comments="#"), np.loadtxt(ref / "bias_grid.dat", comments="#"))
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def _meta(cv, **kw):
+    args = dict(temperature=300, height=1.2, sigma=[0.35, 0.35], bias_factor=6, pace=100)
+    args.update(kw)
+    return WellTemperedMetadynamics(cv, **args)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(temperature=0.0), "'temperature' is 0.0, expected a number > 0"),
+        (dict(temperature=-5 * unit.kelvin), "'temperature'"),
+        (dict(sigma=[0.35]), "'sigma' has 1 value(s), expected 2"),
+        (dict(sigma=[0.3, 0.3, 0.3]), "'sigma' has 3 value(s), expected 2"),
+        (dict(sigma=[0.3, -0.1]), "expected widths > 0"),
+        (dict(pace=0), "'pace' is 0, expected an integer >= 1"),
+        (dict(bias_factor=1.0), "'bias_factor' is 1.0, expected a number > 1"),
+        (dict(bias_factor=0.5), "expected a number > 1"),
+        (dict(height=0), "'height'"),
+        (dict(components=[0, 2]), "expected distinct indices below D = 2"),
+        (dict(components=[0, 1, 0, 1]), "expected 1 to 3 components"),
+        (dict(kernel="box"), "'kernel' is 'box'"),
+        (dict(grid_bin=[60]), "'grid_bin' has 1 value(s), expected 2"),
+        (dict(grid_min=[-1.0, -1.0], grid_max=[1.0, 1.0]), "periodic on"),
+    ],
+)
+def test_bad_parameters_are_refused_with_clear_errors(torsion_cv, kw, message):
+    with pytest.raises(GMVAEInputError) as err:
+        _meta(torsion_cv, **kw)
+    assert message in str(err.value)
+
+
+def test_grid_must_cover_the_cv_and_hills_near_the_edge_warn(ala, gmvae_cv):
+    s0 = gmvae_cv(ala.positions)
+    with pytest.raises(GMVAEInputError, match="no 'cv_range'"):
+        _meta(gmvae_cv, sigma=[0.1, 0.1])
+    meta = _meta(gmvae_cv, sigma=[0.1, 0.1], grid_min=s0 + 0.5, grid_max=s0 + 2.0, grid_bin=[50, 50])
+    with pytest.raises(GMVAEInputError, match=r"CV component 0 of the starting configuration is .* outside the grid"):
+        meta.add_force(ala.create_system(), ala.positions)
+    meta = _meta(gmvae_cv, sigma=[0.1, 0.1], grid_min=s0 - 0.2, grid_max=s0 + 2.0, grid_bin=[50, 50])
+    with pytest.warns(BiasEdgeWarning, match="within 3.54 sigma of the grid min"):
+        meta.deposit([s0], 100, 0.2)
+    assert meta.edge_events[0]["component"] == 0 and not meta.edge_events[0]["outside"]
+    with pytest.warns(BiasEdgeWarning, match="outside the grid"):
+        meta.deposit([s0 - 1.0], 200, 0.4)
+
+
+def test_cv_file_checks(ala, tmp_path, torsion_cv):
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))
+    with pytest.raises(GMVAEInputError, match="no 'gmvae_cv.json' marker"):
+        load_cv(plain)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(GMVAEInputError, match="cannot load as a TorchScript module"):
+        load_cv(junk)
+    with pytest.raises(GMVAEInputError, match="model_openmm.pt"):
+        load_cv(tmp_path)
+    exp = tmp_path / "EXP"
+    exp.mkdir()
+    shutil.copy(torsion_cv.path, exp / "model_openmm.pt")
+    (exp / "cv.json").write_text(json.dumps({"note": "exported"}))
+    cv = load_cv(exp)
+    assert cv.n_cvs == 2 and cv.meta["cv_json"] == {"note": "exported"} and cv.sha256 == torsion_cv.sha256
+    # atom count of the system
+    bigger = ala.create_system()
+    bigger.addParticle(1.0)
+    with pytest.raises(GMVAEInputError, match="'n_atoms' is 22, the system has 23 atoms"):
+        _meta(cv).add_force(bigger, np.vstack([ala.positions, np.zeros((1, 3))]))
+    # atoms of the features recorded with labels that this topology does not have
+    spec = alanine_backbone_torsions(transform="raw")
+    spec.atom_labels = {k: "GLY9-" + v.split("-")[1] for k, v in spec.atom_labels.items()}
+    other = feature_cv(spec, path=tmp_path / "relabelled.pt")
+    with pytest.raises(GMVAEInputError, match="expects 'GLY9-"):
+        run_metadynamics(other, tmp_path / "r", system=ala.create_system(), topology=ala.topology, positions=ala.positions,
+                         n_steps=100, sigma=[0.3, 0.3], pace=50)
+
+
+def test_existing_run_directory_is_never_overwritten_silently(ala, torsion_cv, tmp_path):
+    kw = dict(topology=ala.topology, positions=ala.positions, sigma=[0.35, 0.35], pace=50, platform="Reference", traj_stride=0)
+    run = tmp_path / "run"
+    res = run_metadynamics(torsion_cv, run, system=ala.create_system(), n_steps=100, **kw)
+    assert res.n_hills == 2 and res.resumed_from is None
+    hills = (run / "HILLS").read_text()
+    with pytest.raises(GMVAEInputError, match="other parameters .*pace: 50 -> 100"):
+        run_metadynamics(torsion_cv, run, system=ala.create_system(), n_steps=200, **{**kw, "pace": 100})
+    other = ala.create_system()
+    other.setParticleMass(0, 2.0)
+    with pytest.raises(GMVAEInputError, match="made with another system"):
+        run_metadynamics(torsion_cv, run, system=other, n_steps=200, **kw)
+    assert (run / "HILLS").read_text() == hills
+    # same parameters, more steps: the run continues
+    res = run_metadynamics(torsion_cv, run, system=ala.create_system(), n_steps=200, **kw)
+    assert res.resumed_from == 100 and res.n_hills == 4
+    assert (run / "HILLS").read_text().startswith(hills)
+    # a foreign file in the directory
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(GMVAEInputError, match="not a gmvae-cv bias run"):
+        run_metadynamics(torsion_cv, mine, system=ala.create_system(), n_steps=100, **kw)
+    with pytest.raises(GMVAEInputError, match="did not write"):
+        run_metadynamics(torsion_cv, mine, system=ala.create_system(), n_steps=100, overwrite=True, **kw)
+    # a checkpoint copied from another run of another system
+    res = run_metadynamics(torsion_cv, tmp_path / "b", system=other, n_steps=100, **kw)
+    shutil.copy(tmp_path / "b" / "checkpoint.npz", run / "checkpoint.npz")
+    with pytest.raises(GMVAEInputError, match="checkpoint was written for another system"):
+        run_metadynamics(torsion_cv, run, system=ala.create_system(), n_steps=300, **kw)
+
+
+def test_cli_bias_runs_and_continues(torsion_cv, tmp_path, capsys):
+    from gmvae_cv.cli import main
+
+    out = tmp_path / "RUN"
+    argv = ["bias", str(torsion_cv.path), "--system", "alanine-dipeptide", "--steps", "200", "--pace", "50",
+            "--sigma", "0.35", "0.35", "--out", str(out), "--platform", "Reference", "--traj-stride", "100"]
+    assert main(argv) == 0
+    assert "4 hills" in capsys.readouterr().out
+    fields = (out / "COLVAR").read_text().splitlines()[0].split()[2:]
+    assert fields == ["time", "cv.0", "cv.1", "metad.bias", "metad.rct", "metad.rbias", "phi", "psi"]
+    colvar = np.loadtxt(out / "COLVAR", comments="#")
+    assert np.allclose(colvar[:, 1:3], colvar[:, 6:8])  # the torsion CV is phi, psi
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "complete" and info["params"]["metadynamics"]["pace"] == 50
+    assert info["platform"]["name"] == "Reference" and info["versions"]["openmm"].startswith("8.5")
+    argv[argv.index("--steps") + 1] = "300"
+    assert main(argv) == 0
+    assert "continued from step 200" in capsys.readouterr().out
+    other = ["bias", str(torsion_cv.path), "--system", "alanine-dipeptide", "--ns", "0.0006", "--pace", "100",
+             "--sigma", "0.35", "0.35", "--out", str(out), "--platform", "Reference", "--traj-stride", "100"]
+    assert main(other) == 2
+    assert "other parameters" in capsys.readouterr().err
+    assert main(["bias", str(torsion_cv.path), "--steps", "10", "--sigma", "0.3", "0.3", "--out", str(tmp_path / "x")]) == 2
+    assert "no system" in capsys.readouterr().err
+
+
+def test_periodic_system_box_choice_and_route(ala, gmvae_cv, tmp_path):
+    """In a periodic box, a CV inside one molecule keeps the compiled route (no minimum image needed);
+    a CV given the box falls back to autograd with a warning. Both give the same forces."""
+    from gmvae_cv.bias import BiasRouteWarning
+
+    box = np.eye(3) * 3.0
+    top_box = app.Modeller(ala.topology, ala.positions * unit.nanometer).topology
+    top_box.setPeriodicBoxVectors(box * unit.nanometer)
+    ff = app.ForceField("amber14-all.xml")
+    s0 = gmvae_cv(ala.positions)
+    forces = {}
+    for name, kw in (("one_molecule", {"topology": top_box}), ("with_box", {"use_box": True})):
+        system = ff.createSystem(top_box, nonbondedMethod=app.CutoffPeriodic, nonbondedCutoff=1.0 * unit.nanometer)
+        meta = _meta(gmvae_cv, sigma=[0.2, 0.2], grid_min=s0 - 2, grid_max=s0 + 2, grid_bin=[40, 40],
+                     table_path=tmp_path / f"{name}.f64")
+        meta.grid.add_hill(s0 + 0.1, [0.3, 0.3], 2.0)
+        meta._write_table()
+        if name == "with_box":
+            with pytest.warns(BiasRouteWarning, match="route='autograd'"):
+                meta.add_force(system, ala.positions, **kw)
+        else:
+            meta.add_force(system, ala.positions, **kw)
+        info = meta.force_info
+        assert info["route"] == ("compiled" if name == "one_molecule" else "autograd")
+        assert info["use_box"] == (name == "with_box")
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(ala.positions + 1.4)  # shifted across the box edge: OpenMM does not wrap
+        meta.sync([ctx])
+        group = meta._force_groups[id(system)]
+        forces[name] = ctx.getState(getForces=True, groups={group}).getForces(asNumpy=True).value_in_unit(
+            unit.kilojoule_per_mole / unit.nanometer)
+    assert np.abs(forces["one_molecule"]).max() > 1.0
+    assert np.max(np.abs(forces["one_molecule"] - forces["with_box"])) < 1e-9
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gmvae_cv.bias
+    import gmvae_cv.bias_grid
+    import gmvae_cv.cvfile
+
+    for module in (gmvae_cv.bias, gmvae_cv.bias_grid, gmvae_cv.cvfile):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted >= 1 and result.failed == 0, module.__name__
+
+
+def test_cli_bias_on_a_users_system_files(ala, torsion_cv, tmp_path, capsys):
+    """--pdb with --forcefield, and --system-xml with --pdb, give the same run as the built-in system."""
+    from gmvae_cv.cli import main
+
+    pdb = str(ala.pdb_path)
+    xml = tmp_path / "system.xml"
+    xml.write_text(openmm.XmlSerializer.serialize(ala.create_system()))
+    common = [str(torsion_cv.path), "--steps", "100", "--pace", "50", "--sigma", "0.35", "0.35", "--platform", "Reference",
+              "--traj-stride", "0"]
+    assert main(["bias", *common, "--system", "alanine-dipeptide", "--out", str(tmp_path / "builtin")]) == 0
+    assert main(["bias", *common, "--pdb", pdb, "--forcefield", "amber14-all.xml", "--out", str(tmp_path / "ff")]) == 0
+    assert main(["bias", *common, "--pdb", pdb, "--system-xml", str(xml), "--out", str(tmp_path / "xml")]) == 0
+    hills = [np.loadtxt(tmp_path / d / "HILLS", comments="#") for d in ("builtin", "ff", "xml")]
+    assert np.array_equal(hills[0], hills[1]) and np.array_equal(hills[0], hills[2])
+    info = json.loads((tmp_path / "ff" / "run.json").read_text())
+    assert info["system"]["forcefield"] == ["amber14-all.xml"] and info["system"]["nonbonded"] == "NoCutoff"
+    assert main(["bias", *common, "--pdb", pdb, "--out", str(tmp_path / "none")]) == 2
+    assert "either a System XML" in capsys.readouterr().err
