@@ -20,6 +20,7 @@ __all__ = [
     "check_array",
     "check_int",
     "check_positive",
+    "as_value",
     "load_array_file",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -128,6 +129,22 @@ def check_positive(value: Any, name: str, *, strict: bool = True, source: str | 
         raise GMVAEInputError(f"{where} is {value!r}, expected a number") from None
     if not np.isfinite(v) or (v <= 0 if strict else v < 0):
         raise GMVAEInputError(f"{where} is {value!r}, expected a number {'>' if strict else '>='} 0")
+    return v
+
+
+def as_value(value: Any, unit: Any, name: str, *, positive: bool = True) -> float:
+    """A bare number in ``unit``, or an OpenMM ``Quantity`` converted to it (checked finite, > 0)."""
+    if hasattr(value, "value_in_unit"):
+        try:
+            value = value.value_in_unit(unit)
+        except TypeError:
+            raise GMVAEInputError(f"'{name}' is {value}, expected a quantity compatible with {unit}") from None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise GMVAEInputError(f"'{name}' is {value!r}, expected a number in {unit}") from None
+    if not np.isfinite(v) or (positive and v <= 0):
+        raise GMVAEInputError(f"'{name}' is {value!r}, expected a number > 0 in {unit}")
     return v
 
 

@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ._validation import GMVAEInputError, check_array, check_int
+from ._validation import GMVAEInputError, as_value, check_array, check_int
 from .bias_force import ROUTES, VERSION_PARAMETER, BiasForceBuilder, TableFile
 from .bias_grid import DP2CUTOFF, KERNELS, BiasGrid
 from .cvfile import CVModel
@@ -58,22 +58,6 @@ class BiasEdgeWarning(UserWarning):
 
 class BiasRouteWarning(UserWarning):
     """The bias force uses another route than the one requested (and why)."""
-
-
-def as_value(value: Any, unit: Any, name: str, *, positive: bool = True) -> float:
-    """A bare number in ``unit``, or an OpenMM ``Quantity`` converted to it (checked finite, > 0)."""
-    if hasattr(value, "value_in_unit"):
-        try:
-            value = value.value_in_unit(unit)
-        except TypeError:
-            raise GMVAEInputError(f"'{name}' is {value}, expected a quantity compatible with {unit}") from None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise GMVAEInputError(f"'{name}' is {value!r}, expected a number in {unit}") from None
-    if not np.isfinite(v) or (positive and v <= 0):
-        raise GMVAEInputError(f"'{name}' is {value!r}, expected a number > 0 in {unit}")
-    return v
 
 
 def _gas_constant() -> float:

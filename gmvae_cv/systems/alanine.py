@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .._validation import GMVAEInputError, atomic_write_json, atomic_write_text, check_array, check_int
+from .._validation import GMVAEInputError, as_value, atomic_write_json, atomic_write_text, check_array, check_int
 
 __all__ = [
     "AlanineDipeptide",
@@ -100,22 +100,6 @@ def alanine_basin(phi: Any, psi: Any) -> np.ndarray:
         dpsi = np.angle(np.exp(1j * (psi - np.radians(c_psi))))
         labels[np.hypot(dphi, dpsi) < r] = label
     return labels
-
-
-def _in_unit(value: Any, unit: Any, name: str) -> float:
-    """A bare number in ``unit`` or an OpenMM ``Quantity`` converted to it."""
-    if hasattr(value, "value_in_unit"):
-        try:
-            value = value.value_in_unit(unit)
-        except TypeError:
-            raise GMVAEInputError(f"'{name}' is {value}, expected a quantity compatible with {unit}") from None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise GMVAEInputError(f"'{name}' is {value!r}, expected a number in {unit}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise GMVAEInputError(f"'{name}' is {value!r}, expected a number > 0 in {unit}")
-    return v
 
 
 @dataclass
@@ -288,9 +272,9 @@ class AlanineDipeptide:
             )
         seed = check_int(seed, "seed", minimum=0)
         equilibration_steps = check_int(equilibration_steps, "equilibration_steps", minimum=0)
-        temperature_K = _in_unit(temperature, unit.kelvin, "temperature")
-        timestep_ps = _in_unit(timestep, unit.picosecond, "timestep")
-        friction_ps = _in_unit(friction, unit.picosecond**-1, "friction")
+        temperature_K = as_value(temperature, unit.kelvin, "temperature")
+        timestep_ps = as_value(timestep, unit.picosecond, "timestep")
+        friction_ps = as_value(friction, unit.picosecond**-1, "friction")
         omm_seed = seed % 2_147_483_646 + 1
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
