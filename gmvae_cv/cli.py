@@ -798,6 +798,26 @@ def _cmd_bias(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- demo
+@_command
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the main job on alanine dipeptide: MD, GMVAE, export+check, metadynamics, FES, MSM, report")
+    p.add_argument("--out", default="gmvae_demo", help="output folder (finished stages there are reused; default gmvae_demo)")
+    p.add_argument("--quick", action="store_true", help="small sizes (a few minutes on 2 cores)")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from tqdm import tqdm
+
+    from .demo import run_demo
+
+    summary = run_demo(args.out, quick=args.quick, progress=tqdm, log=print)
+    for key in ("check_passed", "transitions_per_ns_biased", "delta_f_c7ax_minus_c7eq_kjmol", "slowest_its_ps"):
+        print(f"{key}: {summary[key]}")
+    return 0
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmvae-cv", description="GMVAE collective variables: learn, export, bias, check.")
