@@ -3,7 +3,8 @@
 Stages (each writes into its own folder of ``out``; a stage whose ``done`` marker exists is reused,
 so a killed demo started again continues where it stopped):
 
-1. ``md``: unbiased Langevin MD of alanine dipeptide in vacuum (amber14, 300 K, 2 fs);
+1. ``md``: unbiased Langevin MD of alanine dipeptide in vacuum (amber14, 300 K, 2 fs), and
+   ``md_train``: the same at 700 K, whose frames train the GMVAE (see :class:`DemoSettings`);
 2. ``run``: the 25 heavy-atom distances, GMVAE training (k=4, latent dimension 2, seeded);
 3. ``exp``: export and check (stops the demo if any consumer disagrees);
 4. ``bias``: well-tempered metadynamics on both CV components in OpenMM;
@@ -40,7 +41,14 @@ class DemoSettings:
     Parameters
     ----------
     unbiased_ns, biased_ns : float
-        Simulated time of the unbiased and the biased run, ns.
+        Simulated time of the unbiased 300 K run and of the biased run, ns.
+    train_ns : float
+        Simulated time of the unbiased training run at ``train_temperature``, ns.
+    train_temperature : float
+        Temperature of the training run, K. At 300 K the dipeptide does not leave C7eq/beta in
+        nanoseconds, so a GMVAE trained there never sees C7ax and its CV does not resolve the phi
+        rotation (0 transitions in 4 ns of metadynamics, measured); trained on 700 K frames, its
+        CV drove 2 C7eq <-> C7ax transitions in 2 ns at 300 K (measured).
     epochs : int
         Maximum GMVAE training epochs.
     k, latent_dim : int
@@ -51,6 +59,8 @@ class DemoSettings:
 
     unbiased_ns: float = 4.0
     biased_ns: float = 4.0
+    train_ns: float = 4.0
+    train_temperature: float = 700.0
     epochs: int = 150
     k: int = 4
     latent_dim: int = 2
@@ -58,7 +68,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls) -> "DemoSettings":
-        return cls(unbiased_ns=0.4, biased_ns=0.3, epochs=25)
+        return cls(unbiased_ns=0.4, biased_ns=0.3, train_ns=0.4, epochs=25)
 
 
 def _done(stage: Path) -> bool:
@@ -159,19 +169,29 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
         _mark(md_dir, {"seconds": time.perf_counter() - t0, "steps_per_second": res.steps_per_second, "platform": res.platform})
     md_info = json.loads((md_dir / "done.json").read_text())
     traj_file, top_file = md_dir / "traj.dcd", md_dir / "topology.pdb"
+    hot_dir = out / "md_train"
+    n_hot = int(round(cfg.train_ns * 1e6 / 2 / report_interval)) * report_interval
+    if _done(hot_dir):
+        log(f"[1/6] training MD: reusing {hot_dir}")
+    else:
+        log(f"[1/6] training MD: {cfg.train_ns} ns at {cfg.train_temperature:g} K (frames for the GMVAE)")
+        ala.simulate(n_hot, report_interval, _fresh(hot_dir), temperature=cfg.train_temperature, seed=cfg.seed + 1, progress=progress)
+        _mark(hot_dir, {})
+    hot_file = hot_dir / "traj.dcd"
 
     # 2. features + training
     run_dir = out / "run"
     spec = alanine_heavy_atom_distances()
     x = load_trajectory_features([traj_file], top_file, spec)[0]
+    x_train = load_trajectory_features([hot_file], top_file, spec)[0]
     if _done(run_dir / "stage"):
         log(f"[2/6] GMVAE: reusing {run_dir}")
     else:
-        log(f"[2/6] GMVAE: k={cfg.k}, latent dimension {cfg.latent_dim}, on {len(x)} frames x {x.shape[1]} distances")
+        log(f"[2/6] GMVAE: k={cfg.k}, latent dimension {cfg.latent_dim}, on {len(x_train)} frames x {x.shape[1]} distances")
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        fit(x, k=cfg.k, latent_dim=cfg.latent_dim, epochs=cfg.epochs, batch_size=500, lr=3e-3, seed=cfg.seed,
-            feature_spec=spec, out=run_dir, sources=[str(traj_file)], progress=progress is not None)
+        fit(x_train, k=cfg.k, latent_dim=cfg.latent_dim, epochs=cfg.epochs, batch_size=500, lr=3e-3, seed=cfg.seed,
+            feature_spec=spec, out=run_dir, sources=[str(hot_file)], progress=progress is not None)
         _mark(run_dir / "stage", {})
     run = load_run(run_dir)
 
@@ -183,7 +203,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
         log("[3/6] export and check (PLUMED and OpenMM patterns)")
         if exp_dir.exists():
             shutil.rmtree(exp_dir)
-        export(run, exp_dir, data=x, frames=md.load(str(traj_file), top=str(top_file)))
+        export(run, exp_dir, data=x_train, frames=md.load(str(hot_file), top=str(top_file)))
         report = check_export(exp_dir)
         if not report.passed:
             raise GMVAEInputError(f"{exp_dir}: the exported CV disagrees with the Python model:\n{report.to_text()}")
@@ -227,16 +247,18 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     traj = md.load(str(traj_file), top=str(top_file))
     phi_u = md.compute_phi(traj)[1][:, 0]
     psi_u = md.compute_psi(traj)[1][:, 0]
-    emb = run.transform(x)
+    hot = md.load(str(hot_file), top=str(top_file))
+    phi_h = md.compute_phi(hot)[1][:, 0]
+    emb = run.transform(x_train)
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     axes[0].hist2d(np.degrees(phi_u), np.degrees(psi_u), bins=60, range=[[-180, 180], [-180, 180]], cmap="viridis", cmin=1)
     axes[0].set_title("unbiased run: Ramachandran")
     sc = axes[1].scatter(emb["z"][:, 0], emb["z"][:, 1], c=emb["clusters"], cmap="tab10", s=3, vmin=0, vmax=9)
-    axes[1].set_title("latent space, coloured by GMVAE cluster")
-    sc2 = axes[2].scatter(emb["z"][:, 0], emb["z"][:, 1], c=np.degrees(phi_u), cmap="twilight", s=3, vmin=-180, vmax=180)
+    axes[1].set_title(f"latent space of the {cfg.train_temperature:g} K frames, by cluster")
+    sc2 = axes[2].scatter(emb["z"][:, 0], emb["z"][:, 1], c=np.degrees(phi_h), cmap="twilight", s=3, vmin=-180, vmax=180)
     fig.colorbar(sc2, ax=axes[2], label="phi (deg)")
-    axes[2].set_title("latent space, coloured by phi")
+    axes[2].set_title("the same, coloured by phi")
     axes[0].set_xlabel("phi (deg)")
     axes[0].set_ylabel("psi (deg)")
     for a in axes[1:]:
@@ -264,6 +286,8 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
         "latent_dim": cfg.latent_dim,
         "n_clusters": cfg.k,
         "unbiased_ns": n_md * 0.002 / 1000.0,
+        "training_ns": n_hot * 0.002 / 1000.0,
+        "training_temperature_K": cfg.train_temperature,
         "biased_ns": biased_ns,
         "ns_per_day_unbiased": md_info["steps_per_second"] * 0.002 * 86400 / 1000.0,
         "ns_per_day_biased": bias_info["ns_per_day"],
@@ -285,8 +309,9 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     lines = [
         "# gmvae-cv demo: alanine dipeptide",
         "",
-        f"Unbiased MD {summary['unbiased_ns']:.2f} ns ({summary['ns_per_day_unbiased']:.0f} ns/day, {md_info['platform']}), "
-        f"GMVAE k={cfg.k}, latent dimension {cfg.latent_dim}, export checked, metadynamics {biased_ns:.2f} ns on the CV "
+        f"Unbiased MD {summary['unbiased_ns']:.2f} ns at 300 K ({summary['ns_per_day_unbiased']:.0f} ns/day, {md_info['platform']}), "
+        f"GMVAE k={cfg.k}, latent dimension {cfg.latent_dim} trained on {summary['training_ns']:.2f} ns at "
+        f"{cfg.train_temperature:g} K, export checked, metadynamics {biased_ns:.2f} ns on the CV "
         f"({summary['ns_per_day_biased']:.0f} ns/day, {bias_info['platform']}).",
         "",
         "| quantity | value |",
