@@ -18,7 +18,7 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     for key in ("unbiased_ns", "biased_ns", "ns_per_day_unbiased", "ns_per_day_biased", "slowest_its_ps"):
         assert isinstance(summary[key], float) and math.isfinite(summary[key]) and summary[key] > 0, key
     assert abs(summary["unbiased_ns"] - 0.4) < 1e-9 and abs(summary["biased_ns"] - 0.3) < 1e-6
-    assert summary["training_temperature_K"] == 700.0 and abs(summary["training_ns"] - 0.4) < 1e-9
+    assert summary["training_temperature_K"] == 300.0 and abs(summary["training_ns"] - 0.4) < 1e-9
     # the reweighted FES has its minimum in a low-energy basin of the dipeptide (C7eq here)
     assert summary["fes_minimum_basin"] in ("C7eq", "C7ax")
     for f in ("report.md", "analysis/fes_phi_psi.png", "analysis/latent_space.png", "analysis/its.png", "analysis/ck.png",
