@@ -158,28 +158,23 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     atomic_write_json(settings_file, cfg.__dict__)
     ala = AlanineDipeptide()
     report_interval = 500  # 1 ps per frame
-    timings: dict[str, Any] = {}
 
-    # 1. unbiased MD
-    md_dir = out / "md"
-    n_md = int(round(cfg.unbiased_ns * 1e6 / 2 / report_interval)) * report_interval
-    if _done(md_dir):
-        log(f"[1/6] unbiased MD: reusing {md_dir}")
-    else:
-        log(f"[1/6] unbiased MD: {cfg.unbiased_ns} ns of alanine dipeptide at 300 K")
-        t0 = time.perf_counter()
-        res = ala.simulate(n_md, report_interval, _fresh(md_dir), seed=cfg.seed, progress=progress)
-        _mark(md_dir, {"seconds": time.perf_counter() - t0, "steps_per_second": res.steps_per_second, "platform": res.platform})
-    md_info = json.loads((md_dir / "done.json").read_text())
+    def md_stage(stage: Path, ns: float, temperature: float, seed: int, what: str) -> tuple[int, dict]:
+        n_steps = int(round(ns * 1e6 / 2 / report_interval)) * report_interval
+        if _done(stage):
+            log(f"[1/6] {what}: reusing {stage}")
+        else:
+            log(f"[1/6] {what}: {ns} ns of alanine dipeptide at {temperature:g} K")
+            t0 = time.perf_counter()
+            res = ala.simulate(n_steps, report_interval, _fresh(stage), temperature=temperature, seed=seed, progress=progress)
+            _mark(stage, {"seconds": time.perf_counter() - t0, "steps_per_second": res.steps_per_second, "platform": res.platform})
+        return n_steps, json.loads((stage / "done.json").read_text())
+
+    # 1. unbiased MD (Ramachandran, MSM) and the unbiased run whose frames train the GMVAE
+    md_dir, hot_dir = out / "md", out / "md_train"
+    n_md, md_info = md_stage(md_dir, cfg.unbiased_ns, 300.0, cfg.seed, "unbiased MD")
+    n_hot, _ = md_stage(hot_dir, cfg.train_ns, cfg.train_temperature, cfg.seed + 1, "training MD")
     traj_file, top_file = md_dir / "traj.dcd", md_dir / "topology.pdb"
-    hot_dir = out / "md_train"
-    n_hot = int(round(cfg.train_ns * 1e6 / 2 / report_interval)) * report_interval
-    if _done(hot_dir):
-        log(f"[1/6] training MD: reusing {hot_dir}")
-    else:
-        log(f"[1/6] training MD: {cfg.train_ns} ns at {cfg.train_temperature:g} K (frames for the GMVAE)")
-        ala.simulate(n_hot, report_interval, _fresh(hot_dir), temperature=cfg.train_temperature, seed=cfg.seed + 1, progress=progress)
-        _mark(hot_dir, {})
     hot_file = hot_dir / "traj.dcd"
 
     # 2. features + training
@@ -187,6 +182,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     spec = alanine_heavy_atom_distances()
     x = load_trajectory_features([traj_file], top_file, spec)[0]
     x_train = load_trajectory_features([hot_file], top_file, spec)[0]
+    hot = md.load(str(hot_file), top=str(top_file))  # export's check frames and the latent-space plots
     if _done(run_dir / "stage"):
         log(f"[2/6] GMVAE: reusing {run_dir}")
     else:
@@ -206,7 +202,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
         log("[3/6] export and check (PLUMED and OpenMM patterns)")
         if exp_dir.exists():
             shutil.rmtree(exp_dir)
-        export(run, exp_dir, data=x_train, frames=md.load(str(hot_file), top=str(top_file)))
+        export(run, exp_dir, data=x_train, frames=hot)
         report = check_export(exp_dir)
         if not report.passed:
             raise GMVAEInputError(f"{exp_dir}: the exported CV disagrees with the Python model:\n{report.to_text()}")
@@ -250,7 +246,6 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     traj = md.load(str(traj_file), top=str(top_file))
     phi_u = md.compute_phi(traj)[1][:, 0]
     psi_u = md.compute_psi(traj)[1][:, 0]
-    hot = md.load(str(hot_file), top=str(top_file))
     phi_h = md.compute_phi(hot)[1][:, 0]
     emb = run.transform(x_train)
     plt = _pyplot()

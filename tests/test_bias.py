@@ -263,10 +263,11 @@ def test_matches_openmm_app_metadynamics_on_native_torsions(ala, torsion_cv):
 
 # ------------------------------------------------------------------------------------------ PLUMED
 def _plumed():
-    exe = shutil.which("plumed") or str(Path(sys.executable).with_name("plumed"))
-    if not Path(exe).exists():
-        pytest.skip("the plumed command line (hillclimber package) is not installed")
-    return exe
+    from plumed_tool import PLUMED
+
+    if PLUMED is None:
+        pytest.skip("no working 'plumed' command (PLUMED kernel) found")
+    return PLUMED
 
 
 def test_plumed_sum_hills_gives_the_final_bias(ala, torsion_cv, gmvae_cv, tmp_path):

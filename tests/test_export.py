@@ -402,20 +402,7 @@ def test_bias_settings_rules():
 
 
 # ------------------------------------------------------------------ the real PLUMED kernel (stand-in for PYTORCH_MODEL)
-def _plumed_executable():
-    cand = Path(sys.executable).with_name("plumed")
-    exe = str(cand) if cand.exists() else shutil.which("plumed")
-    if exe is None:
-        return None
-    try:
-        res = subprocess.run([exe, "info", "--version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return exe if res.returncode == 0 else None
-
-
-PLUMED = _plumed_executable()
-needs_plumed = pytest.mark.skipif(PLUMED is None, reason="no working 'plumed' command (PLUMED kernel) found")
+from plumed_tool import PLUMED, needs_plumed  # noqa: E402
 
 
 def _read_colvar(path: Path) -> dict[str, np.ndarray]:

@@ -11,7 +11,6 @@ Independent answers used here:
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tracemalloc
 from pathlib import Path
@@ -30,8 +29,7 @@ from gmvae_cv.systems.toy_metad import toy_metadynamics
 
 T = 300.0
 KT = KB_KJ_MOL_K * T
-PLUMED = shutil.which("plumed")
-needs_plumed = pytest.mark.skipif(PLUMED is None, reason="the PLUMED command-line tool is not on PATH")
+from plumed_tool import PLUMED, needs_plumed  # noqa: E402
 
 
 def _run_plumed(args: list[str], cwd: Path) -> None:
