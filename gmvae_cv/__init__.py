@@ -61,7 +61,7 @@ from .plumed_inputs import MetadSettings, OpesSettings, write_plumed_inputs
 from .systems import AlanineDipeptide, FourWell, MullerBrown, alanine_basin
 from .systems.smoluchowski import relaxation_times
 from .systems.toy_metad import toy_metadynamics
-from .bias import WellTemperedMetadynamics
+from .bias import SimulationUnstableError, WellTemperedMetadynamics
 from .bias_run import BiasRunResult, run_metadynamics
 from .cvfile import CVModel, load_cv
 from .systems.openmm_files import load_md_system
@@ -117,6 +117,7 @@ __all__ = [
     "load_cv",
     "CVModel",
     "WellTemperedMetadynamics",
+    "SimulationUnstableError",
     "run_metadynamics",
     "BiasRunResult",
     "load_md_system",

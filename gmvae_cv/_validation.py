@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "GMVAEInputError",
+    "SimulationUnstableError",
     "check_array",
     "check_int",
     "check_positive",
@@ -30,6 +31,14 @@ __all__ = [
 
 class GMVAEInputError(ValueError):
     """Bad input: the message names the source, the field and what was expected."""
+
+
+class SimulationUnstableError(RuntimeError):
+    """A biased simulation became unstable: non-finite positions, CV or energy, or runaway heating.
+
+    Raised by :meth:`gmvae_cv.bias.WellTemperedMetadynamics.step` with what was seen (step, CV,
+    kinetic temperature, the largest bias force); the run's last checkpoint is left as it was.
+    """
 
 
 def _where(source: str | os.PathLike | None, name: str) -> str:

@@ -42,12 +42,13 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ._validation import GMVAEInputError, as_value, check_array, check_int
+from ._validation import GMVAEInputError, SimulationUnstableError, as_value, check_array, check_int
 from .bias_force import ROUTES, VERSION_PARAMETER, BiasForceBuilder, TableFile
 from .bias_grid import DP2CUTOFF, KERNELS, BiasGrid
 from .cvfile import CVModel
 
-__all__ = ["WellTemperedMetadynamics", "MetadynamicsParameters", "Hill", "BiasEdgeWarning", "BiasRouteWarning", "as_value"]
+__all__ = ["WellTemperedMetadynamics", "MetadynamicsParameters", "Hill", "BiasEdgeWarning", "BiasRouteWarning",
+           "SimulationUnstableError", "as_value"]
 
 _HILL_FIELDS = ("step", "walker", "time", "center", "sigma", "height")
 
@@ -172,6 +173,15 @@ class WellTemperedMetadynamics:
         with this object.
     on_hill : callable, optional
         Called as ``on_hill(hill)`` after each deposition (e.g. a HILLS writer).
+    heating_limit : float, 'auto' or None
+        :meth:`step` raises :class:`SimulationUnstableError` when a walker's kinetic temperature
+        exceeds ``heating_limit`` times ``temperature`` at a deposition. A CV that changes
+        almost discontinuously between neighbouring configurations (a steep switch of q(y|x)
+        between clusters with distant latent means) makes the bias force spike where it is
+        crossed; the integrator then pumps energy into the system at every crossing until it
+        blows up. ``'auto'``: the level an equilibrium kinetic temperature exceeds with
+        probability 1e-12 (chi-squared with the system's degrees of freedom), at least 1.5.
+        ``None`` disables the check (non-finite values are always an error).
 
     Examples
     --------
@@ -201,6 +211,7 @@ class WellTemperedMetadynamics:
         dtype: str = "float64",
         table_path: Optional[str | os.PathLike] = None,
         on_hill: Optional[Callable[[Hill], None]] = None,
+        heating_limit: Optional[float | str] = "auto",
     ) -> None:
         from openmm import unit
 
@@ -276,6 +287,15 @@ class WellTemperedMetadynamics:
         self.table_path = Path(table_path)
         self._table = TableFile(self.table_path, self.grid.force_table_shape)
         self._write_table()
+        if heating_limit is not None and heating_limit != "auto":
+            try:
+                heating_limit = float(heating_limit)
+            except (TypeError, ValueError):
+                raise GMVAEInputError(f"'heating_limit' is {heating_limit!r}, expected 'auto', None or a number > 1") from None
+            if not heating_limit > 1.0:
+                raise GMVAEInputError(f"'heating_limit' is {heating_limit!r}, expected 'auto', None or a number > 1")
+        self.heating_limit = heating_limit
+        self._dof: dict[int, int] = {}
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -539,16 +559,103 @@ class WellTemperedMetadynamics:
         while todo > 0:
             current = sims[0].currentStep
             n = min(todo, pace - current % pace)
-            for sim in sims:
-                sim.step(n)
+            for w, sim in enumerate(sims):
+                try:
+                    sim.step(n)
+                except Exception as exc:  # a force fed non-finite positions fails in its own way
+                    self._diagnose_failure(sim, w, exc)
+                    raise
             todo -= n
             current = sims[0].currentStep
             if current % pace == 0:
+                self.check_stable(sims)
                 centers = [self.cv_values(ctx) for ctx in contexts]
                 time_ps = contexts[0].getTime().value_in_unit(_ps())
                 deposited += self.deposit(centers, current, time_ps)
                 self.sync(contexts)
         return deposited
+
+    # ------------------------------------------------------------------ stability
+    def _degrees_of_freedom(self, system: Any) -> int:
+        import openmm
+
+        key = id(system)
+        if key not in self._dof:
+            n = sum(1 for i in range(system.getNumParticles()) if system.getParticleMass(i)._value > 0)
+            dof = 3 * n - system.getNumConstraints()
+            if any(isinstance(system.getForce(i), openmm.CMMotionRemover) for i in range(system.getNumForces())):
+                dof -= 3
+            self._dof[key] = max(dof, 1)
+        return self._dof[key]
+
+    def temperature_limit(self, system: Any) -> Optional[float]:
+        """The kinetic temperature (K) above which :meth:`check_stable` stops a walker of ``system``."""
+        if self.heating_limit is None:
+            return None
+        if self.heating_limit == "auto":
+            from scipy.stats import chi2
+
+            dof = self._degrees_of_freedom(system)
+            return self.params.temperature * max(1.5, float(chi2.isf(1e-12, dof)) / dof)
+        return self.params.temperature * float(self.heating_limit)
+
+    def _unstable(self, sim: Any, walker: int, what: str) -> SimulationUnstableError:
+        """The error for ``walker``, with the largest bias force when it can still be computed."""
+        from openmm import unit
+
+        detail = ""
+        group = self._force_groups.get(id(sim.system))
+        if group is not None:
+            try:
+                f = sim.context.getState(getForces=True, groups={group}).getForces(asNumpy=True)
+                norms = np.linalg.norm(f.value_in_unit(unit.kilojoule_per_mole / unit.nanometer), axis=1)
+                if np.all(np.isfinite(norms)):
+                    detail = f"; the largest bias force is {norms.max():.3g} kJ/mol/nm on atom {int(norms.argmax())}"
+            except Exception:  # the force itself may fail on these positions  # noqa: BLE001
+                detail = "; the bias force cannot be evaluated there"
+        return SimulationUnstableError(
+            f"walker {walker}, step {sim.currentStep}: {what}{detail}. The CV changes too fast between neighbouring "
+            "configurations for this time step (e.g. a sharp switch between clusters whose latent means lie far apart), "
+            "so the bias force spikes where it is crossed and heats the system. Use a smoother CV (train with a larger "
+            "entropy_weight, or on data that covers the regions the bias will visit), a smaller time step, or wider "
+            "sigma/smaller height; the last checkpoint is kept"
+        )
+
+    def check_stable(self, simulations: Any) -> None:
+        """Raise :class:`SimulationUnstableError` if a walker's positions, energies or CV are not
+        finite or its kinetic temperature exceeds :meth:`temperature_limit` (called by :meth:`step`
+        at every deposition)."""
+        from openmm import unit
+
+        sims = list(simulations) if isinstance(simulations, (list, tuple)) else [simulations]
+        for w, sim in enumerate(sims):
+            state = sim.context.getState(getPositions=True, getEnergy=True)
+            pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            pot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            kin = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+            if not (np.all(np.isfinite(pos)) and math.isfinite(pot) and math.isfinite(kin)):
+                raise self._unstable(sim, w, f"non-finite positions or energies (potential {pot:.6g}, kinetic {kin:.6g} kJ/mol)")
+            s = self.cv_values(sim.context)
+            if not np.all(np.isfinite(s)):
+                raise self._unstable(sim, w, f"the CV is not finite: {s.tolist()}")
+            limit = self.temperature_limit(sim.system)
+            t_kin = 2.0 * kin / (self._degrees_of_freedom(sim.system) * _gas_constant())
+            if limit is not None and t_kin > limit:
+                raise self._unstable(
+                    sim, w, f"kinetic temperature {t_kin:.0f} K, above {limit:.0f} K (the thermostat is at "
+                    f"{self.params.temperature:g} K), CV {np.array2string(s, precision=4)}")
+
+    def _diagnose_failure(self, sim: Any, walker: int, exc: BaseException) -> None:
+        """Turn a force's failure on non-finite positions into :class:`SimulationUnstableError`."""
+        from openmm import unit
+
+        try:
+            pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        except Exception:  # noqa: BLE001
+            return
+        if not np.all(np.isfinite(pos)):
+            raise self._unstable(sim, walker, f"the positions became non-finite ({type(exc).__name__}: "
+                                              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''})") from exc
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ._validation import GMVAEInputError, atomic_write_bytes, atomic_write_json, atomic_write_text, check_int
-from .bias import WellTemperedMetadynamics, as_value
+from .bias import SimulationUnstableError, WellTemperedMetadynamics, as_value
 from .bias_output import ColvarReporter, DCDWriter, HillsWriter
 from .cvfile import CVModel
 from .features import FeatureSpec
@@ -164,6 +164,7 @@ def run_metadynamics(
     description: Optional[dict] = None,
     overwrite: bool = False,
     progress: Optional[Callable] = None,
+    heating_limit: Optional[float | str] = "auto",
 ) -> BiasRunResult:
     """Run (or continue) well-tempered metadynamics on an exported CV, writing into ``out``.
 
@@ -225,10 +226,20 @@ def run_metadynamics(
     progress : callable, optional
         tqdm-like class: ``progress(total=n_steps, initial=done, unit="step")``, updated as steps
         advance, ``set_postfix_str`` shows ns/day.
+    heating_limit : float, 'auto' or None
+        See :class:`~gmvae_cv.bias.WellTemperedMetadynamics`: a walker heated beyond it (or with
+        non-finite positions, energies or CV) stops the run with
+        :class:`~gmvae_cv.bias.SimulationUnstableError`; ``run.json`` then says ``"status":
+        "unstable"`` with the message, and the last checkpoint is kept.
 
     Returns
     -------
     BiasRunResult
+
+    Raises
+    ------
+    SimulationUnstableError
+        When the biased dynamics became unstable (see ``heating_limit``).
     """
     import openmm
     import torch
@@ -253,7 +264,7 @@ def run_metadynamics(
     meta = WellTemperedMetadynamics(
         cv, temperature=temperature, height=height, sigma=sigma, bias_factor=bias_factor, pace=pace,
         components=components, grid_min=grid_min, grid_max=grid_max, grid_bin=grid_bin, kernel=kernel,
-        route=route, dtype=dtype, table_path=out / _TABLE,
+        route=route, dtype=dtype, table_path=out / _TABLE, heating_limit=heating_limit,
     )
     p = meta.params
     colvar_stride = check_int(colvar_stride, "colvar_stride", minimum=1) if colvar_stride is not None else max(1, p.pace // 5)
@@ -354,6 +365,12 @@ def run_metadynamics(
                             done = sims[0].currentStep - start_step
                             bar.set_postfix_str(f"{done * timestep_ps * 86.4 / elapsed:.1f} ns/day, {len(meta.hills)} hills")
                 _checkpoint(out, meta, sims, hills_writers, colvars, trajs, params, walkers)
+        except SimulationUnstableError as exc:
+            info = _run_info(params, n_steps, start_step, meta, chosen, probe, torch_threads, cpu_threads, description,
+                             cv, walkers, "unstable", None, colvars, resume)
+            info["error"] = {"step": int(sims[0].currentStep), "message": str(exc)}
+            atomic_write_json(out / "run.json", info)
+            raise
         finally:
             if bar is not None and hasattr(bar, "close"):
                 bar.close()

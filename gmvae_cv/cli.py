@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ._validation import GMVAEInputError
+from ._validation import GMVAEInputError, SimulationUnstableError
 
 __all__ = ["main"]
 
@@ -846,6 +846,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except GMVAEInputError as exc:
         print(f"gmvae-cv {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except SimulationUnstableError as exc:
+        print(f"gmvae-cv {args.command}: the simulation became unstable: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover
