@@ -610,15 +610,16 @@ class WellTemperedMetadynamics:
                 f = sim.context.getState(getForces=True, groups={group}).getForces(asNumpy=True)
                 norms = np.linalg.norm(f.value_in_unit(unit.kilojoule_per_mole / unit.nanometer), axis=1)
                 if np.all(np.isfinite(norms)):
-                    detail = f"; the largest bias force is {norms.max():.3g} kJ/mol/nm on atom {int(norms.argmax())}"
+                    detail = f" (bias force now at most {norms.max():.3g} kJ/mol/nm, on atom {int(norms.argmax())})"
             except Exception:  # the force itself may fail on these positions  # noqa: BLE001
-                detail = "; the bias force cannot be evaluated there"
+                detail = " (the bias force cannot be evaluated there)"
         return SimulationUnstableError(
-            f"walker {walker}, step {sim.currentStep}: {what}{detail}. The CV changes too fast between neighbouring "
-            "configurations for this time step (e.g. a sharp switch between clusters whose latent means lie far apart), "
-            "so the bias force spikes where it is crossed and heats the system. Use a smoother CV (train with a larger "
-            "entropy_weight, or on data that covers the regions the bias will visit), a smaller time step, or wider "
-            "sigma/smaller height; the last checkpoint is kept"
+            f"walker {walker}, step {sim.currentStep}: {what}{detail}. The bias force changed faster than the "
+            "integrator can follow: either the CV changes steeply between neighbouring configurations (e.g. a sharp "
+            "switch of q(y|x) between clusters whose latent means lie far apart) or the hills are too high and narrow, "
+            "and every crossing heats the system. Use a smoother CV (train with a larger entropy_weight, on data that "
+            "covers the regions the bias will visit), a smaller time step, or wider sigma / lower height; the last "
+            "checkpoint is kept"
         )
 
     def check_stable(self, simulations: Any) -> None:

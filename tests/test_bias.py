@@ -26,7 +26,7 @@ openmm = pytest.importorskip("openmm")
 pytest.importorskip("openmmtorch")
 from openmm import app, unit  # noqa: E402
 
-from gmvae_cv._validation import GMVAEInputError  # noqa: E402
+from gmvae_cv._validation import GMVAEInputError, SimulationUnstableError  # noqa: E402
 from gmvae_cv.bias import BiasEdgeWarning, WellTemperedMetadynamics  # noqa: E402
 from gmvae_cv.bias_force import VERSION_PARAMETER, BiasForceBuilder, write_table  # noqa: E402
 from gmvae_cv.bias_grid import BiasGrid, DP2CUTOFF  # noqa: E402
@@ -404,6 +404,51 @@ def test_kill_9_and_restart_loses_and_repeats_no_hill(ala, torsion_cv, tmp_path,
     n_hills = sum(len(np.loadtxt(run / f"HILLS{s}", comments="#", ndmin=2)) for s in sfx)
     assert n_hills == n_steps // 50 * walkers
     np.testing.assert_array_equal(np.loadtxt(run / "bias_grid.dat", comments="#"), np.loadtxt(ref / "bias_grid.dat", comments="#"))
+
+
+# ------------------------------------------------------------------------------------------ instability
+@pytest.mark.parametrize("heating_limit, seen", [("auto", "kinetic temperature"), (None, "non-finite")])
+def test_unstable_run_stops_with_a_clear_error(ala, torsion_cv, tmp_path, heating_limit, seen):
+    """Hills far too high and narrow for a 2 fs step heat the dipeptide until it blows up: the run
+    stops with SimulationUnstableError (heating first when checked, non-finite values otherwise),
+    and run.json says so."""
+    out = tmp_path / "run"
+    with pytest.raises(SimulationUnstableError) as err:
+        run_metadynamics(torsion_cv, out, system=ala.create_system(), topology=ala.topology, positions=ala.positions,
+                         n_steps=4000, sigma=[0.02, 0.02], height=2000.0, bias_factor=10, pace=20, grid_bin=[600, 600],
+                         platform="Reference", seed=1, heating_limit=heating_limit)
+    assert "walker 0, step" in str(err.value) and seen in str(err.value)
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "unstable" and seen in info["error"]["message"] and 0 < info["error"]["step"] < 4000
+
+
+def test_heating_limit_is_the_equilibrium_tail_of_the_kinetic_temperature(ala, torsion_cv, tmp_path):
+    """'auto': the kinetic temperature exceeds the limit with probability 1e-12 at equilibrium
+    (chi-squared, 3N - constraints - 3 degrees of freedom); an unbiased-like run never trips it."""
+    from scipy.stats import chi2
+
+    system = ala.create_system()
+    dof = 3 * system.getNumParticles() - system.getNumConstraints() - 3
+    meta = _meta(torsion_cv)
+    assert meta.temperature_limit(system) == pytest.approx(300.0 * chi2.isf(1e-12, dof) / dof)
+    assert _meta(torsion_cv, heating_limit=2.5).temperature_limit(system) == pytest.approx(750.0)
+    assert _meta(torsion_cv, heating_limit=None).temperature_limit(system) is None
+    with pytest.raises(GMVAEInputError, match="'heating_limit' is 0.5, expected 'auto', None or a number > 1"):
+        _meta(torsion_cv, heating_limit=0.5)
+    # the kinetic temperature of a thermostatted run samples chi-squared: far below the limit
+    meta = _meta(torsion_cv, heating_limit=2.0)
+    meta.add_force(system, ala.positions)
+    integ = openmm.LangevinMiddleIntegrator(300, 1.0, 0.002)
+    integ.setRandomNumberSeed(3)
+    sim = app.Simulation(ala.topology, system, integ, openmm.Platform.getPlatformByName("Reference"))
+    sim.context.setPositions(ala.positions)
+    sim.context.setVelocitiesToTemperature(300, 3)
+    temps = []
+    for _ in range(40):
+        meta.step(sim, 100)
+        ke = sim.context.getState(getEnergy=True).getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temps.append(2 * ke / (dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)))
+    assert 240 < np.mean(temps) < 360 and max(temps) < 600
 
 
 # ------------------------------------------------------------------------------------------ bad input
