@@ -296,6 +296,7 @@ class WellTemperedMetadynamics:
                 raise GMVAEInputError(f"'heating_limit' is {heating_limit!r}, expected 'auto', None or a number > 1")
         self.heating_limit = heating_limit
         self._dof: dict[int, int] = {}
+        self.kinetic_temperatures: list[list[float]] = []
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -641,10 +642,25 @@ class WellTemperedMetadynamics:
                 raise self._unstable(sim, w, f"the CV is not finite: {s.tolist()}")
             limit = self.temperature_limit(sim.system)
             t_kin = 2.0 * kin / (self._degrees_of_freedom(sim.system) * _gas_constant())
+            while len(self.kinetic_temperatures) <= w:
+                self.kinetic_temperatures.append([])
+            self.kinetic_temperatures[w].append(t_kin)
             if limit is not None and t_kin > limit:
                 raise self._unstable(
                     sim, w, f"kinetic temperature {t_kin:.0f} K, above {limit:.0f} K (the thermostat is at "
                     f"{self.params.temperature:g} K), CV {np.array2string(s, precision=4)}")
+
+    def kinetic_temperature_summary(self) -> Optional[dict]:
+        """Kinetic temperatures seen by :meth:`check_stable` (one per walker and deposition) in
+        this object's lifetime: mean, 99th percentile and maximum (K), and the equilibrium
+        expectation for comparison. A mean clearly above the thermostat's temperature (the standard
+        error is given) means the bias force heats the system: see ``heating_limit``."""
+        t = np.concatenate([np.asarray(v) for v in self.kinetic_temperatures]) if self.kinetic_temperatures else np.zeros(0)
+        if t.size == 0:
+            return None
+        return {"n_checks": int(t.size), "mean": float(t.mean()), "standard_error": float(t.std() / math.sqrt(t.size)),
+                "p99": float(np.percentile(t, 99)), "max": float(t.max()), "thermostat": self.params.temperature,
+                "units": "K"}
 
     def _diagnose_failure(self, sim: Any, walker: int, exc: BaseException) -> None:
         """Turn a force's failure on non-finite positions into :class:`SimulationUnstableError`."""

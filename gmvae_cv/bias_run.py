@@ -574,6 +574,7 @@ def _run_info(params, n_steps, start_step, meta, chosen, probe, torch_threads, c
         "force": meta.force_info,
         "torch": {"num_threads": torch_threads, "version": torch.__version__},
         "performance": perf,
+        "kinetic_temperature_this_invocation": meta.kinetic_temperature_summary(),
         "warnings": {"edge_events": len(meta.edge_events), "first_edge_events": meta.edge_events[:10],
                      "colvar_rows_outside_grid": int(sum(c.outside for c in colvars))},
         "files": {"per_walker": files, "checkpoint": _CHECKPOINT, "bias_grid": "bias_grid.dat", "fes": "fes.dat"},
