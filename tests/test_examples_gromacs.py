@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +23,43 @@ import numpy as np
 import pytest
 
 from gmvae_cv import AlanineDipeptide
+from gmvae_cv.cli import build_parser
+from gmvae_cv.cli import main as cli_main
+from md_commands import fenced_blocks, inline_commands, section, shell_commands
 from plumed_tool import PLUMED, needs_plumed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "gromacs_plumed" / "check_with_driver.py"
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
+README = ROOT / "examples" / "gromacs_plumed" / "README.md"
+
+
+def _readme_commands(heading: str | None = None) -> list[list[str]]:
+    """Shell commands of the example's README (fenced bash blocks, optionally under one heading)."""
+    text = README.read_text()
+    if heading is not None:
+        text = section(text, heading)
+    return [c for _, _, body in fenced_blocks(text, "bash") for c in shell_commands(body)]
+
+
+def _run_readme_fes(heading: str, workdir: Path) -> list[str]:
+    """Run the README's `gmvae-cv fes` commands of one section in a folder holding COLVAR (and
+    HILLS); returns the tables written."""
+    cmds = [c for c in _readme_commands(heading) if c[:2] == ["gmvae-cv", "fes"]]
+    assert cmds, f"no gmvae-cv fes command under {heading!r}"
+    written = []
+    cwd = Path.cwd()
+    try:
+        os.chdir(workdir)
+        for c in cmds:
+            assert cli_main(c[1:]) == 0, c
+            out = c[c.index("--out") + 1]
+            table = np.loadtxt(workdir / out, comments="#", ndmin=2)
+            assert np.isfinite(table[:, -2]).any(), c
+            written.append(out)
+    finally:
+        os.chdir(cwd)
+    return written
 
 
 def _module():
@@ -81,6 +115,8 @@ def test_check_with_driver_on_reference_export(tmp_path):
     assert np.loadtxt(work / "HILLS", comments="#", ndmin=2).shape[0] == 31
     for name in ("fes_cv.dat", "fes_torsions.dat", "COLVAR", "COLVAR_REWEIGHT"):
         assert (work / name).is_file(), name
+    # the README's reweighting commands on this COLVAR and HILLS
+    assert _run_readme_fes("7. Reweighting after the run", work) == ["fes_ct.dat", "fes_rbias.dat"]
 
 
 @needs_plumed
@@ -103,6 +139,8 @@ def test_check_with_driver_gromacs_files_with_solvent(tmp_path, capsys):
     # xtc stores positions to 1e-3 nm; both sides read the same rounded positions
     assert row["passed"] and row["features_max_abs_diff"] < 1e-5
     assert (tmp_path / "w" / "KERNELS").is_file()
+    # the README's OPES reweighting command on the COLVAR that plumed_opes.dat printed
+    assert _run_readme_fes("8. OPES instead of METAD", tmp_path / "w") == ["fes_opes.dat"]
 
 
 def test_atom_order_check_names_the_differing_atoms():
@@ -161,3 +199,57 @@ def test_check_with_driver_fails_on_another_atom_order(tmp_path, capsys):
     assert "PLUMED atom 15 (index 14): spec ALA2-C, topology ALA2-O" in out
     assert "PLUMED atom 16 (index 15): spec ALA2-O, topology ALA2-C" in out and "FAILED" in out
     assert mod.main(argv + ["--workdir", str(tmp_path / "b"), "--allow-atom-mismatch"]) == 0
+
+
+def _all_readme_commands() -> list[list[str]]:
+    text = README.read_text()
+    inline = [c for c in inline_commands(text, "gmvae-cv") if len(c) > 2]
+    return _readme_commands() + inline
+
+
+def test_readme_gmvae_cv_commands_parse():
+    """Every gmvae-cv and check_with_driver.py command in the README uses options that exist;
+    files it copies from the repository exist. (gmx commands are not checked: no GROMACS here.)"""
+    cmds = _all_readme_commands()
+    seen = set()
+    for c in cmds:
+        if c[0] == "gmvae-cv":
+            build_parser().parse_args(c[1:])  # SystemExit on an unknown option
+            seen.add(c[1])
+        elif c[:2] == ["python", "examples/gromacs_plumed/check_with_driver.py"]:
+            _module().build_parser().parse_args(c[2:])
+            seen.add("check_with_driver")
+        elif c[0] == "bash":
+            assert (ROOT / c[1]).is_file(), c
+        elif c[0] == "cp":
+            for src in c[1:-1]:
+                assert (ROOT / src).is_file(), c
+    assert {"export", "features", "train", "fes", "check_with_driver"} <= seen
+    assert any(c[:2] == ["gmx", "mdrun"] and "-plumed" in c for c in cmds)
+
+
+@needs_plumed
+def test_readme_plumed_commands_use_existing_options():
+    """plumed driver/patch/config commands in the README: their options are in the real
+    PLUMED's help, the patch engine in `plumed patch -l`."""
+    def out(*args):
+        r = subprocess.run([PLUMED, *args], capture_output=True, text=True, timeout=60)
+        return r.stdout + r.stderr
+
+    n = 0
+    for c in _all_readme_commands():
+        if not c[0].endswith("plumed") or len(c) < 2:
+            continue
+        n += 1
+        sub, rest = c[1], c[2:]
+        if sub == "config":
+            assert rest[0] in out("config", "--help"), c
+            continue
+        assert sub in ("driver", "patch"), c
+        helptext = out(sub, "--help")
+        for w in rest:
+            if w.startswith("-"):
+                assert re.search(rf"(^|[\s,]){re.escape(w)}(\s|,|=|$)", helptext, re.M), (w, c)
+        if sub == "patch":
+            assert rest[rest.index("-e") + 1] in out("patch", "-l").split(), c
+    assert n >= 3

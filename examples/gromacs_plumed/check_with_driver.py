@@ -368,7 +368,7 @@ def _print(summary: dict) -> None:
     print("PASSED" if summary["passed"] else "FAILED")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exp", default=str(REF_EXPORT), help="export folder (default: export/alanine_dipeptide)")
     ap.add_argument("--input", nargs="+", default=None, metavar="DAT",
@@ -387,7 +387,11 @@ def main(argv=None) -> int:
                     help="atom-order differences are reported but do not fail the check (when you have checked that only "
                     "the names differ, e.g. CHARMM vs Amber names that mdtraj does not standardise)")
     ap.add_argument("--json", default=None, help="summary JSON (default: WORKDIR/check_with_driver.json)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from gmvae_cv import GMVAEInputError
 
     try:
