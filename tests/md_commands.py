@@ -54,3 +54,25 @@ def inline_commands(text: str, program: str) -> list[list[str]]:
     """Inline code spans that start with ``program``, split like the shell."""
     spans = re.findall(r"(?<!`)`([^`]+)`(?!`)", _FENCE.sub("", text))
     return [shlex.split(" ".join(s.split())) for s in spans if s.split() and s.split()[0] == program]
+
+
+def check_gmvae_cv_command(cmd: list[str]) -> str:
+    """A `gmvae-cv ...` command quoted in the docs: its subcommand and every --option exist; a
+    complete command (one that names --out, or `check EXP`) also parses as a whole. Returns the
+    subcommand. Raises AssertionError (or SystemExit from argparse) otherwise."""
+    import argparse
+
+    from gmvae_cv.cli import build_parser
+
+    assert cmd[0] == "gmvae-cv", cmd
+    words = [w for w in cmd[1:] if w != "..."]
+    parser = build_parser()
+    sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert words and words[0] in sub_action.choices, f"no subcommand {words[:1]} in {cmd}"
+    sub = sub_action.choices[words[0]]
+    for w in words[1:]:
+        if w.startswith("--"):
+            assert w.split("=")[0] in sub._option_string_actions, f"gmvae-cv {words[0]} has no option {w}: {cmd}"
+    if "--out" in words or words[0] == "check":
+        parser.parse_args(words)
+    return words[0]
