@@ -56,10 +56,11 @@ def inline_commands(text: str, program: str) -> list[list[str]]:
     return [shlex.split(" ".join(s.split())) for s in spans if s.split() and s.split()[0] == program]
 
 
-def check_gmvae_cv_command(cmd: list[str]) -> str:
-    """A `gmvae-cv ...` command quoted in the docs: its subcommand and every --option exist; a
-    complete command (one that names --out, or `check EXP`) also parses as a whole. Returns the
-    subcommand. Raises AssertionError (or SystemExit from argparse) otherwise."""
+def check_gmvae_cv_command(cmd: list[str], *, parse: bool = True) -> str:
+    """A `gmvae-cv ...` command quoted in the docs: its subcommand and every --option exist; with
+    ``parse``, a complete command (one that names --out, or `check EXP`) also parses as a whole
+    (turn off for synopsis lines with placeholders such as N). Returns the subcommand. Raises
+    AssertionError (or SystemExit from argparse) otherwise."""
     import argparse
 
     from gmvae_cv.cli import build_parser
@@ -73,6 +74,6 @@ def check_gmvae_cv_command(cmd: list[str]) -> str:
     for w in words[1:]:
         if w.startswith("--"):
             assert w.split("=")[0] in sub._option_string_actions, f"gmvae-cv {words[0]} has no option {w}: {cmd}"
-    if "--out" in words or words[0] == "check":
+    if parse and ("--out" in words or words[0] == "check"):
         parser.parse_args(words)
     return words[0]
