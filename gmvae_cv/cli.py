@@ -805,18 +805,16 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="gmvae_demo", help="output folder (finished stages there are reused; default gmvae_demo)")
     p.add_argument("--quick", action="store_true", help="small sizes (a few minutes on 2 cores)")
     p.add_argument("--train-temperature", type=float, default=None,
-                   help="temperature of the unbiased run that trains the GMVAE, K (default 300; 700 lets it see C7ax, experimental)")
+                   help="temperature of the unbiased run that trains the GMVAE, K (default 700: at 300 K it never sees C7ax)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args) -> int:
-    from tqdm import tqdm
-
-    from .demo import run_demo
-
     import dataclasses
 
-    from .demo import DemoSettings
+    from tqdm import tqdm
+
+    from .demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     if args.train_temperature is not None:
@@ -824,7 +822,7 @@ def _cmd_demo(args) -> int:
             raise GMVAEInputError(f"'--train-temperature' is {args.train_temperature}, expected a temperature > 0 in K")
         settings = dataclasses.replace(settings, train_temperature=args.train_temperature)
     summary = run_demo(args.out, settings=settings, progress=tqdm, log=print)
-    for key in ("check_passed", "transitions_per_ns_biased", "delta_f_c7ax_minus_c7eq_kjmol", "slowest_its_ps"):
+    for key in ("check_passed", "transitions_biased", "transitions_per_ns_biased", "delta_f_c7ax_minus_c7eq_kjmol", "slowest_its_ps"):
         print(f"{key}: {summary[key]}")
     return 0
 

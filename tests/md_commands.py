@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _FENCE = re.compile(r"^[ \t]*```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^[ \t]*```[ \t]*$", re.M | re.S)
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$", re.M)
@@ -77,3 +82,17 @@ def check_gmvae_cv_command(cmd: list[str], *, parse: bool = True) -> str:
     if parse and ("--out" in words or words[0] == "check"):
         parser.parse_args(words)
     return words[0]
+
+
+def readme_two_commands() -> list[list[str]]:
+    """The shell commands of README.md's "Two commands on a fresh machine" block."""
+    blocks = fenced_blocks(section((ROOT / "README.md").read_text(), "Two commands on a fresh machine"), "bash")
+    assert len(blocks) == 1, "expected one bash block under 'Two commands on a fresh machine'"
+    return shell_commands(blocks[0][2])
+
+
+def entry_point():
+    """The function pyproject.toml names as the ``gmvae-cv`` console script."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, func = scripts["gmvae-cv"].split(":")
+    return getattr(importlib.import_module(module), func)

@@ -4,7 +4,8 @@
   run when the package imports from this checkout (it does under the tests: conftest puts the
   checkout first on sys.path); ``gmvae-cv demo --out gmvae_demo`` is run as written with
   ``--quick`` appended (the full demo takes minutes), in a temporary folder, through the function
-  that pyproject.toml names as the ``gmvae-cv`` entry point. ``bash scripts/test.sh`` is not run
+  that pyproject.toml names as the ``gmvae-cv`` entry point, by ``tests/test_demo.py`` (one run
+  serves both). ``bash scripts/test.sh`` is not run
   (it runs this suite); the script must exist, pass ``bash -n`` and be what ``.ci/run`` runs.
 - "Python API": the block runs as written (about 15 s here), in a temporary folder.
 - Every other ``gmvae-cv`` command in the README's fenced bash blocks parses; the command-line
@@ -13,54 +14,24 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import shlex
 import subprocess
-import sys
-import tomllib
 from pathlib import Path
 
-import gmvae_cv
-from md_commands import check_gmvae_cv_command, fenced_blocks, section, shell_commands
+from md_commands import check_gmvae_cv_command, fenced_blocks, readme_two_commands, section, shell_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def _two_commands() -> list[list[str]]:
-    blocks = fenced_blocks(section(README, "Two commands on a fresh machine"), "bash")
-    assert len(blocks) == 1, "expected one bash block under 'Two commands on a fresh machine'"
-    return shell_commands(blocks[0][2])
-
-
-def _entry_point():
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    module, func = scripts["gmvae-cv"].split(":")
-    return getattr(importlib.import_module(module), func)
-
-
 def test_two_commands_as_written():
-    cmds = _two_commands()
+    cmds = readme_two_commands()
     assert cmds == [["pip", "install", "-e", "."], ["gmvae-cv", "demo", "--out", "gmvae_demo"], ["bash", "scripts/test.sh"]], cmds
 
 
-def test_first_command_runs_the_quick_demo(tmp_path, monkeypatch, capsys):
-    pip, demo, _ = _two_commands()
-    assert pip[:2] == ["pip", "install"] and pip[-1] == "." and (ROOT / "pyproject.toml").is_file()
-    # the pip part installs this checkout; here it is already importable from it
-    assert Path(gmvae_cv.__file__).resolve().is_relative_to(ROOT), "gmvae_cv does not import from this checkout"
-    main = _entry_point()
-    monkeypatch.chdir(tmp_path)
-    assert main(demo[1:] + ["--quick"]) == 0
-    out = tmp_path / demo[demo.index("--out") + 1]
-    for name in ("report.md", "summary.json"):
-        assert (out / name).is_file(), name
-    assert "check_passed: True" in capsys.readouterr().out
-
-
 def test_second_command_is_the_ci_command():
-    _, _, test_cmd = _two_commands()
+    _, _, test_cmd = readme_two_commands()
     script = ROOT / test_cmd[1]
     assert test_cmd[0] == "bash" and script.is_file()
     assert script.read_text().startswith("#!/usr/bin/env bash")
