@@ -17,7 +17,10 @@ positions -> CV TorchScript file (features scripted, network weights copied into
 the standard deviations of its components over the C7eq frames of the training run (for phi/psi
 0.35 rad, the usual choice, close to their C7eq fluctuation). Usage::
 
-    python benchmarks/sampling.py --out benchmarks/sampling.json [--ns 2] [--cv EXP] [--quick]
+    python benchmarks/sampling.py --out benchmarks/sampling.json [--ns 2] [--cv EXP] [--timestep FS] [--quick]
+
+With ``--cv EXP`` (an export directory) the sigmas default to the export's METAD choice
+(``cv.json``). ``--timestep`` applies to both runs (hills every ps unless ``--pace``).
 """
 
 from __future__ import annotations
@@ -169,7 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sigma", type=float, nargs=2, default=None, help="sigmas of the GMVAE CV (default: C7eq std of the training run)")
     ap.add_argument("--ns", type=float, default=2.0, help="simulated time per CV, ns")
     ap.add_argument("--height", type=float, default=1.2)
-    ap.add_argument("--pace", type=int, default=500)
+    ap.add_argument("--pace", type=int, default=None, help="steps between hills (default: 1 ps)")
+    ap.add_argument("--timestep", type=float, default=2.0, help="time step of both biased runs, fs (default 2)")
     ap.add_argument("--bias-factor", type=float, default=10.0)
     ap.add_argument("--temperature", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=1)
@@ -187,11 +191,13 @@ def main(argv=None) -> int:
     work = Path(tmp.name if tmp else args.keep)
     work.mkdir(parents=True, exist_ok=True)
     ala = AlanineDipeptide()
-    n_steps = int(round(args.ns * 1e6 / 2.0))
+    if args.pace is None:
+        args.pace = int(round(1000.0 / args.timestep))
+    n_steps = int(round(args.ns * 1e6 / args.timestep))
     n_steps -= n_steps % args.pace
     common = dict(system=ala.create_system(), topology=ala.topology, positions=ala.positions, n_steps=n_steps,
                   temperature=args.temperature, height=args.height, bias_factor=args.bias_factor, pace=args.pace,
-                  seed=args.seed, traj_stride=0, colvar_stride=100, extra_colvar=alanine_backbone_torsions(transform="raw"))
+                  seed=args.seed, traj_stride=0, colvar_stride=int(round(200.0 / args.timestep)), timestep=args.timestep / 1000.0, extra_colvar=alanine_backbone_torsions(transform="raw"))
     result = {"benchmark": "sampling", "settings": {k: v for k, v in vars(args).items()},
               "machine": {"platform": _platform.platform(), "cpus": os.cpu_count()}}
     if args.cv is None:
@@ -202,6 +208,8 @@ def main(argv=None) -> int:
     gmvae = load_cv(cv_path)
     if args.sigma is not None:
         sigmas = list(args.sigma)
+    elif sigmas is None and "cv_json" in gmvae.meta:
+        sigmas = list(gmvae.meta["cv_json"]["plumed"]["metad"]["sigma"])  # the export's METAD choice
     if sigmas is None:
         raise SystemExit("give --sigma for an external CV")
     runs = {}
