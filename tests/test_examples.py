@@ -1,6 +1,7 @@
 """Example scripts run in their --quick form and reproduce their headline result."""
 
 import importlib.util
+import math
 import logging
 from pathlib import Path
 
@@ -52,3 +53,17 @@ def test_time_lagged_example(tmp_path):
     assert lagged["corr_z_fast"] < 0.3, lagged
     # not a collapsed model: z spreads
     assert lagged["z_std"] > 0.3, lagged
+
+
+def test_alanine_dipeptide_example(tmp_path):
+    summary = _load("alanine_dipeptide").main(["--out", str(tmp_path), "--quick"])
+    for f in ("fes.png", "clusters.png", "its.png", "ck.png"):
+        assert (tmp_path / f).stat().st_size > 5000, f
+    assert (tmp_path / "summary.json").is_file()
+    assert summary["n_features"] == 25
+    # the Ramachandran free energy has its minimum in C7eq, and so do the frames of the latent minimum
+    assert summary["ramachandran_fes_minimum_basin"] == "C7eq", summary["ramachandran_fes_minimum_deg"]
+    assert summary["latent_minimum_frames_in_c7eq"] >= 0.8
+    # the cluster MSM has a finite slowest timescale that the model lag resolves
+    its = summary["msm"]["slowest_its_at_model_lag_ps"]
+    assert its is not None and math.isfinite(its) and its > summary["msm"]["lagtime_ps"]
