@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +96,12 @@ def main(argv=None) -> dict:
     phi, psi = angles[:, 0], angles[:, 1]
     basin = alanine_basin(np.radians(phi), np.radians(psi))  # 0 C7eq, 1 C7ax, -1 other
 
+    run_dir = out / "run"
+    if run_dir.exists():
+        # fit(overwrite=True) leaves the old checkpoints there and loads the old best.ckpt
+        shutil.rmtree(run_dir)
     run = fit(xs, k=4, latent_dim=2, epochs=epochs, batch_size=500, lr=3e-3, seed=0, feature_spec=spec,
-              progress=not args.quick, out=out / "run", overwrite=True)
+              progress=not args.quick, out=run_dir)
     x = np.concatenate(xs)
     res = run.transform(x)
     z, clusters = res["z"], res["clusters"]

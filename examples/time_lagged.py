@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +80,14 @@ def main(argv=None) -> dict:
     x = np.concatenate(feats)
     s, f = slow.ravel(), fast.ravel()
 
-    kw = dict(k=4, latent_dim=1, epochs=epochs, batch_size=500, lr=3e-3, seed=0, progress=not args.quick, overwrite=True)
+    kw = dict(k=4, latent_dim=1, epochs=epochs, batch_size=500, lr=3e-3, seed=0, progress=not args.quick)
     models = {}
     for name, lag_frames in (("plain", 0), ("lagged", lag)):
-        run = fit(feats, lag=lag_frames, out=out / f"run_{name}", **kw)
+        run_dir = out / f"run_{name}"
+        if run_dir.exists():
+            # fit(overwrite=True) leaves the old checkpoints there and loads the old best.ckpt
+            shutil.rmtree(run_dir)
+        run = fit(feats, lag=lag_frames, out=run_dir, **kw)
         res = run.transform(x)
         z = res["z"][:, 0]
         models[name] = {
