@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import math
 import platform
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -449,6 +451,9 @@ def fit(
                         "use another 'out' or remove it"
                     )
                 ckpt_path = last
+        if ckpt_path is None and (run_dir / "checkpoints").is_dir():
+            # a replaced or never-checkpointed earlier run: its best.ckpt must not stand in for this run's
+            shutil.rmtree(run_dir / "checkpoints")
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / RUN_JSON, info)
 
@@ -469,6 +474,21 @@ def fit(
         def load_state_dict(self, state: dict) -> None:
             self.history = state["history"]
 
+    class _BestState(Callback):
+        """The weights of the epoch with the lowest monitored loss, in memory (runs without ``out``)."""
+
+        def __init__(self, monitor: str) -> None:
+            self.monitor = monitor
+            self.best = math.inf
+            self.state: Optional[dict] = None
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            val = trainer.callback_metrics.get(self.monitor)
+            if trainer.sanity_checking or val is None or not float(val) < self.best:
+                return
+            self.best = float(val)
+            self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -485,7 +505,8 @@ def fit(
                 init_info = init_cluster_encoder(model, datamodule.train_dataloader().dataset, config)
         monitor = "valid_loss" if n_val else "train_loss"
         history_cb = _History()
-        callbacks = [history_cb, EarlyStopping(monitor=monitor, patience=config.patience, mode="min")]
+        best_cb = _BestState(monitor)
+        callbacks = [history_cb, best_cb, EarlyStopping(monitor=monitor, patience=config.patience, mode="min")]
         if run_dir is not None:
             callbacks.append(
                 ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="min", save_last=True)
@@ -512,11 +533,12 @@ def fit(
         if monitor in history and history[monitor]:
             best_i = int(np.argmin(history[monitor]))
             best_epoch = history["epoch"][best_i]
-        if run_dir is not None and best_epoch is not None:
-            best = run_dir / "checkpoints" / "best.ckpt"
-            if best.is_file():
-                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-                model.load_state_dict(state)
+        best = run_dir / "checkpoints" / "best.ckpt" if run_dir is not None else None
+        if best is not None and best_epoch is not None and best.is_file():
+            # written by this run (an earlier run's checkpoints are removed above); covers epochs before a resume
+            model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+        elif best_cb.state is not None:
+            model.load_state_dict(best_cb.state)
     model = model.cpu().eval()
     info["complete"] = True
     info["history"] = history

@@ -72,6 +72,24 @@ def test_seeded_runs_are_reproducible():
     assert np.abs(za - zc).max() > 1e-3
 
 
+def test_returned_model_is_this_runs_best_epoch_with_or_without_out(tmp_path):
+    """fit returns the weights of the best validation epoch: the same with ``out`` (best.ckpt) and
+    without (kept in memory); a finished run replaced with ``overwrite=True`` never hands back
+    the old run's checkpoint."""
+    x = np.random.default_rng(7).normal(size=(400, 3))
+    kw = dict(k=3, latent_dim=2, epochs=6, patience=50, progress=False)
+    out = tmp_path / "run"
+    old = fit(x, seed=1, out=out, **kw)
+    new = fit(x, seed=2, out=out, overwrite=True, **kw)
+    in_memory = fit(x, seed=2, **kw)
+    z_old, z_new, z_mem = (r.transform(x)["z"] for r in (old, new, in_memory))
+    assert np.abs(z_new - z_old).max() > 1e-3  # not the replaced run's model
+    np.testing.assert_array_equal(z_new, z_mem)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    hist = new.info["history"]["valid_loss"]
+    assert new.info["training"]["best_epoch"] == new.info["history"]["epoch"][int(np.argmin(hist))]
+
+
 def test_interrupted_run_resumes_from_checkpoint(tmp_path):
     x = np.random.default_rng(4).normal(size=(300, 3))
     out = tmp_path / "run"
@@ -115,25 +133,31 @@ def test_weights_change_the_clustering_in_the_expected_direction():
     assert np.mean(weighted[group == 0] != np.bincount(weighted[group == 1], minlength=2).argmax()) > 0.95
 
 
+DATA_SEED = 1
+
+
 def test_time_lag_selects_the_slow_coordinate():
     """A slow two-state coordinate (small, rare jumps) and a fast iid two-state coordinate copied
     into three features. Without a lag the 1D embedding follows the fast variable (it explains
-    more of x); with a lag only the slow one predicts x(t+lag), and the embedding follows it."""
-    rng = np.random.default_rng(1)
+    more of x); with a lag only the slow one predicts x(t+lag), and the embedding follows it.
+    k=4: with k=2 the lagged model collapses (z spread ~0.01, reconstruction = the marginal) and
+    its correlations are noise; the spread is asserted so that a collapse fails the test."""
+    rng = np.random.default_rng(DATA_SEED)
     n = 6000
     slow = np.cumsum(rng.random(n) < 0.004) % 2 * 2.0 - 1.0
     fast = rng.choice([-1.0, 1.0], n)
     x = np.column_stack([slow + 0.3 * rng.normal(size=n)] + [fast + 0.3 * rng.normal(size=n) for _ in range(3)])
-    kw = dict(k=2, latent_dim=1, epochs=60, batch_size=500, lr=3e-3, seed=0, progress=False)
+    kw = dict(k=4, latent_dim=1, epochs=60, batch_size=500, lr=3e-3, seed=0, progress=False)
 
     def corr(run):
         z = run.transform(x)["z"][:, 0]
+        assert np.std(z) > 0.3, f"collapsed embedding: z spread {np.std(z):.3g}"
         return abs(np.corrcoef(z, slow)[0, 1]), abs(np.corrcoef(z, fast)[0, 1])
 
     plain_slow, plain_fast = corr(fit(x, **kw))
     lag_slow, lag_fast = corr(fit(x, lag=5, **kw))
-    assert plain_fast > plain_slow, (plain_slow, plain_fast)
-    assert lag_slow > 0.7 and lag_slow > lag_fast + 0.3, (lag_slow, lag_fast)
+    assert plain_fast > plain_slow + 0.3, (plain_slow, plain_fast)
+    assert lag_slow > 0.8 and lag_slow > lag_fast + 0.5, (lag_slow, lag_fast)
 
 
 @pytest.mark.parametrize(
