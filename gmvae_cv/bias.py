@@ -296,6 +296,7 @@ class WellTemperedMetadynamics:
                 raise GMVAEInputError(f"'heating_limit' is {heating_limit!r}, expected 'auto', None or a number > 1")
         self.heating_limit = heating_limit
         self._dof: dict[int, int] = {}
+        self._limits: dict = {}
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -477,7 +478,7 @@ class WellTemperedMetadynamics:
         """Deposit one hill per walker at the given CV values (all components, shape ``(D,)`` each).
 
         Heights follow the well-tempered rule with the bias before this round; all hills are
-        then added, the table is rewritten and :attr:`version` increases (contexts must be told
+        then added, the table rows they change are rewritten and :attr:`version` increases (contexts must be told
         with :meth:`sync`; :meth:`step` does it).
         """
         p = self.params
@@ -492,10 +493,7 @@ class WellTemperedMetadynamics:
             h = p.height * math.exp(-v / self.kT_bias)
             self._check_edges(c, sig, step, w)
             new.append(Hill(step=int(step), walker=int(w), time=float(time_ps), center=c, sigma=sig.copy(), height=h))
-        for hill in new:
-            self.grid.add_hill(hill.center, hill.sigma, hill.height, p.kernel)
-            self.hills.append(hill)
-        self._write_table()
+        self._add_hills(new)
         if self.on_hill is not None:
             for hill in new:
                 self.on_hill(hill)
@@ -522,9 +520,32 @@ class WellTemperedMetadynamics:
                             BiasEdgeWarning, stacklevel=3,
                         )
 
+    def _add_hills(self, hills: Sequence[Hill]) -> None:
+        """Add hills to the grid and the hill list; write the table rows they changed."""
+        self.grid.force_table()  # cached, so that add_hill updates it locally
+        regions = []
+        for hill in hills:
+            regions.append(self.grid.add_hill(hill.center, hill.sigma, hill.height, self.params.kernel))
+            self.hills.append(hill)
+        table = self.grid.force_table()
+        for region in regions:
+            self._table.write_region(table, self.grid.shape, region)
+        self.version += 1
+
     def _write_table(self) -> None:
         self._table.write(self.grid.force_table())
         self.version += 1
+
+    def refresh_table(self) -> None:
+        """Recompute the whole table from the node values (as a restart does) and write it.
+
+        :meth:`deposit` updates the table locally, which equals a recomputation to float64
+        rounding but not bit for bit; :func:`~gmvae_cv.bias_run.run_metadynamics` refreshes at
+        every checkpoint, so that a run continued from a checkpoint is bit-identical to an
+        uninterrupted one. Contexts must be told with :meth:`sync`.
+        """
+        self.grid.touch()
+        self._write_table()
 
     def sync(self, contexts: Sequence[Any]) -> None:
         """Make each context's bias force use the current table."""
@@ -568,8 +589,7 @@ class WellTemperedMetadynamics:
             todo -= n
             current = sims[0].currentStep
             if current % pace == 0:
-                self.check_stable(sims)
-                centers = [self.cv_values(ctx) for ctx in contexts]
+                centers = self.check_stable(sims)
                 time_ps = contexts[0].getTime().value_in_unit(_ps())
                 deposited += self.deposit(centers, current, time_ps)
                 self.sync(contexts)
@@ -593,10 +613,12 @@ class WellTemperedMetadynamics:
         if self.heating_limit is None:
             return None
         if self.heating_limit == "auto":
-            from scipy.stats import chi2
-
             dof = self._degrees_of_freedom(system)
-            return self.params.temperature * max(1.5, float(chi2.isf(1e-12, dof)) / dof)
+            if ("auto", dof) not in self._limits:  # scipy's isf costs more than the rest of a deposition
+                from scipy.stats import chi2
+
+                self._limits[("auto", dof)] = max(1.5, float(chi2.isf(1e-12, dof)) / dof)
+            return self.params.temperature * self._limits[("auto", dof)]
         return self.params.temperature * float(self.heating_limit)
 
     def _unstable(self, sim: Any, walker: int, what: str) -> SimulationUnstableError:
@@ -622,13 +644,14 @@ class WellTemperedMetadynamics:
             "checkpoint is kept"
         )
 
-    def check_stable(self, simulations: Any) -> None:
+    def check_stable(self, simulations: Any) -> list[np.ndarray]:
         """Raise :class:`SimulationUnstableError` if a walker's positions, energies or CV are not
         finite or its kinetic temperature exceeds :meth:`temperature_limit` (called by :meth:`step`
-        at every deposition)."""
+        at every deposition); return every walker's CV values (:meth:`cv_values`)."""
         from openmm import unit
 
         sims = list(simulations) if isinstance(simulations, (list, tuple)) else [simulations]
+        values = []
         for w, sim in enumerate(sims):
             state = sim.context.getState(getPositions=True, getEnergy=True)
             pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
@@ -645,6 +668,8 @@ class WellTemperedMetadynamics:
                 raise self._unstable(
                     sim, w, f"kinetic temperature {t_kin:.0f} K, above {limit:.0f} K (the thermostat is at "
                     f"{self.params.temperature:g} K), CV {np.array2string(s, precision=4)}")
+            values.append(s)
+        return values
 
     def _diagnose_failure(self, sim: Any, walker: int, exc: BaseException) -> None:
         """Turn a force's failure on non-finite positions into :class:`SimulationUnstableError`."""

@@ -526,6 +526,10 @@ def _checkpoint(out: Path, meta: WellTemperedMetadynamics, sims: list, hills_wri
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(out / _CHECKPOINT, buf.getvalue())
+    # hills update the table locally (equal to a recomputation to rounding, not bit for bit); a run
+    # continued from this checkpoint recomputes it from the grid values, so this one does too
+    meta.refresh_table()
+    meta.sync([s.context for s in sims])
 
 
 def _restore(path: Path, meta: WellTemperedMetadynamics, sims: list, info: dict) -> None:

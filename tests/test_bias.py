@@ -125,6 +125,63 @@ def test_grid_interpolation_equals_openmm_tabulated_function(dims, periodic):
     assert e_omm.max() > 0.5  # the comparison is not between zeros
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_local_deposition_equals_a_table_from_scratch(dims, tmp_path):
+    """add_hill updates the cached force table only on the hill's window + SPLINE_MARGIN nodes: after
+    many random hills (near and beyond the edges, across periodic boundaries, wide ones reaching the
+    whole axis, both kernels) the table equals one computed from scratch to 1e-12 relative, the
+    values equal a sum of whole-grid kernels (bit for bit for the stretched kernel), and the rows
+    written to the shared table file (TableFile.write_region) are all the rows that changed."""
+    from gmvae_cv.bias_force import TableFile
+    from gmvae_cv.bias_grid import SPLINE_MARGIN, hermite_table
+
+    rng = np.random.default_rng(dims)
+    bins = {1: [[400], [300]], 2: [[240, 200]], 3: [[100, 84, 96]]}[dims]
+    per = {1: [[True], [False]], 2: [[True, False]], 3: [[True, False, True]]}[dims]
+    n_hills = {1: 400, 2: 300, 3: 30}[dims]
+    for b, p in zip(bins, per):
+        lo = np.where(p, -math.pi, -1.0)
+        hi = np.where(p, math.pi, 2.0)
+        g = BiasGrid(lo, hi, b, p)
+        whole = np.zeros(g.shape)
+        table_file = TableFile(tmp_path / f"{dims}_{b}.f64", g.force_table_shape)
+        table_file.write(g.force_table())
+        local_updates = 0
+        for k in range(n_hills):
+            kernel = "gaussian" if (dims < 3 and k % 4 == 1) else "stretched-gaussian"
+            sigma = g.spacing * rng.uniform(0.5, 2.0 if dims == 3 else 6.0, dims)
+            if k % 50 == 7:
+                sigma = (hi - lo) * 0.2  # reaches every node of the axis
+            center = rng.uniform(lo, hi)
+            if k % 3 == 0:  # near an edge, beyond it, or across the periodic boundary
+                center = np.where(rng.random(dims) < 0.5, lo, hi) + rng.normal(0, 4, dims) * g.spacing
+            height = rng.uniform(0.2, 2.0)
+            region = g.add_hill(center, sigma, height, kernel)
+            whole += height * g.kernel(center, sigma, kernel)
+            local_updates += "force" in g._cache
+            table_file.write_region(g.force_table(), g.shape, region)
+        scratch = hermite_table(g.values, g.spacing, g.periodic) * g._channel_scale()
+        table = g.force_table()
+        rel = np.abs(table - scratch).max(axis=0) / np.abs(scratch).max(axis=0)
+        assert rel.max() < 1e-12, rel
+        assert np.abs(scratch).max(axis=0).min() > 0.1  # every channel is far from zero
+        assert np.max(np.abs(g.values - whole)) < 1e-15 * np.abs(whole).max()  # the Gaussian's e^-45 tails
+        assert np.array_equal(np.fromfile(table_file.path, dtype=np.float64).reshape(table.shape), table)
+        assert local_updates > n_hills // 2  # most hills did not recompute the table
+        assert SPLINE_MARGIN == 32
+    # the stretched kernel: values bit for bit those of whole-grid kernels
+    g = BiasGrid([-math.pi] * dims, [math.pi] * dims, [50] * dims, [True] * dims)
+    whole = np.zeros(g.shape)
+    for _ in range(20):
+        c, sg, h = rng.uniform(-4, 4, dims), rng.uniform(0.05, 0.5, dims), rng.uniform(0.5, 2)
+        g.add_hill(c, sg, h)
+        whole += h * g.kernel(c, sg)
+    assert np.array_equal(g.values, whole)
+    outside = BiasGrid([0.0] * dims, [1.0] * dims, [20] * dims, [False] * dims)
+    assert outside.add_hill([5.0] * dims, [0.01] * dims, 1.0) == tuple([] for _ in range(dims))
+    assert not outside.values.any()
+
+
 # ------------------------------------------------------------------------------------------ force
 @pytest.mark.parametrize("route, dtype", [("compiled", "float64"), ("autograd", "float64"), ("compiled", "float32")])
 def test_bias_force_energy_forces_and_table_updates(ala, gmvae_cv, tmp_path, route, dtype):
@@ -351,7 +408,7 @@ _RUNNER = textwrap.dedent(
     ala = AlanineDipeptide()
     run_metadynamics(load_cv({cv!r}), sys.argv[1], system=ala.create_system(), topology=ala.topology,
                      positions=ala.positions, n_steps={n_steps}, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0,
-                     pace=50, colvar_stride=10, traj_stride=50, checkpoint_interval=200, platform="Reference",
+                     grid_bin=[200, 200], pace=50, colvar_stride=10, traj_stride=50, checkpoint_interval=200, platform="Reference",
                      walkers={walkers}, seed=4, extra_colvar=alanine_backbone_torsions(transform="raw"))
     """
 )
@@ -359,14 +416,17 @@ _RUNNER = textwrap.dedent(
 
 @pytest.mark.parametrize("walkers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_kill_9_and_restart_loses_and_repeats_no_hill(ala, torsion_cv, tmp_path, walkers):
-    """SIGKILL a run mid-way, start it again with the same command: outputs equal an uninterrupted run."""
+    """SIGKILL a run mid-way, start it again with the same command: outputs equal an uninterrupted run.
+
+    The grid (200 bins per 2 pi, sigma of 11 nodes) is large enough for hills to update the table
+    locally, which a restart cannot repeat: the run recomputes the table at every checkpoint."""
     n_steps = 2400
     script = tmp_path / "runner.py"
     script.write_text(_RUNNER.format(root=str(ROOT), cv=str(torsion_cv.path), n_steps=n_steps, walkers=walkers))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ref = tmp_path / "reference"
     run_metadynamics(torsion_cv, ref, system=ala.create_system(), topology=ala.topology, positions=ala.positions,
-                     n_steps=n_steps, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0, pace=50, colvar_stride=10,
+                     n_steps=n_steps, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0, grid_bin=[200, 200], pace=50, colvar_stride=10,
                      traj_stride=50, checkpoint_interval=200, platform="Reference", walkers=walkers, seed=4,
                      extra_colvar=alanine_backbone_torsions(transform="raw"))
     run = tmp_path / "killed"
