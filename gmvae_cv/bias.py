@@ -514,12 +514,15 @@ class WellTemperedMetadynamics:
         """Deposit one hill per walker at the given CV values (all components, shape ``(D,)`` each).
 
         Heights follow the well-tempered rule with the bias before this round; all hills are
-        then added, the table rows they change are rewritten and :attr:`version` increases (contexts must be told
-        with :meth:`sync`; :meth:`step` does it).
+        then added, the table rows they change are rewritten and :attr:`version` increases
+        (contexts must be told with :meth:`sync`; :meth:`step` does it). ``walkers`` default to
+        ``0, 1, ...``, or to :attr:`walker_id` with ``walkers_dir``.
         """
         p = self.params
         comp = list(p.components)
-        walkers = list(range(len(centers))) if walkers is None else list(walkers)
+        if walkers is None:
+            walkers = [self.walker_id] * len(centers) if self.walkers is not None else list(range(len(centers)))
+        walkers = list(walkers)
         new = []
         sig = np.asarray(p.sigma)
         for w, s in zip(walkers, centers):
