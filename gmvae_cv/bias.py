@@ -195,6 +195,8 @@ class WellTemperedMetadynamics:
         This walker's id in ``walkers_dir`` (required with it), unique among its walkers.
     walkers_stride : int
         Own hills between exchanges (default 10).
+    walker_info : dict, optional
+        Free-form details for this walker's descriptor in ``walkers_dir`` (not compared).
 
     Examples
     --------
@@ -303,6 +305,7 @@ class WellTemperedMetadynamics:
             self._cleanup = weakref.finalize(self, _remove_tree, tmpdir)
         self.table_path = Path(table_path)
         self._table = TableFile(self.table_path, self.grid.force_table_shape)
+        self._table_revision = -1  # grid revision the file was last written for
         self._write_table()
         if heating_limit is not None and heating_limit != "auto":
             try:
@@ -562,19 +565,26 @@ class WellTemperedMetadynamics:
                         )
 
     def _add_hills(self, hills: Sequence[Hill]) -> None:
-        """Add hills to the grid and the hill list; write the table rows they changed."""
+        """Add hills to the grid and the hill list; write the table rows they changed (the whole
+        table if the grid was changed in another way since the file was last written)."""
+        stale = self.grid.revision != self._table_revision
         self.grid.force_table()  # cached, so that add_hill updates it locally
         regions = []
         for hill in hills:
             regions.append(self.grid.add_hill(hill.center, hill.sigma, hill.height, self.params.kernel))
             self.hills.append(hill)
         table = self.grid.force_table()
-        for region in regions:
-            self._table.write_region(table, self.grid.shape, region)
+        if stale:
+            self._table.write(table)
+        else:
+            for region in regions:
+                self._table.write_region(table, self.grid.shape, region)
+        self._table_revision = self.grid.revision
         self.version += 1
 
     def _write_table(self) -> None:
         self._table.write(self.grid.force_table())
+        self._table_revision = self.grid.revision
         self.version += 1
 
     def refresh_table(self) -> None:

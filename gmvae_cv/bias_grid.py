@@ -125,6 +125,11 @@ class BiasGrid:
         self._values = arr
         self.touch()
 
+    @property
+    def revision(self) -> int:
+        """A counter that increases whenever the values change (:meth:`add_hill`, :meth:`touch`)."""
+        return self._revision
+
     def touch(self) -> None:
         """Mark the values as changed (the interpolation tables are recomputed when next needed)."""
         self._revision += 1

@@ -126,7 +126,7 @@ def test_grid_interpolation_equals_openmm_tabulated_function(dims, periodic):
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_local_deposition_equals_a_table_from_scratch(dims, tmp_path):
+def test_local_deposition_equals_a_table_from_scratch(dims, tmp_path, torsion_cv):
     """add_hill updates the cached force table only on the hill's window + SPLINE_MARGIN nodes: after
     many random hills (near and beyond the edges, across periodic boundaries, wide ones reaching the
     whole axis, both kernels) the table equals one computed from scratch to 1e-12 relative, the
@@ -180,6 +180,16 @@ def test_local_deposition_equals_a_table_from_scratch(dims, tmp_path):
     outside = BiasGrid([0.0] * dims, [1.0] * dims, [20] * dims, [False] * dims)
     assert outside.add_hill([5.0] * dims, [0.01] * dims, 1.0) == tuple([] for _ in range(dims))
     assert not outside.values.any()
+    if dims == 2:  # the engine: the shared file always holds the table, also after a direct grid edit
+        meta = _meta(torsion_cv, sigma=[0.05, 0.05], grid_bin=[400, 400], table_path=tmp_path / "meta.f64")
+        for k, s in enumerate([[0.1, 0.2], [3.1, -3.1], [-1.0, 1.0]]):
+            meta.deposit([np.array(s)], 100 * (k + 1), 0.2 * (k + 1))
+            if k == 1:
+                meta.grid.add_hill([2.0, -2.0], [0.05, 0.05], 3.0)
+        table = meta.grid.force_table()
+        assert np.array_equal(np.fromfile(tmp_path / "meta.f64").reshape(table.shape), table)
+        scratch = hermite_table(meta.grid.values, meta.grid.spacing, meta.grid.periodic) * meta.grid._channel_scale()
+        assert np.max(np.abs(table - scratch)) < 1e-12 * np.abs(scratch).max()
 
 
 # ------------------------------------------------------------------------------------------ force
