@@ -18,6 +18,9 @@ each walker's ``System`` (:meth:`~WellTemperedMetadynamics.add_force`) and advan
   :meth:`~WellTemperedMetadynamics.step` advance in lock-step; at each deposition every walker
   adds its hill (heights computed from the bias before this round, as PLUMED's ``WALKERS_MPI``)
   and every walker feels all hills from the next step on;
+- **walkers in separate processes** share one bias through a directory (``walkers_dir``, as
+  PLUMED's ``WALKERS_DIR``): each appends its hills to its own ``HILLS.<id>`` there and reads the
+  others' new hills every ``walkers_stride`` own hills (:mod:`gmvae_cv.bias_walkers`);
 - the full state (grid, hills, counters) round-trips through :meth:`state_dict`, which
   :mod:`gmvae_cv.bias_run` stores in atomic checkpoints together with the OpenMM state.
 
@@ -182,6 +185,18 @@ class WellTemperedMetadynamics:
         blows up. ``'auto'``: the level an equilibrium kinetic temperature exceeds with
         probability 1e-12 (chi-squared with the system's degrees of freedom), at least 1.5.
         ``None`` disables the check (non-finite values are always an error).
+    walkers_dir : path, optional
+        A directory shared by walkers in other processes (:mod:`gmvae_cv.bias_walkers`): this
+        walker publishes its hills to ``walkers_dir/HILLS.<walker_id>`` and adds the others' to its
+        grid. Walkers with other parameters or another CV are refused. :meth:`step` then advances
+        one simulation and exchanges (:meth:`exchange`) before its first step and every
+        ``walkers_stride`` own hills.
+    walker_id : int, optional
+        This walker's id in ``walkers_dir`` (required with it), unique among its walkers.
+    walkers_stride : int
+        Own hills between exchanges (default 10).
+    walker_info : dict, optional
+        Free-form details for this walker's descriptor in ``walkers_dir`` (not compared).
 
     Examples
     --------
@@ -212,6 +227,10 @@ class WellTemperedMetadynamics:
         table_path: Optional[str | os.PathLike] = None,
         on_hill: Optional[Callable[[Hill], None]] = None,
         heating_limit: Optional[float | str] = "auto",
+        walkers_dir: Optional[str | os.PathLike] = None,
+        walker_id: Optional[int] = None,
+        walkers_stride: int = 10,
+        walker_info: Optional[dict] = None,
     ) -> None:
         from openmm import unit
 
@@ -286,6 +305,7 @@ class WellTemperedMetadynamics:
             self._cleanup = weakref.finalize(self, _remove_tree, tmpdir)
         self.table_path = Path(table_path)
         self._table = TableFile(self.table_path, self.grid.force_table_shape)
+        self._table_revision = -1  # grid revision the file was last written for
         self._write_table()
         if heating_limit is not None and heating_limit != "auto":
             try:
@@ -297,6 +317,26 @@ class WellTemperedMetadynamics:
         self.heating_limit = heating_limit
         self._dof: dict[int, int] = {}
         self.kinetic_temperatures: list[list[float]] = []
+        self._limits: dict = {}
+        # walkers in other processes
+        self.walkers = None
+        self.walker_id = 0
+        self.walkers_stride = check_int(walkers_stride, "walkers_stride", minimum=1)
+        self._own_hills: list[Hill] = []
+        self._auto_exchange = True
+        self._exchanged = False
+        self._since_exchange = 0
+        if walkers_dir is not None:
+            from .bias_walkers import SharedWalkers
+
+            if walker_id is None:
+                raise GMVAEInputError("'walker_id' is missing: a walker sharing 'walkers_dir' needs its own id (an integer >= 0)")
+            self.walker_id = check_int(walker_id, "walker_id", minimum=0)
+            self.walkers = SharedWalkers(walkers_dir, self.walker_id, self.params.to_dict(), cv.sha256,
+                                         [f"cv.{c}" for c in components], [cv.periodic[c] for c in components],
+                                         info=walker_info)
+        elif walker_id is not None:
+            raise GMVAEInputError("'walker_id' is given without 'walkers_dir'")
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -478,12 +518,15 @@ class WellTemperedMetadynamics:
         """Deposit one hill per walker at the given CV values (all components, shape ``(D,)`` each).
 
         Heights follow the well-tempered rule with the bias before this round; all hills are
-        then added, the table is rewritten and :attr:`version` increases (contexts must be told
-        with :meth:`sync`; :meth:`step` does it).
+        then added, the table rows they change are rewritten and :attr:`version` increases
+        (contexts must be told with :meth:`sync`; :meth:`step` does it). ``walkers`` default to
+        ``0, 1, ...``, or to :attr:`walker_id` with ``walkers_dir``.
         """
         p = self.params
         comp = list(p.components)
-        walkers = list(range(len(centers))) if walkers is None else list(walkers)
+        if walkers is None:
+            walkers = [self.walker_id] * len(centers) if self.walkers is not None else list(range(len(centers)))
+        walkers = list(walkers)
         new = []
         sig = np.asarray(p.sigma)
         for w, s in zip(walkers, centers):
@@ -493,10 +536,9 @@ class WellTemperedMetadynamics:
             h = p.height * math.exp(-v / self.kT_bias)
             self._check_edges(c, sig, step, w)
             new.append(Hill(step=int(step), walker=int(w), time=float(time_ps), center=c, sigma=sig.copy(), height=h))
-        for hill in new:
-            self.grid.add_hill(hill.center, hill.sigma, hill.height, p.kernel)
-            self.hills.append(hill)
-        self._write_table()
+        self._add_hills(new)
+        if self.walkers is not None:
+            self._own_hills += [h for h in new if h.walker == self.walker_id]
         if self.on_hill is not None:
             for hill in new:
                 self.on_hill(hill)
@@ -523,9 +565,39 @@ class WellTemperedMetadynamics:
                             BiasEdgeWarning, stacklevel=3,
                         )
 
+    def _add_hills(self, hills: Sequence[Hill]) -> None:
+        """Add hills to the grid and the hill list; write the table rows they changed (the whole
+        table if the grid was changed in another way since the file was last written)."""
+        stale = self.grid.revision != self._table_revision
+        self.grid.force_table()  # cached, so that add_hill updates it locally
+        regions = []
+        for hill in hills:
+            regions.append(self.grid.add_hill(hill.center, hill.sigma, hill.height, self.params.kernel))
+            self.hills.append(hill)
+        table = self.grid.force_table()
+        if stale:
+            self._table.write(table)
+        else:
+            for region in regions:
+                self._table.write_region(table, self.grid.shape, region)
+        self._table_revision = self.grid.revision
+        self.version += 1
+
     def _write_table(self) -> None:
         self._table.write(self.grid.force_table())
+        self._table_revision = self.grid.revision
         self.version += 1
+
+    def refresh_table(self) -> None:
+        """Recompute the whole table from the node values (as a restart does) and write it.
+
+        :meth:`deposit` updates the table locally, which equals a recomputation to float64
+        rounding but not bit for bit; :func:`~gmvae_cv.bias_run.run_metadynamics` refreshes at
+        every checkpoint, so that a run continued from a checkpoint is bit-identical to an
+        uninterrupted one. Contexts must be told with :meth:`sync`.
+        """
+        self.grid.touch()
+        self._write_table()
 
     def sync(self, contexts: Sequence[Any]) -> None:
         """Make each context's bias force use the current table."""
@@ -553,6 +625,11 @@ class WellTemperedMetadynamics:
         if len({s.currentStep for s in sims}) != 1:
             raise GMVAEInputError(f"walkers are at different steps {[s.currentStep for s in sims]}, expected lock-step walkers")
         contexts = [s.context for s in sims]
+        shared = self.walkers is not None
+        if shared and len(sims) != 1:
+            raise GMVAEInputError(f"{len(sims)} simulations given; a walker sharing 'walkers_dir' advances one simulation")
+        if shared and self._auto_exchange and not self._exchanged:
+            self.exchange()
         self.sync(contexts)
         pace = self.params.pace
         deposited: list[Hill] = []
@@ -569,12 +646,47 @@ class WellTemperedMetadynamics:
             todo -= n
             current = sims[0].currentStep
             if current % pace == 0:
-                self.check_stable(sims)
-                centers = [self.cv_values(ctx) for ctx in contexts]
+                centers = self.check_stable(sims)
                 time_ps = contexts[0].getTime().value_in_unit(_ps())
-                deposited += self.deposit(centers, current, time_ps)
+                deposited += self.deposit(centers, current, time_ps, [self.walker_id] if shared else None)
+                if shared and self._auto_exchange:
+                    self._since_exchange += 1
+                    if self._since_exchange >= self.walkers_stride:
+                        self.exchange()
                 self.sync(contexts)
         return deposited
+
+    # ------------------------------------------------------------------ walkers in other processes
+    def publish_hills(self) -> int:
+        """Append this walker's hills not yet in ``walkers_dir/HILLS.<walker_id>`` there; return how
+        many. The first call after construction or :meth:`load_state_dict` checks the file against
+        this walker's hills (a line half-written by a killed process is cut)."""
+        if self.walkers is None:
+            raise GMVAEInputError("this bias has no 'walkers_dir'")
+        return self.walkers.publish(self._own_hills)
+
+    def read_walkers(self) -> list[Hill]:
+        """Add the hills the other walkers of ``walkers_dir`` published since the last read to the
+        grid (and to :attr:`hills`); return them. Contexts must be told with :meth:`sync`."""
+        if self.walkers is None:
+            raise GMVAEInputError("this bias has no 'walkers_dir'")
+        new = self.walkers.read_new()
+        if new:
+            self._add_hills(new)
+        return new
+
+    def exchange(self) -> list[Hill]:
+        """:meth:`publish_hills`, then :meth:`read_walkers` (what :meth:`step` does every
+        ``walkers_stride`` own hills); return the hills read."""
+        self.publish_hills()
+        self._exchanged = True
+        self._since_exchange = 0
+        return self.read_walkers()
+
+    def close(self) -> None:
+        """Release the walker id in ``walkers_dir`` (also done when the object is collected)."""
+        if self.walkers is not None:
+            self.walkers.close()
 
     # ------------------------------------------------------------------ stability
     def _degrees_of_freedom(self, system: Any) -> int:
@@ -594,10 +706,12 @@ class WellTemperedMetadynamics:
         if self.heating_limit is None:
             return None
         if self.heating_limit == "auto":
-            from scipy.stats import chi2
-
             dof = self._degrees_of_freedom(system)
-            return self.params.temperature * max(1.5, float(chi2.isf(1e-12, dof)) / dof)
+            if ("auto", dof) not in self._limits:  # scipy's isf costs more than the rest of a deposition
+                from scipy.stats import chi2
+
+                self._limits[("auto", dof)] = max(1.5, float(chi2.isf(1e-12, dof)) / dof)
+            return self.params.temperature * self._limits[("auto", dof)]
         return self.params.temperature * float(self.heating_limit)
 
     def _unstable(self, sim: Any, walker: int, what: str) -> SimulationUnstableError:
@@ -623,13 +737,14 @@ class WellTemperedMetadynamics:
             "checkpoint is kept"
         )
 
-    def check_stable(self, simulations: Any) -> None:
+    def check_stable(self, simulations: Any) -> list[np.ndarray]:
         """Raise :class:`SimulationUnstableError` if a walker's positions, energies or CV are not
         finite or its kinetic temperature exceeds :meth:`temperature_limit` (called by :meth:`step`
-        at every deposition)."""
+        at every deposition); return every walker's CV values (:meth:`cv_values`)."""
         from openmm import unit
 
         sims = list(simulations) if isinstance(simulations, (list, tuple)) else [simulations]
+        values = []
         for w, sim in enumerate(sims):
             state = sim.context.getState(getPositions=True, getEnergy=True)
             pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
@@ -649,6 +764,8 @@ class WellTemperedMetadynamics:
                 raise self._unstable(
                     sim, w, f"kinetic temperature {t_kin:.0f} K, above {limit:.0f} K (the thermostat is at "
                     f"{self.params.temperature:g} K), CV {np.array2string(s, precision=4)}")
+            values.append(s)
+        return values
 
     def kinetic_temperature_summary(self) -> Optional[dict]:
         """Kinetic temperatures seen by :meth:`check_stable` (one per walker and deposition) in
@@ -676,7 +793,8 @@ class WellTemperedMetadynamics:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Grid values, hills and counters as plain arrays (for checkpoints)."""
+        """Grid values, hills and counters as plain arrays (for checkpoints); with ``walkers_dir``
+        also ``"walkers"``: per other walker, the byte offset and the number of hills read."""
         d = len(self.params.components)
         m = len(self.hills)
         rows = np.zeros((m, 3 + 2 * d + 1))
@@ -687,7 +805,10 @@ class WellTemperedMetadynamics:
             rows[k, 3 : 3 + d] = h.center
             rows[k, 3 + d : 3 + 2 * d] = h.sigma
             rows[k, -1] = h.height
-        return {"grid_values": self.grid.values.copy(), "hills": rows, "version": int(self.version)}
+        state = {"grid_values": self.grid.values.copy(), "hills": rows, "version": int(self.version)}
+        if self.walkers is not None:
+            state["walkers"] = self.walkers.state()  # JSON-able: offsets and counts of the hills read
+        return state
 
     def load_state_dict(self, state: dict, *, source: str = "state") -> None:
         """Restore :meth:`state_dict` output (grid geometry must match)."""
@@ -703,6 +824,11 @@ class WellTemperedMetadynamics:
                            sigma=r[3 + d : 3 + 2 * d].copy(), height=float(r[-1])) for r in rows]
         self.version = int(state.get("version", self.version))
         self._write_table()
+        if self.walkers is not None:
+            self._own_hills = [h for h in self.hills if h.walker == self.walker_id and h.step >= 0]
+            self.walkers.load_state(state.get("walkers", {"walker_id": self.walker_id, "read": {}}), source=source)
+            self._exchanged = False
+            self._since_exchange = 0
 
 
 def _ps():

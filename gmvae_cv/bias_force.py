@@ -16,14 +16,16 @@ Routes (``route=``):
     The same energy as a TorchScript module; the TorchForce back-propagates (any CV module works).
 
 The bias table is not baked into the force: every force maps one file in shared memory
-(:class:`TableFile`, ``torch.from_file(shared=True)``) that Python rewrites in place when a hill is
-added, so a new hill costs one copy into the page cache, not a context reinitialisation; a force
+(:class:`TableFile`, ``torch.from_file(shared=True)``) in which Python rewrites, when a hill is
+added, the rows the hill changed (:meth:`TableFile.write_region`), so a new hill costs a copy of a few
+thousand rows into the page cache, not a context reinitialisation; a force
 computing in float32 re-converts the table when the global parameter :data:`VERSION_PARAMETER`
 changes.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -74,6 +76,20 @@ class TableFile:
         if table.shape != self.shape:
             raise GMVAEInputError(f"{self.path}: table has shape {table.shape}, expected {self.shape}")
         self._map[...] = table
+
+    def write_region(self, table: np.ndarray, grid_shape: Sequence[int], region: Sequence[Sequence[slice]]) -> None:
+        """Copy only the rows of ``table`` (shape :attr:`shape`) of the nodes in ``region`` into the
+        shared file: per grid axis a list of node slices, rows of their product (what
+        :meth:`~gmvae_cv.bias_grid.BiasGrid.add_hill` returns)."""
+        if table.shape != self.shape:
+            raise GMVAEInputError(f"{self.path}: table has shape {table.shape}, expected {self.shape}")
+        shape = tuple(int(n) for n in grid_shape) + (self.shape[1],)
+        if int(np.prod(shape)) != table.size:
+            raise GMVAEInputError(f"{self.path}: grid shape {tuple(grid_shape)} does not match the table's {self.shape[0]} rows")
+        src = table.reshape(shape)
+        dst = self._map.reshape(shape)
+        for combo in itertools.product(*region):
+            dst[combo] = src[combo]
 
 
 def write_table(path: str | os.PathLike, table: np.ndarray) -> None:

@@ -13,6 +13,16 @@ Kernels. A hill of height :math:`W` centred at :math:`c` adds :math:`W K(s - c)`
   :math:`B = -A e^{-6.25}`, so that K is continuous at the cut-off;
 - ``"gaussian"`` (``openmm.app.Metadynamics``): :math:`K = e^{-d^2}`, not truncated.
 
+Deposition is local. A hill changes the node values only within its cut-off (``6.25`` in
+:math:`d^2` for the stretched kernel; for the plain Gaussian, where each axis' factor is below
+:math:`e^{-45} \approx 3\times 10^{-20}`, less than the float64 rounding of the hill itself). The
+spline slopes respond to that change through a tridiagonal system whose response decays by
+:math:`2 - \sqrt 3 \approx 0.268` per node, so :meth:`BiasGrid.add_hill` updates a cached
+:meth:`BiasGrid.force_table` only on the hill's window widened by :data:`SPLINE_MARGIN` nodes per
+side (:math:`0.268^{32} \approx 5\times 10^{-19}`): the table equals a from-scratch one to float64
+rounding (``tests/test_bias.py`` checks 1e-12 relative after hundreds of hills), at a cost set by
+the hill's width, not the grid's size.
+
 Interpolation between nodes is OpenMM's: the value, first derivatives and mixed derivatives at
 each node come from natural (or periodic) cubic splines along the grid lines, and each cell is the
 bicubic (tricubic) Hermite patch through them; this is exactly what ``Continuous1DFunction``,
@@ -33,12 +43,16 @@ import torch
 
 from ._validation import GMVAEInputError, check_array, check_int
 
-__all__ = ["BiasGrid", "GridBias", "KERNELS", "DP2CUTOFF", "hermite_table"]
+__all__ = ["BiasGrid", "GridBias", "KERNELS", "DP2CUTOFF", "SPLINE_MARGIN", "hermite_table"]
 
 KERNELS = ("stretched-gaussian", "gaussian")
 """Hill shapes: PLUMED's truncated-and-stretched Gaussian, or OpenMM's plain Gaussian."""
 DP2CUTOFF = 6.25
 """PLUMED's cut-off of :math:`d^2` (hills vanish beyond about 3.54 sigma)."""
+SPLINE_MARGIN = 32
+"""Nodes beyond a hill's window (per side and axis) over which :meth:`BiasGrid.add_hill` updates the
+spline derivatives: their response to the hill has decayed below :math:`0.268^{32} \approx 5\times 10^{-19}`."""
+_GAUSSIAN_TAIL_DP2 = 45.0  # plain Gaussians are added where each axis' 0.5 (dx/sigma)^2 is below this
 _STRETCH_A = 1.0 / (1.0 - math.exp(-DP2CUTOFF))
 _STRETCH_B = -math.exp(-DP2CUTOFF) * _STRETCH_A
 # Hermite basis in powers of u: columns h00, h10, h01, h11 (value at 0, slope at 0, value at 1,
@@ -71,7 +85,7 @@ class BiasGrid:
     Examples
     --------
     >>> g = BiasGrid([-np.pi, -np.pi], [np.pi, np.pi], [60, 60], [True, True])
-    >>> g.add_hill([0.0, 0.0], [0.3, 0.3], 1.5)
+    >>> region = g.add_hill([0.0, 0.0], [0.3, 0.3], 1.5)  # the nodes whose table rows changed
     >>> round(float(g.evaluate([[0.0, 0.0]])[0][0]), 6)
     1.5
     """
@@ -96,6 +110,7 @@ class BiasGrid:
         self._values = np.zeros(self.shape, dtype=np.float64)
         self._revision = 0
         self._cache: dict = {}
+        self._geometry: dict = {}  # derived from the geometry only (never cleared)
 
     @property
     def values(self) -> np.ndarray:
@@ -109,6 +124,11 @@ class BiasGrid:
             raise GMVAEInputError(f"'values' has shape {arr.shape}, expected {self.shape}")
         self._values = arr
         self.touch()
+
+    @property
+    def revision(self) -> int:
+        """A counter that increases whenever the values change (:meth:`add_hill`, :meth:`touch`)."""
+        return self._revision
 
     def touch(self) -> None:
         """Mark the values as changed (the interpolation tables are recomputed when next needed)."""
@@ -174,10 +194,126 @@ class BiasGrid:
             return np.exp(-dp2)
         return np.where(dp2 < DP2CUTOFF, _STRETCH_A * np.exp(-dp2) + _STRETCH_B, 0.0)
 
-    def add_hill(self, center: Sequence[float], sigma: Sequence[float], height: float, kernel: str = "stretched-gaussian") -> None:
-        """Add ``height * kernel(s - center)`` to the node values (``height`` in kJ/mol)."""
-        self._values += float(height) * self.kernel(center, sigma, kernel)
-        self.touch()
+    def add_hill(self, center: Sequence[float], sigma: Sequence[float], height: float,
+                 kernel: str = "stretched-gaussian") -> tuple[list, ...]:
+        """Add ``height * kernel(s - center)`` to the node values (``height`` in kJ/mol).
+
+        Only the nodes within the hill's reach change (for the stretched kernel the values are
+        bit for bit those of adding :meth:`kernel` on the whole grid; the plain Gaussian is left out
+        where one axis' factor is below :math:`e^{-45} \approx 3 \times 10^{-20}`). A cached
+        :meth:`force_table` is updated on that window widened by :data:`SPLINE_MARGIN` nodes per
+        side, where the spline derivatives respond (see the module docstring), instead of being
+        recomputed.
+
+        Returns
+        -------
+        tuple of list of slice
+            Per axis, the node ranges whose :meth:`force_table` rows may have changed (their
+            product; :meth:`gmvae_cv.bias_force.TableFile.write_region` copies those rows); empty
+            lists if the hill lies entirely outside a non-periodic range.
+        """
+        if kernel not in KERNELS:
+            raise GMVAEInputError(f"'kernel' is {kernel!r}, expected one of {', '.join(KERNELS)}")
+        c = np.asarray(center, dtype=np.float64)
+        s = np.asarray(sigma, dtype=np.float64)
+        cut = DP2CUTOFF if kernel == "stretched-gaussian" else _GAUSSIAN_TAIL_DP2
+        axes = [self._hill_axis(a, float(c[a]), float(s[a]), cut) for a in range(self.n_dims)]
+        if any(ax is None for ax in axes):
+            return tuple([] for _ in range(self.n_dims))
+        terms = []
+        for a, ax in enumerate(axes):
+            shape = [1] * self.n_dims
+            shape[a] = -1
+            terms.append((0.5 * (ax["dx"] / s[a]) ** 2).reshape(shape))
+        dp2 = sum(terms[1:], terms[0])  # the same operations as kernel(), on the window
+        if kernel == "gaussian":
+            k = np.exp(-dp2)
+        else:
+            k = np.where(dp2 < DP2CUTOFF, _STRETCH_A * np.exp(-dp2) + _STRETCH_B, 0.0)
+        delta = float(height) * k
+        self._cache.pop("nodes", None)
+        table = self._cache.get("force")
+        win_pieces = [ax["win_pieces"] for ax in axes]
+        _scatter_add(self._values, delta, win_pieces)
+        self._revision += 1
+        region = tuple([slice(t, t + n) for t, _, n in ax["pieces"]] for ax in axes)
+        if table is None:
+            return region
+        if all(ax["whole"] for ax in axes):  # the hill reaches the whole grid: recompute when next needed
+            self._cache.pop("force", None)
+            return region
+        # derivative channels of the change: channel c = the spline slopes along axis a of channel
+        # c - 2**a (hermite_table's order), solved on the box along a; that input is non-zero only on
+        # the window along a (zeros elsewhere in the box), and extends over the box along the axes
+        # already differentiated
+        table_nd = table.reshape(self.shape + (2**self.n_dims,))
+        scale = self._channel_scale()
+        data = {0: delta}
+        _scatter_add(table_nd[..., 0], delta, win_pieces)
+        for channel in range(1, 2**self.n_dims):
+            a = max(b for b in range(self.n_dims) if (channel >> b) & 1)
+            ax = axes[a]
+            src = data[channel & ~(1 << a)]
+            if ax["box_periodic"]:  # the whole periodic axis: the window is the box
+                data[channel] = _spline_slopes(src, a, float(self.spacing[a]), True)
+            else:
+                shape = list(src.shape)
+                shape[a] = ax["box_len"]
+                box = np.zeros(shape)
+                box[(slice(None),) * a + (slice(ax["win_off"], ax["win_off"] + ax["win_len"]),)] = src
+                data[channel] = _natural_slopes(box, a, float(self.spacing[a]))
+            pieces = [axes[b]["pieces"] if (channel >> b) & 1 else win_pieces[b] for b in range(self.n_dims)]
+            _scatter_add(table_nd[..., channel], scale[channel] * data[channel], pieces)
+        return region
+
+    def _hill_axis(self, a: int, c: float, s: float, cut: float) -> Optional[dict]:
+        """Window of a hill along axis ``a`` and the box its table update is solved on.
+
+        ``dx``: offsets of the window nodes from the centre (as :meth:`kernel` computes them);
+        the box holds the window at ``win_off`` and :data:`SPLINE_MARGIN` more nodes per side
+        (clipped at a non-periodic end, where the natural end condition is then exact; the whole
+        axis, with the periodic solver, when the box would wrap onto itself). ``pieces`` map box
+        positions to nodes as ``(first node, first box position, length)`` runs (a periodic axis
+        wraps, and its last node repeats the first); ``win_pieces`` map the window likewise.
+        """
+        n = self.bins[a]
+        h = self.spacing[a]
+        x = (c - self.lower[a]) / h
+        reach = math.sqrt(2.0 * cut) * s / h
+        if not (math.isfinite(x) and math.isfinite(reach)):
+            raise GMVAEInputError(f"hill centre {c!r} / sigma {s!r} on axis {a} are not finite")
+        lo, hi = math.floor(x - reach) - 1, math.ceil(x + reach) + 1
+        m = SPLINE_MARGIN
+        if self.periodic[a]:
+            period = self.upper[a] - self.lower[a]
+            if hi - lo + 1 + 2 * m > n:  # the box would meet itself: the whole axis, periodic solver
+                dx = _wrap_difference(self.axis(a)[:-1] - c, period)
+                whole = [(0, 0, n + 1)]
+                return {"dx": np.append(dx, dx[0]), "box_len": n + 1, "win_off": 0, "win_len": n + 1, "box_periodic": True,
+                        "pieces": whole, "win_pieces": whole, "whole": True}
+            length = hi - lo + 1 + 2 * m
+            first = (lo - m) % n
+            pieces = [(first, 0, min(length, n - first))]
+            if length > n - first:  # wraps past the end: continues at node 0
+                pieces.append((0, n - first, length - (n - first)))
+            for t, q, k in list(pieces):
+                if t == 0:
+                    pieces.append((n, q, 1))  # the last node repeats the first
+            nodes = (np.arange(lo, hi + 1)) % n
+            win = []
+            for t, q, k in pieces:  # the pieces restricted to the window, window-relative
+                q0, q1 = max(q, m), min(q + k, length - m)
+                if q1 > q0:
+                    win.append((t + q0 - q, q0 - m, q1 - q0))
+            return {"dx": _wrap_difference(self.axis(a)[nodes] - c, period), "box_len": length, "win_off": m,
+                    "win_len": hi - lo + 1, "box_periodic": False, "pieces": pieces, "win_pieces": win, "whole": False}
+        w0, w1 = max(lo, 0), min(hi, n)
+        if w0 > w1:
+            return None
+        p0, p1 = max(w0 - m, 0), min(w1 + m, n)
+        return {"dx": self.axis(a)[w0 : w1 + 1] - c, "box_len": p1 - p0 + 1, "win_off": w0 - p0, "win_len": w1 - w0 + 1,
+                "box_periodic": False, "pieces": [(p0, 0, p1 - p0 + 1)], "win_pieces": [(w0, 0, w1 - w0 + 1)],
+                "whole": p0 == 0 and p1 == n}
 
     # ------------------------------------------------------------------ interpolation
     def node_table(self) -> np.ndarray:
@@ -193,11 +329,14 @@ class BiasGrid:
     def force_table(self) -> np.ndarray:
         """The table :class:`GridBias` reads: :meth:`node_table` with each derivative channel scaled
         by the grid spacings it involves (``f``, ``h_0 f_0``, ``h_1 f_1``, ``h_0 h_1 f_01``, ...),
-        shape ``(n_nodes, 2**D)``; cached until the values change."""
+        shape ``(n_nodes, 2**D)``; cached, updated locally by :meth:`add_hill`, recomputed after
+        :meth:`touch` or a new :attr:`values` (the cached array is returned: do not modify it)."""
         if "force" not in self._cache:
-            scale = np.array([np.prod([self.spacing[a] for a in range(self.n_dims) if (c >> a) & 1]) for c in range(2**self.n_dims)])
-            self._cache["force"] = self.node_table() * scale
+            self._cache["force"] = hermite_table(self._values, self.spacing, self.periodic) * self._channel_scale()
         return self._cache["force"]
+
+    def _channel_scale(self) -> np.ndarray:
+        return np.array([np.prod([self.spacing[a] for a in range(self.n_dims) if (c >> a) & 1]) for c in range(2**self.n_dims)])
 
     @property
     def force_table_shape(self) -> tuple[int, int]:
@@ -235,7 +374,9 @@ class BiasGrid:
         dpowers = k * np.where(k > 0, u[:, :, None], 1.0) ** np.maximum(k - 1, 0)
         basis = powers @ _HERMITE  # (n, D, 4), index corner * 2 + derivative
         dbasis = dpowers @ _HERMITE / self.spacing[None, :, None]
-        strides, offsets = _gather_offsets(self.shape)
+        if "offsets" not in self._geometry:
+            self._geometry["offsets"] = _gather_offsets(self.shape)
+        strides, offsets = self._geometry["offsets"]
         table = self.force_table().reshape(-1)
         block = table[(cell @ strides).astype(np.int64)[:, None] + offsets.reshape(1, -1)].reshape((len(pts),) + (4,) * d)
         letters = "abc"[:d]
@@ -334,6 +475,37 @@ def _spline_slopes(y: np.ndarray, axis: int, h: float, periodic: bool) -> np.nda
     if periodic:
         slope[-1] = slope[0]
     return np.moveaxis(slope.reshape(y.shape), 0, axis)
+
+
+def _scatter_add(target: np.ndarray, source: np.ndarray, pieces: Sequence[Sequence[tuple]]) -> None:
+    """``target[nodes] += source[positions]`` for the product over axes of ``(node, position,
+    length)`` runs (contiguous slices; the runs of one axis address distinct nodes)."""
+    for combo in itertools.product(*pieces):
+        target[tuple(slice(t, t + k) for t, _, k in combo)] += source[tuple(slice(q, q + k) for _, q, k in combo)]
+
+
+def _natural_slopes(y: np.ndarray, axis: int, h: float) -> np.ndarray:
+    """:func:`_spline_slopes` of a natural spline, solved in slope form with LAPACK's tridiagonal
+    ``dgtsv`` (``2 k_0 + k_1 = 3 (y_1 - y_0) / h``, ``k_{i-1} + 4 k_i + k_{i+1} = 3 (y_{i+1} -
+    y_{i-1}) / h``, ``k_{n-2} + 2 k_{n-1} = 3 (y_{n-1} - y_{n-2}) / h``): no BLAS, so the result does
+    not depend on the number of BLAS threads (a run must be reproducible bit for bit)."""
+    from scipy.linalg.lapack import dgtsv
+
+    y = np.moveaxis(y, axis, -1)  # lines along the last axis: the Fortran-ordered right-hand sides of dgtsv
+    n = y.shape[-1]
+    flat = y.reshape(-1, n)
+    rhs = np.empty_like(flat)
+    rhs[:, 0] = flat[:, 1] - flat[:, 0]
+    rhs[:, 1:-1] = flat[:, 2:] - flat[:, :-2]
+    rhs[:, -1] = flat[:, -1] - flat[:, -2]
+    rhs *= 3.0 / h
+    diag = np.full(n, 4.0)
+    diag[0] = diag[-1] = 2.0
+    off = np.ones(n - 1)
+    *_, slope, info = dgtsv(off, diag, off, rhs.T, overwrite_b=True)
+    if info != 0:  # diagonally dominant: cannot happen
+        raise FloatingPointError(f"dgtsv failed (info {info})")
+    return np.moveaxis(slope.T.reshape(y.shape), -1, axis)
 
 
 def hermite_table(values: np.ndarray, spacing: Sequence[float], periodic: Sequence[bool]) -> np.ndarray:

@@ -17,6 +17,14 @@
 
 With several walkers the files get a ``.<walker>`` suffix and all walkers share one bias.
 
+Walkers in separate processes (``walkers_dir``, ``walker_id``; :mod:`gmvae_cv.bias_walkers`): each
+process runs one walker in its own ``RUN`` and shares the bias through ``walkers_dir``. Every
+``walkers_stride`` hills it reads the other walkers' new hills, writes a checkpoint (which records
+how many hills of each other walker it has read) and then publishes its own new hills to
+``walkers_dir/HILLS.<walker_id>``: a hill is published only once a checkpoint holds it, so a walker
+killed and continued never withdraws a hill that others have added, and its own ``HILLS`` stays
+exact (each hill once, as in a single run).
+
 Restart. If ``RUN`` holds a run with the same parameters, the run continues from its checkpoint:
 outputs are cut back to their checkpointed sizes, the bias and every walker's state are restored,
 and the run goes on to ``n_steps`` (which may be larger than before). On a deterministic platform
@@ -165,6 +173,9 @@ def run_metadynamics(
     overwrite: bool = False,
     progress: Optional[Callable] = None,
     heating_limit: Optional[float | str] = "auto",
+    walkers_dir: Optional[str | os.PathLike] = None,
+    walker_id: Optional[int] = None,
+    walkers_stride: int = 10,
 ) -> BiasRunResult:
     """Run (or continue) well-tempered metadynamics on an exported CV, writing into ``out``.
 
@@ -231,6 +242,15 @@ def run_metadynamics(
         non-finite positions, energies or CV) stops the run with
         :class:`~gmvae_cv.bias.SimulationUnstableError`; ``run.json`` then says ``"status":
         "unstable"`` with the message, and the last checkpoint is kept.
+    walkers_dir : path, optional
+        Share the bias with walkers in other processes through this directory (see the module
+        docstring); needs ``walker_id`` and ``walkers=1``. Walkers with other metadynamics
+        parameters or another CV are refused.
+    walker_id : int, optional
+        This walker's id in ``walkers_dir`` (unique; it also seeds the walker's velocities and noise).
+    walkers_stride : int
+        Own hills between exchanges with the other walkers; every exchange is a checkpoint, so
+        ``checkpoint_interval`` is ``walkers_stride * pace`` (default 10).
 
     Returns
     -------
@@ -241,9 +261,7 @@ def run_metadynamics(
     SimulationUnstableError
         When the biased dynamics became unstable (see ``heating_limit``).
     """
-    import openmm
-    import torch
-    from openmm import app, unit
+    from openmm import unit
 
     out = Path(out)
     n_steps = check_int(n_steps, "n_steps", minimum=1)
@@ -259,16 +277,53 @@ def run_metadynamics(
     if pos0.shape != (system.getNumParticles(), 3) or not np.all(np.isfinite(pos0)):
         raise GMVAEInputError(f"'positions' has shape {pos0.shape}, expected ({system.getNumParticles()}, 3) finite values in nm")
 
+    shared = walkers_dir is not None
+    if shared:
+        if walkers != 1:
+            raise GMVAEInputError(f"'walkers' is {walkers} with 'walkers_dir': a process sharing a walkers directory runs one walker")
+        if walker_id is None:
+            raise GMVAEInputError("'walker_id' is missing: a walker sharing 'walkers_dir' needs its own id (an integer >= 0)")
+        walker_id = check_int(walker_id, "walker_id", minimum=0)
+        walkers_stride = check_int(walkers_stride, "walkers_stride", minimum=1)
+        if Path(walkers_dir).resolve() == out.resolve():
+            raise GMVAEInputError(f"'walkers_dir' is the run directory {out}; give the walkers a directory of their own")
+    elif walker_id is not None:
+        raise GMVAEInputError("'walker_id' is given without 'walkers_dir'")
+
     # the bias (validates temperature, height, sigma, bias factor, pace, components, grid)
     out.mkdir(parents=True, exist_ok=True)
     meta = WellTemperedMetadynamics(
         cv, temperature=temperature, height=height, sigma=sigma, bias_factor=bias_factor, pace=pace,
         components=components, grid_min=grid_min, grid_max=grid_max, grid_bin=grid_bin, kernel=kernel,
         route=route, dtype=dtype, table_path=out / _TABLE, heating_limit=heating_limit,
+        walkers_dir=walkers_dir, walker_id=walker_id, walkers_stride=walkers_stride,
+        walker_info={"run": str(out.resolve())} if shared else None,
     )
+    meta._auto_exchange = False  # exchanges happen at checkpoints (below)
+    try:
+        return _run(meta, cv, out, system, topology, pos0, n_steps, walkers, seed, torch_threads, timestep_ps, friction_ps,
+                    platform, colvar_stride, traj_stride, checkpoint_interval, route, dtype, cpu_threads, extra_colvar,
+                    description, overwrite, progress, shared, walker_id, walkers_stride)
+    finally:
+        meta.close()
+
+
+def _run(meta, cv, out, system, topology, pos0, n_steps, walkers, seed, torch_threads, timestep_ps, friction_ps, platform,
+         colvar_stride, traj_stride, checkpoint_interval, route, dtype, cpu_threads, extra_colvar, description, overwrite,
+         progress, shared, walker_id, walkers_stride) -> BiasRunResult:
+    import openmm
+    import torch
+    from openmm import app
+
     p = meta.params
     colvar_stride = check_int(colvar_stride, "colvar_stride", minimum=1) if colvar_stride is not None else max(1, p.pace // 5)
     traj_stride = check_int(traj_stride, "traj_stride", minimum=0) if traj_stride is not None else p.pace
+    if shared:
+        if checkpoint_interval is not None and checkpoint_interval != walkers_stride * p.pace:
+            raise GMVAEInputError(
+                f"'checkpoint_interval' is {checkpoint_interval}; with 'walkers_dir' every exchange is a checkpoint, "
+                f"every walkers_stride * pace = {walkers_stride * p.pace} steps: set walkers_stride instead")
+        checkpoint_interval = walkers_stride * p.pace
     if checkpoint_interval is None:
         checkpoint_interval = p.pace * max(1, round(10000 / p.pace))
     checkpoint_interval = check_int(checkpoint_interval, "checkpoint_interval", minimum=1)
@@ -291,6 +346,9 @@ def run_metadynamics(
         "system_sha256": _sha256(system_xml.encode()),
         "positions_sha256": _sha256(np.ascontiguousarray(pos0).tobytes()),
     }
+    if shared:
+        params["shared_walkers"] = {"dir": str(meta.walkers.dir), "walker_id": walker_id, "stride_hills": walkers_stride}
+    walker_ids = [walker_id] if shared else list(range(walkers))
     resume = _prepare_directory(out, params, walkers, overwrite)
     if resume is not None and resume["step"] > n_steps:
         raise GMVAEInputError(f"{out / _CHECKPOINT}: the run is at step {resume['step']}, beyond n_steps = {n_steps}")
@@ -308,7 +366,7 @@ def run_metadynamics(
         sims = []
         for w, s in enumerate(systems):
             integ = openmm.LangevinMiddleIntegrator(p.temperature, friction_ps, timestep_ps)
-            integ.setRandomNumberSeed(_walker_seed(seed, w))
+            integ.setRandomNumberSeed(_walker_seed(seed, walker_ids[w]))
             sim = app.Simulation(topology, s, integ, openmm.Platform.getPlatformByName(chosen), props)
             sims.append(sim)
         biased = [f"cv.{c}" for c in p.components]  # PLUMED field names; the CV's own names go to run.json
@@ -334,7 +392,8 @@ def run_metadynamics(
                 sim.reporters.append(tr)
             else:
                 trajs.append(None)
-        meta.on_hill = lambda hill: hills_writers[hill.walker](hill)
+        by_id = dict(zip(walker_ids, hills_writers))
+        meta.on_hill = lambda hill: by_id[hill.walker](hill)
 
         if resume is not None:
             _restore(out / _CHECKPOINT, meta, sims, resume)
@@ -343,7 +402,11 @@ def run_metadynamics(
         else:
             for w, sim in enumerate(sims):
                 sim.context.setPositions(pos0)
-                sim.context.setVelocitiesToTemperature(p.temperature, _walker_seed(seed, w))
+                sim.context.setVelocitiesToTemperature(p.temperature, _walker_seed(seed, walker_ids[w]))
+        if shared:  # publish what the checkpoint holds and the file may lack; feel the others from the start
+            meta.publish_hills()
+            meta.read_walkers()
+            meta.sync([s.context for s in sims])
         start_step = sims[0].currentStep
         info = _run_info(params, n_steps, start_step, meta, chosen, probe, torch_threads, cpu_threads, description,
                          cv, walkers, "running", None, colvars, resume)
@@ -364,7 +427,12 @@ def run_metadynamics(
                         if elapsed > 0 and hasattr(bar, "set_postfix_str"):
                             done = sims[0].currentStep - start_step
                             bar.set_postfix_str(f"{done * timestep_ps * 86.4 / elapsed:.1f} ns/day, {len(meta.hills)} hills")
+                if shared:
+                    meta.read_walkers()
+                    meta.sync([s.context for s in sims])
                 _checkpoint(out, meta, sims, hills_writers, colvars, trajs, params, walkers)
+                if shared:
+                    meta.publish_hills()  # only hills a checkpoint holds: a restart never withdraws them
         except SimulationUnstableError as exc:
             info = _run_info(params, n_steps, start_step, meta, chosen, probe, torch_threads, cpu_threads, description,
                              cv, walkers, "unstable", None, colvars, resume)
@@ -519,6 +587,8 @@ def _checkpoint(out: Path, meta: WellTemperedMetadynamics, sims: list, hills_wri
         "positions_sha256": params["positions_sha256"], "bias_version": int(meta.version),
         "colvar_outside": int(sum(c.outside for c in colvars)), "edge_events": meta.edge_events[-100:],
     }
+    if "walkers" in state:
+        info["shared_walkers"] = state["walkers"]
     arrays = {"info": np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8),
               "grid_values": state["grid_values"], "hills": state["hills"]}
     for w, sim in enumerate(sims):
@@ -526,11 +596,20 @@ def _checkpoint(out: Path, meta: WellTemperedMetadynamics, sims: list, hills_wri
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(out / _CHECKPOINT, buf.getvalue())
+    # hills update the table locally (equal to a recomputation to rounding, not bit for bit); a run
+    # continued from this checkpoint recomputes it from the grid values, so this one does too
+    meta.refresh_table()
+    meta.sync([s.context for s in sims])
 
 
 def _restore(path: Path, meta: WellTemperedMetadynamics, sims: list, info: dict) -> None:
     with np.load(path, allow_pickle=False) as z:
-        meta.load_state_dict({"grid_values": z["grid_values"], "hills": z["hills"], "version": info["bias_version"]}, source=str(path))
+        state = {"grid_values": z["grid_values"], "hills": z["hills"], "version": info["bias_version"]}
+        if meta.walkers is not None:
+            if "shared_walkers" not in info:
+                raise GMVAEInputError(f"{path}: the checkpoint has no record of the hills read from other walkers")
+            state["walkers"] = info["shared_walkers"]
+        meta.load_state_dict(state, source=str(path))
         for w, sim in enumerate(sims):
             key = f"context_{w}"
             if key not in z:
@@ -575,6 +654,10 @@ def _run_info(params, n_steps, start_step, meta, chosen, probe, torch_threads, c
         "torch": {"num_threads": torch_threads, "version": torch.__version__},
         "performance": perf,
         "kinetic_temperature_this_invocation": meta.kinetic_temperature_summary(),
+        "shared_walkers": None if meta.walkers is None else {
+            "dir": str(meta.walkers.dir), "walker_id": meta.walker_id, "stride_hills": meta.walkers_stride,
+            "own_hills": len(meta._own_hills), "published": meta.walkers.published,
+            "hills_read": {k: v[1] for k, v in meta.walkers.state()["read"].items()}},
         "warnings": {"edge_events": len(meta.edge_events), "first_edge_events": meta.edge_events[:10],
                      "colvar_rows_outside_grid": int(sum(c.outside for c in colvars))},
         "files": {"per_walker": files, "checkpoint": _CHECKPOINT, "bias_grid": "bias_grid.dat", "fes": "fes.dat"},

@@ -730,7 +730,13 @@ def _add_bias(sub) -> None:
     p.add_argument("--grid-bin", type=int, nargs="+", default=None, help="grid bins per biased component")
     p.add_argument("--kernel", choices=["stretched-gaussian", "gaussian"], default="stretched-gaussian",
                    help="hill shape: PLUMED's (default) or openmm.app.Metadynamics' untruncated Gaussian")
-    p.add_argument("--walkers", type=int, default=1, help="walkers sharing one bias (default 1)")
+    p.add_argument("--walkers", type=int, default=1, help="walkers sharing one bias in this process, in lock-step (default 1)")
+    p.add_argument("--walkers-dir", default=None, metavar="SHARED",
+                   help="share the bias with walkers in other processes (each with its own --out and --walker-id) through "
+                   "this directory: each publishes its hills to SHARED/HILLS.<id> and reads the others' (as PLUMED's WALKERS_DIR)")
+    p.add_argument("--walker-id", type=int, default=None, help="this process's walker id in --walkers-dir (unique, >= 0)")
+    p.add_argument("--walkers-stride", type=int, default=10,
+                   help="own hills between exchanges with the other walkers; each exchange is a checkpoint (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--platform", default=None, help="OpenMM platform (default: the faster of Reference and CPU, measured)")
     p.add_argument("--colvar-stride", type=int, default=None, help="steps between COLVAR rows (default pace/5)")
@@ -739,6 +745,9 @@ def _add_bias(sub) -> None:
     p.add_argument("--route", choices=["compiled", "autograd"], default="compiled", help="how the bias force is evaluated")
     p.add_argument("--precision", choices=["float64", "float32"], default="float64", help="arithmetic inside the bias force")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads during the run (default 1)")
+    p.add_argument("--heating-limit", default="auto",
+                   help="stop when a walker's kinetic temperature exceeds this many times --temperature "
+                        "('auto': the 1e-12 equilibrium tail; 'off': never; non-finite values always stop the run)")
     p.add_argument("--cpu-threads", type=int, default=None, help="threads of OpenMM's CPU platform")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out that has other parameters")
     p.set_defaults(func=_cmd_bias)
@@ -789,8 +798,14 @@ def _cmd_bias(args) -> int:
         colvar_stride=args.colvar_stride, traj_stride=args.traj_stride, checkpoint_interval=args.checkpoint_interval,
         route=args.route, dtype=args.precision, torch_threads=args.torch_threads, cpu_threads=args.cpu_threads,
         extra_colvar=extra, description=description, overwrite=args.overwrite, progress=tqdm,
+        heating_limit=_heating_limit(args.heating_limit),
+        walkers_dir=args.walkers_dir, walker_id=args.walker_id, walkers_stride=args.walkers_stride,
     )
     again = f" (continued from step {res.resumed_from})" if res.resumed_from is not None else ""
+    shared = res.info.get("shared_walkers")
+    if shared:
+        read = sum(shared["hills_read"].values())
+        again += f", walker {shared['walker_id']}: {shared['own_hills']} own hills, {read} read from other walkers"
     print(
         f"{res.path}: {res.steps} steps x {args.walkers} walker(s){again}, {res.n_hills} hills, platform {res.platform}, "
         f"{res.ns_per_day:.1f} ns/day per walker; COLVAR, HILLS, bias_grid.dat, fes.dat, run.json"
@@ -807,6 +822,16 @@ def _add_demo(sub) -> None:
     p.add_argument("--train-temperature", type=float, default=None,
                    help="temperature of the unbiased run that trains the GMVAE, K (default 700: at 300 K it never sees C7ax)")
     p.set_defaults(func=_cmd_demo)
+
+
+def _heating_limit(text: str):
+    if text in ("auto", "off"):
+        return None if text == "off" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise GMVAEInputError(f"'--heating-limit' is {text!r}, expected 'auto', 'off' or a number > 1") from None
+    return value
 
 
 def _cmd_demo(args) -> int:

@@ -125,6 +125,73 @@ def test_grid_interpolation_equals_openmm_tabulated_function(dims, periodic):
     assert e_omm.max() > 0.5  # the comparison is not between zeros
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_local_deposition_equals_a_table_from_scratch(dims, tmp_path, torsion_cv):
+    """add_hill updates the cached force table only on the hill's window + SPLINE_MARGIN nodes: after
+    many random hills (near and beyond the edges, across periodic boundaries, wide ones reaching the
+    whole axis, both kernels) the table equals one computed from scratch to 1e-12 relative, the
+    values equal a sum of whole-grid kernels (bit for bit for the stretched kernel), and the rows
+    written to the shared table file (TableFile.write_region) are all the rows that changed."""
+    from gmvae_cv.bias_force import TableFile
+    from gmvae_cv.bias_grid import SPLINE_MARGIN, hermite_table
+
+    rng = np.random.default_rng(dims)
+    bins = {1: [[400], [300]], 2: [[240, 200]], 3: [[100, 84, 96]]}[dims]
+    per = {1: [[True], [False]], 2: [[True, False]], 3: [[True, False, True]]}[dims]
+    n_hills = {1: 400, 2: 300, 3: 30}[dims]
+    for b, p in zip(bins, per):
+        lo = np.where(p, -math.pi, -1.0)
+        hi = np.where(p, math.pi, 2.0)
+        g = BiasGrid(lo, hi, b, p)
+        whole = np.zeros(g.shape)
+        table_file = TableFile(tmp_path / f"{dims}_{b}.f64", g.force_table_shape)
+        table_file.write(g.force_table())
+        local_updates = 0
+        for k in range(n_hills):
+            kernel = "gaussian" if (dims < 3 and k % 4 == 1) else "stretched-gaussian"
+            sigma = g.spacing * rng.uniform(0.5, 2.0 if dims == 3 else 6.0, dims)
+            if k % 50 == 7:
+                sigma = (hi - lo) * 0.2  # reaches every node of the axis
+            center = rng.uniform(lo, hi)
+            if k % 3 == 0:  # near an edge, beyond it, or across the periodic boundary
+                center = np.where(rng.random(dims) < 0.5, lo, hi) + rng.normal(0, 4, dims) * g.spacing
+            height = rng.uniform(0.2, 2.0)
+            region = g.add_hill(center, sigma, height, kernel)
+            whole += height * g.kernel(center, sigma, kernel)
+            local_updates += "force" in g._cache
+            table_file.write_region(g.force_table(), g.shape, region)
+        scratch = hermite_table(g.values, g.spacing, g.periodic) * g._channel_scale()
+        table = g.force_table()
+        rel = np.abs(table - scratch).max(axis=0) / np.abs(scratch).max(axis=0)
+        assert rel.max() < 1e-12, rel
+        assert np.abs(scratch).max(axis=0).min() > 0.1  # every channel is far from zero
+        assert np.max(np.abs(g.values - whole)) < 1e-15 * np.abs(whole).max()  # the Gaussian's e^-45 tails
+        assert np.array_equal(np.fromfile(table_file.path, dtype=np.float64).reshape(table.shape), table)
+        assert local_updates > n_hills // 2  # most hills did not recompute the table
+        assert SPLINE_MARGIN == 32
+    # the stretched kernel: values bit for bit those of whole-grid kernels
+    g = BiasGrid([-math.pi] * dims, [math.pi] * dims, [50] * dims, [True] * dims)
+    whole = np.zeros(g.shape)
+    for _ in range(20):
+        c, sg, h = rng.uniform(-4, 4, dims), rng.uniform(0.05, 0.5, dims), rng.uniform(0.5, 2)
+        g.add_hill(c, sg, h)
+        whole += h * g.kernel(c, sg)
+    assert np.array_equal(g.values, whole)
+    outside = BiasGrid([0.0] * dims, [1.0] * dims, [20] * dims, [False] * dims)
+    assert outside.add_hill([5.0] * dims, [0.01] * dims, 1.0) == tuple([] for _ in range(dims))
+    assert not outside.values.any()
+    if dims == 2:  # the engine: the shared file always holds the table, also after a direct grid edit
+        meta = _meta(torsion_cv, sigma=[0.05, 0.05], grid_bin=[400, 400], table_path=tmp_path / "meta.f64")
+        for k, s in enumerate([[0.1, 0.2], [3.1, -3.1], [-1.0, 1.0]]):
+            meta.deposit([np.array(s)], 100 * (k + 1), 0.2 * (k + 1))
+            if k == 1:
+                meta.grid.add_hill([2.0, -2.0], [0.05, 0.05], 3.0)
+        table = meta.grid.force_table()
+        assert np.array_equal(np.fromfile(tmp_path / "meta.f64").reshape(table.shape), table)
+        scratch = hermite_table(meta.grid.values, meta.grid.spacing, meta.grid.periodic) * meta.grid._channel_scale()
+        assert np.max(np.abs(table - scratch)) < 1e-12 * np.abs(scratch).max()
+
+
 # ------------------------------------------------------------------------------------------ force
 @pytest.mark.parametrize("route, dtype", [("compiled", "float64"), ("autograd", "float64"), ("compiled", "float32")])
 def test_bias_force_energy_forces_and_table_updates(ala, gmvae_cv, tmp_path, route, dtype):
@@ -338,6 +405,200 @@ def test_walkers_feel_each_others_hills(ala, torsion_cv):
     assert hills[0].height == pytest.approx(2.0) and hills[1].height == pytest.approx(2.0)
 
 
+def test_shared_walkers_directory_partial_lines_restarts_and_refusals(torsion_cv, tmp_path):
+    """Walkers of one walkers_dir (here two objects in one process): hills published by one are read
+    by the other once; a line half-written by a killed publisher is not read, and the publisher
+    continued from its state cuts it and publishes the hill whole; a state older than the published
+    hills, a stale HILLS file, a walker id in use and other parameters are refused."""
+    shared = tmp_path / "shared"
+    kw = dict(temperature=300, height=1.2, sigma=[0.35, 0.35], bias_factor=6, pace=50, walkers_dir=shared)
+    a = WellTemperedMetadynamics(torsion_cv, walker_id=0, **kw)
+    b = WellTemperedMetadynamics(torsion_cv, walker_id=1, **kw)
+    rng = np.random.default_rng(0)
+
+    def deposit(meta, k):
+        return meta.deposit([rng.uniform(-3, 3, 2)], 50 * k, 0.1 * k, [meta.walker_id])[0]
+
+    own_a = [deposit(a, k) for k in range(1, 4)]
+    assert b.exchange() == []  # nothing published yet
+    assert a.exchange() == [] and a.walkers.published == 3
+    got = b.read_walkers()
+    assert [h.walker for h in got] == [0, 0, 0] and [h.step for h in got] == [-1, -1, -1]
+    assert all(np.array_equal(g.center, h.center) and g.time == h.time and g.height == pytest.approx(h.height, rel=1e-15)
+               for g, h in zip(got, own_a))
+    assert b.read_walkers() == []  # read once
+    own_b = [deposit(b, k) for k in range(1, 3)]
+    b.exchange()
+    assert len(a.read_walkers()) == 2
+    assert np.max(np.abs(a.grid.values - b.grid.values)) < 1e-12
+    assert a.state_dict()["walkers"] == {"walker_id": 0, "read": {"1": [(shared / "HILLS.1").stat().st_size, 2]}}
+    # a is killed while publishing its 4th hill: half a line in HILLS.0
+    hill4 = deposit(a, 4)
+    state = a.state_dict()  # the checkpoint that holds the 4th hill
+    g = 6.0
+    line = " ".join("%.17g" % v for v in [hill4.time, *hill4.center, *hill4.sigma, hill4.height * g / (g - 1), g]) + "\n"
+    with open(shared / "HILLS.0", "ab") as fh:
+        fh.write(line[:25].encode())
+    assert b.read_walkers() == []
+    a.close()
+    a2 = WellTemperedMetadynamics(torsion_cv, walker_id=0, **kw)
+    a2.load_state_dict(state)
+    assert a2.publish_hills() == 1
+    (h,) = b.read_walkers()
+    assert np.array_equal(h.center, hill4.center)
+    assert (shared / "HILLS.0").read_text().count("\n") == (shared / "HILLS.1").read_text().count("\n") + 2
+    assert np.max(np.abs(a2.grid.values - b.grid.values)) < 1e-12  # both: 4 hills of a, 2 of b
+    # continuing from a state older than the hills already published is refused
+    older = WellTemperedMetadynamics(torsion_cv, temperature=300, height=1.2, sigma=[0.35, 0.35], bias_factor=6, pace=50)
+    for hh in own_a:
+        older.deposit([np.array(hh.center)], hh.step, hh.time, [0])
+    old_state = older.state_dict()
+    a2.close()
+    a3 = WellTemperedMetadynamics(torsion_cv, walker_id=0, **kw)
+    a3.load_state_dict(old_state)
+    with pytest.raises(GMVAEInputError, match="holds 4 hills that are not the first hills of this walker"):
+        a3.publish_hills()
+    a3.close()
+    fresh = WellTemperedMetadynamics(torsion_cv, walker_id=0, **kw)  # another run with walker id 0
+    with pytest.raises(GMVAEInputError, match=r"holds 4 hills that are not the first hills of this walker \(0 deposited\)"):
+        fresh.publish_hills()
+    with pytest.raises(GMVAEInputError, match="walker id 1 is in use"):
+        WellTemperedMetadynamics(torsion_cv, walker_id=1, **kw)
+    with pytest.raises(GMVAEInputError, match=r"other parameters \(sigma: \[0.35, 0.35\] there, \[0.3, 0.3\] here"):
+        WellTemperedMetadynamics(torsion_cv, walker_id=3, grid_bin=[90, 90], **{**kw, "sigma": [0.3, 0.3]})
+    with pytest.raises(GMVAEInputError, match="without 'walkers_dir'"):
+        WellTemperedMetadynamics(torsion_cv, walker_id=3, **{k: v for k, v in kw.items() if k != "walkers_dir"})
+    b.close()
+    fresh.close()
+
+
+_WALKER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    from gmvae_cv.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def _hills_rows(path, n=None):
+    rows = np.loadtxt(path, comments="#", ndmin=2)
+    return rows if n is None else rows[:n]
+
+
+def _interleaved(ckpt: Path, walker: int) -> bool:
+    """Whether a walker's checkpoint lists a hill of another walker after one of its own (read mid-run)."""
+    try:
+        with np.load(ckpt) as z:
+            who = z["hills"][:, 1]
+    except (OSError, ValueError, KeyError):  # not there yet
+        return False
+    own = np.flatnonzero(who == walker)
+    return own.size > 0 and bool(np.any(who[own[0]:] != walker))
+
+
+@pytest.mark.parametrize("kill", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_walkers_in_separate_processes_share_one_bias(ala, torsion_cv, tmp_path, kill):
+    """Two `gmvae-cv bias --walkers-dir` processes run at once and exchange hills (with ``kill``,
+    walker 1 is then killed with SIGKILL and continued). Each walker's final grid is the sum of its own hills and the hills it
+    read of the other's published file (each once, in the order its checkpoint lists them); every
+    own hill's height is the well-tempered height of the bias it felt, which includes the other
+    walker's hills; each published HILLS.<w> equals the run's own HILLS (no hill lost or repeated
+    across the kill), and `plumed sum_hills` over the two files gives each walker's final grid."""
+    exe = _plumed()
+    shared = tmp_path / "SHARED"
+    script = tmp_path / "walker.py"
+    script.write_text(_WALKER.format(root=str(ROOT)))
+    pace, stride, gamma, height = 50, 2, 8.0, 1.5
+    n_steps = {0: 12000, 1: 4000} if kill else {0: 5000, 1: 5000}  # walker 0 outlives walker 1's restart
+
+    def command(w):
+        return [sys.executable, str(script), "bias", str(torsion_cv.path), "--system", "alanine-dipeptide", "--steps",
+                str(n_steps[w]), "--pace", str(pace), "--sigma", "0.35", "0.35", "--grid-bin", "200", "200", "--height",
+                str(height), "--bias-factor", str(gamma), "--out", str(tmp_path / f"RUN_{w}"), "--platform", "Reference",
+                "--traj-stride", "0", "--walkers-dir", str(shared), "--walker-id", str(w), "--walkers-stride", str(stride)]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(command(w), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in (0, 1)]
+    # both have read hills the other deposited after their own first hill: they run at the same time
+    t0 = time.time()
+    while not all(_interleaved(tmp_path / f"RUN_{w}" / "checkpoint.npz", w) for w in (0, 1)):
+        assert all(p.poll() is None for p in procs) and time.time() - t0 < 120, "the walkers did not run at the same time"
+        time.sleep(0.05)
+    if kill:
+        time.sleep(np.random.default_rng(1).uniform(0.0, 0.3))
+        assert procs[1].poll() is None, "walker 1 finished before it could be killed"
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].wait()
+        procs[1] = subprocess.Popen(command(1), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+    assert ("continued from step" in stdout) == kill and "read from other walkers" in stdout
+
+    kt_bias = 300.0 * (gamma - 1.0) * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+    felt = {}
+    for w, other in ((0, 1), (1, 0)):
+        run = tmp_path / f"RUN_{w}"
+        info = json.loads((run / "run.json").read_text())
+        assert info["status"] == "complete" and info["shared_walkers"]["walker_id"] == w
+        assert (info["resumed_from_step"] is not None) == (kill and w == 1)
+        # the published file is the run's own HILLS, byte for byte: nothing lost or repeated
+        assert (shared / f"HILLS.{w}").read_bytes() == (run / "HILLS").read_bytes()
+        assert len(_hills_rows(run / "HILLS")) == n_steps[w] // pace
+        with np.load(run / "checkpoint.npz") as z:
+            rows, values = z["hills"], z["grid_values"]
+            ck = json.loads(bytes(z["info"]).decode())
+        n_read = ck["shared_walkers"]["read"][str(other)][1]
+        assert info["shared_walkers"]["hills_read"] == {str(other): n_read}
+        theirs = rows[rows[:, 1] == other]
+        assert len(theirs) == n_read > 0
+        np.testing.assert_array_equal(theirs[:, 2:5], _hills_rows(shared / f"HILLS.{other}", n_read)[:, :3])
+        # replay the checkpoint's hill list in its order: every own height is W0 exp(-V/kT_bias) of
+        # the bias then, other walker's hills included
+        meta = info["params"]["metadynamics"]
+        grid = BiasGrid(meta["grid_min"], meta["grid_max"], meta["grid_bin"], meta["periodic"])
+        own_only = grid.copy()
+        gain = []
+        for r in rows:
+            center, sig, h = r[3:5], r[5:7], r[7]
+            if r[1] == w:
+                v_all = grid.evaluate(center[None])[0][0]
+                v_own = own_only.evaluate(center[None])[0][0]
+                assert h == pytest.approx(height * math.exp(-v_all / kt_bias), rel=1e-9)
+                gain.append(v_all - v_own)
+                own_only.add_hill(center, sig, h)
+            grid.add_hill(center, sig, h)
+        assert np.max(np.abs(grid.values - values)) < 1e-10
+        felt[w] = max(gain)
+        # PLUMED sums this walker's published hills and the other's, as far as it read them
+        part = tmp_path / f"HILLS.{other}.read_by_{w}"
+        lines = (shared / f"HILLS.{other}").read_text().splitlines(keepends=True)
+        header = [x for x in lines if x.startswith("#")]
+        part.write_text("".join(header + [x for x in lines if not x.startswith("#")][:n_read]))
+        _assert_sum_hills_is_the_grid(exe, [shared / f"HILLS.{w}", part], meta, run / "bias_grid.dat", tmp_path / f"sum_{w}.dat")
+    assert min(felt.values()) > 0.1, felt  # each walker's hills were lowered by the other's bias during the run
+
+
+def _assert_sum_hills_is_the_grid(exe, hills, meta, grid_file, outfile):
+    cmd = [exe, "sum_hills", "--hills", ",".join(str(h) for h in hills), "--outfile", str(outfile),
+           "--min", ",".join(repr(x) for x in meta["grid_min"]), "--max", ",".join(repr(x) for x in meta["grid_max"]),
+           "--bin", ",".join(str(b) for b in meta["grid_bin"])]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(outfile).parent)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summed = np.loadtxt(outfile, comments="#")
+    d = len(meta["grid_bin"])
+    gamma = meta["bias_factor"]
+    v_plumed = -summed[:, d] * (gamma - 1.0) / gamma
+    ours = np.loadtxt(grid_file, comments="#")
+    key = lambda a: np.lexsort([np.round(a[:, k], 9) for k in range(d)])  # noqa: E731
+    a, b = ours[key(ours)], summed[key(summed)]
+    assert np.max(np.abs(a[:, :d] - b[:, :d])) < 1e-8
+    assert np.max(np.abs(a[:, d] - v_plumed[key(summed)])) < 1e-9 * max(1.0, np.abs(a[:, d]).max())
+    assert np.abs(a[:, d]).max() > 1.0
+
+
 # ------------------------------------------------------------------------------------------ restart
 _RUNNER = textwrap.dedent(
     """
@@ -351,7 +612,7 @@ _RUNNER = textwrap.dedent(
     ala = AlanineDipeptide()
     run_metadynamics(load_cv({cv!r}), sys.argv[1], system=ala.create_system(), topology=ala.topology,
                      positions=ala.positions, n_steps={n_steps}, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0,
-                     pace=50, colvar_stride=10, traj_stride=50, checkpoint_interval=200, platform="Reference",
+                     grid_bin=[200, 200], pace=50, colvar_stride=10, traj_stride=50, checkpoint_interval=200, platform="Reference",
                      walkers={walkers}, seed=4, extra_colvar=alanine_backbone_torsions(transform="raw"))
     """
 )
@@ -359,14 +620,17 @@ _RUNNER = textwrap.dedent(
 
 @pytest.mark.parametrize("walkers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_kill_9_and_restart_loses_and_repeats_no_hill(ala, torsion_cv, tmp_path, walkers):
-    """SIGKILL a run mid-way, start it again with the same command: outputs equal an uninterrupted run."""
+    """SIGKILL a run mid-way, start it again with the same command: outputs equal an uninterrupted run.
+
+    The grid (200 bins per 2 pi, sigma of 11 nodes) is large enough for hills to update the table
+    locally, which a restart cannot repeat: the run recomputes the table at every checkpoint."""
     n_steps = 2400
     script = tmp_path / "runner.py"
     script.write_text(_RUNNER.format(root=str(ROOT), cv=str(torsion_cv.path), n_steps=n_steps, walkers=walkers))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ref = tmp_path / "reference"
     run_metadynamics(torsion_cv, ref, system=ala.create_system(), topology=ala.topology, positions=ala.positions,
-                     n_steps=n_steps, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0, pace=50, colvar_stride=10,
+                     n_steps=n_steps, sigma=[0.35, 0.35], height=1.2, bias_factor=6.0, grid_bin=[200, 200], pace=50, colvar_stride=10,
                      traj_stride=50, checkpoint_interval=200, platform="Reference", walkers=walkers, seed=4,
                      extra_colvar=alanine_backbone_torsions(transform="raw"))
     run = tmp_path / "killed"
@@ -585,6 +849,21 @@ def test_cli_bias_runs_and_continues(torsion_cv, tmp_path, capsys):
     assert "other parameters" in capsys.readouterr().err
     assert main(["bias", str(torsion_cv.path), "--steps", "10", "--sigma", "0.3", "0.3", "--out", str(tmp_path / "x")]) == 2
     assert "no system" in capsys.readouterr().err
+
+
+def test_cli_unstable_run_exits_3_and_heating_limit_values(torsion_cv, tmp_path, capsys):
+    from gmvae_cv.cli import main
+
+    base = ["bias", str(torsion_cv.path), "--system", "alanine-dipeptide", "--steps", "4000", "--pace", "20",
+            "--sigma", "0.02", "0.02", "--height", "2000", "--grid-bin", "600", "600", "--platform", "Reference",
+            "--seed", "1", "--traj-stride", "0"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 3
+    err = capsys.readouterr().err
+    assert "the simulation became unstable" in err and "kinetic temperature" in err
+    assert main(base + ["--out", str(tmp_path / "b"), "--heating-limit", "off"]) == 3
+    assert "non-finite" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "c"), "--heating-limit", "hot"]) == 2
+    assert "'--heating-limit' is 'hot', expected 'auto', 'off' or a number > 1" in capsys.readouterr().err
 
 
 def test_periodic_system_box_choice_and_route(ala, gmvae_cv, tmp_path):
