@@ -37,7 +37,7 @@ def section(text: str, heading: str) -> str:
 
 def shell_commands(body: str) -> list[list[str]]:
     """Shell lines of a block, continuation lines joined, comments dropped, split like the shell;
-    a line with '&&' gives one command per part."""
+    a line with '&&', ';' or a background '&' gives one command per part."""
     joined = re.sub(r"\\\n\s*", " ", body)
     out = []
     for line in joined.splitlines():
@@ -46,7 +46,7 @@ def shell_commands(body: str) -> list[list[str]]:
             continue
         cmd: list[str] = []
         for w in words:
-            if w == "&&":
+            if w in ("&&", "&", ";"):
                 out.append(cmd)
                 cmd = []
             else:
