@@ -268,16 +268,20 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     phi_u = md.compute_phi(traj)[1][:, 0]
     psi_u = md.compute_psi(traj)[1][:, 0]
     phi_h = md.compute_phi(hot)[1][:, 0]
+    psi_h = md.compute_psi(hot)[1][:, 0]
     emb = run.transform(x_train)
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4), layout="constrained")
     axes[0].hist2d(np.degrees(phi_u), np.degrees(psi_u), bins=60, range=[[-180, 180], [-180, 180]], cmap="viridis", cmin=1)
     axes[0].set_title("unbiased run: Ramachandran")
-    sc = axes[1].scatter(emb["z"][:, 0], emb["z"][:, 1], c=emb["clusters"], cmap="tab10", s=3, vmin=0, vmax=9)
+    axes[1].scatter(emb["z"][:, 0], emb["z"][:, 1], c=emb["clusters"], cmap="tab10", s=3, vmin=0, vmax=9)
     axes[1].set_title(f"latent space of the {cfg.train_temperature:g} K frames, by cluster")
     sc2 = axes[2].scatter(emb["z"][:, 0], emb["z"][:, 1], c=np.degrees(phi_h), cmap="twilight", s=3, vmin=-180, vmax=180)
     fig.colorbar(sc2, ax=axes[2], label="phi (deg)")
     axes[2].set_title("the same, coloured by phi")
+    sc3 = axes[3].scatter(emb["z"][:, 0], emb["z"][:, 1], c=np.degrees(psi_h), cmap="twilight", s=3, vmin=-180, vmax=180)
+    fig.colorbar(sc3, ax=axes[3], label="psi (deg)")
+    axes[3].set_title("the same, coloured by psi")
     axes[0].set_xlabel("phi (deg)")
     axes[0].set_ylabel("psi (deg)")
     for a in axes[1:]:
