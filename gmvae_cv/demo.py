@@ -92,7 +92,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls) -> "DemoSettings":
-        return cls(unbiased_ns=0.4, biased_ns=0.6, train_ns=2.0, epochs=40)
+        return cls(unbiased_ns=0.4, biased_ns=1.0, train_ns=2.0, epochs=40)
 
 
 def _done(stage: Path) -> bool:
