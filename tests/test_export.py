@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mdtraj as md
@@ -50,6 +48,7 @@ from gmvae_cv.plumed_inputs import (
 )
 from gmvae_cv.systems import AlanineDipeptide
 from gmvae_cv.torchscript import read_marker
+from plumed_tool import needs_plumed, python_cv, read_colvar, run_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
@@ -103,18 +102,6 @@ def _plumed_pattern(path: Path, x32: np.ndarray):
     return np.array(vals), np.array(grads), tuple(probe.shape)
 
 
-def _python_cv(model, x64: np.ndarray, what: str = "cv"):
-    """The trained GMVAECV in float64: values and autograd Jacobian (F, n_out, n_in)."""
-    import copy
-
-    m = copy.deepcopy(model).double().eval()
-    fn = m.forward_cv if what == "cv" else m.cluster_probabilities
-    x = torch.tensor(x64, requires_grad=True)
-    out = fn(x)
-    jac = np.stack([torch.autograd.grad(out[:, j].sum(), x, retain_graph=True)[0].numpy() for j in range(out.shape[1])], axis=1)
-    return out.detach().numpy(), jac
-
-
 # ------------------------------------------------------------------ PLUMED's pattern
 @pytest.mark.parametrize("name,what", [("model_plumed.ptc", "cv"), ("model_clusters.ptc", "clusters")])
 def test_ptc_under_plumed_pattern_matches_python_and_finite_differences(ala, name, what):
@@ -123,7 +110,7 @@ def test_ptc_under_plumed_pattern_matches_python_and_finite_differences(ala, nam
     vals, grads, probe_shape = _plumed_pattern(exp / name, x32)
     n_out = 2 if what == "cv" else 3
     assert probe_shape == (1, n_out)
-    ref, ref_jac = _python_cv(run.model, x32.astype(np.float64), what)
+    ref, ref_jac = python_cv(run.model, x32.astype(np.float64), what)
     # the float32 export (standardisation folded into the first layer) against the float64
     # Python model; the tolerances are check_export's (see its docstring)
     assert np.max(np.abs(vals - ref)) < 2e-5 * max(1.0, np.abs(ref).max())
@@ -163,7 +150,7 @@ def test_openmm_model_contract(ala):
     cv = load_openmm_cv(exp / "model_openmm.pt")
     marker = cv.gmvae_marker
     assert marker["n_atoms"] == 22 and marker["atom_indices"] == spec.atoms_used.tolist()
-    ref, _ = _python_cv(ala["run"].model, spec.compute(traj[:5]))
+    ref, _ = python_cv(ala["run"].model, spec.compute(traj[:5]))
     for f in range(5):
         p64 = torch.tensor(traj.xyz[f], dtype=torch.float64, requires_grad=True)
         out64 = cv(p64)
@@ -402,14 +389,6 @@ def test_bias_settings_rules():
 
 
 # ------------------------------------------------------------------ the real PLUMED kernel (stand-in for PYTORCH_MODEL)
-from plumed_tool import PLUMED, needs_plumed  # noqa: E402
-
-
-def _read_colvar(path: Path) -> dict[str, np.ndarray]:
-    lines = path.read_text().splitlines()
-    fields = lines[0].split()[2:]
-    data = np.loadtxt(path, comments="#", ndmin=2)
-    return {name: data[:, i] for i, name in enumerate(fields)}
 
 
 def _write_read_file(path: Path, label: str, values: np.ndarray, stride: int) -> None:
@@ -433,22 +412,14 @@ def _standin(text: str, d: int, k: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def _driver(workdir: Path, plumed_file: str, traj: str, stride: int) -> None:
-    res = subprocess.run(
-        [PLUMED, "driver", "--plumed", plumed_file, "--mf_dcd", traj, "--trajectory-stride", str(stride), "--timestep", "1"],
-        cwd=workdir, capture_output=True, text=True, timeout=300,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-
-
 def _prepare_standin(workdir: Path, exp: Path, traj_file: Path, spec, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Feature values from PLUMED itself (the export's feature lines), then the .ptc files under
     PLUMED's pattern on those features, written as the READ stand-in files."""
     lines, args = spec.plumed_input()
     (workdir / "features.dat").write_text("\n".join(lines) + f"\nPRINT ARG={','.join(args)} FILE=FEATURES FMT=%.10f\n")
     shutil.copy(traj_file, workdir / "traj.dcd")
-    _driver(workdir, "features.dat", "traj.dcd", stride)
-    col = _read_colvar(workdir / "FEATURES")
+    run_driver(workdir, "features.dat", "traj.dcd", stride)
+    col = read_colvar(workdir / "FEATURES")
     feats = np.stack([col[a] for a in args], axis=1)
     cv, _, _ = _plumed_pattern(exp / "model_plumed.ptc", feats.astype(np.float32))
     cl, _, _ = _plumed_pattern(exp / "model_clusters.ptc", feats.astype(np.float32))
@@ -486,11 +457,11 @@ def test_plumed_dat_runs_in_real_kernel(ala, tmp_path):
     stride = 100  # steps per frame: 200 frames = 20000 steps = 40 hills at PACE=500
     feats, cv = _prepare_standin(tmp_path, exp, ala["sim"].trajectory, spec, stride)
     np.testing.assert_allclose(feats, spec.compute(traj), atol=1e-6)
-    ref, _ = _python_cv(ala["run"].model, spec.compute(traj))
+    ref, _ = python_cv(ala["run"].model, spec.compute(traj))
     np.testing.assert_allclose(cv, ref, atol=1e-5)
     (tmp_path / "plumed.dat").write_text(_standin((exp / "plumed.dat").read_text(), 2, 3))
-    _driver(tmp_path, "plumed.dat", "traj.dcd", stride)
-    col = _read_colvar(tmp_path / "COLVAR")
+    run_driver(tmp_path, "plumed.dat", "traj.dcd", stride)
+    col = read_colvar(tmp_path / "COLVAR")
     assert list(col) == ["time", "cv.node-0", "cv.node-1", *[f"clusters.node-{i}" for i in range(3)], "metad.bias", "metad.rbias"]
     assert len(col["time"]) == 40  # PRINT STRIDE=500 over 20000 steps
     hills = _hills(tmp_path / "HILLS")
@@ -515,8 +486,8 @@ def test_plumed_opes_dat_runs_in_real_kernel(ala, tmp_path):
     exp = ala["exp"]
     _prepare_standin(tmp_path, exp, ala["sim"].trajectory, ala["spec"], 100)
     (tmp_path / "plumed_opes.dat").write_text(_standin((exp / "plumed_opes.dat").read_text(), 2, 3))
-    _driver(tmp_path, "plumed_opes.dat", "traj.dcd", 100)
-    col = _read_colvar(tmp_path / "COLVAR")
+    run_driver(tmp_path, "plumed_opes.dat", "traj.dcd", 100)
+    col = read_colvar(tmp_path / "COLVAR")
     assert {"cv.node-0", "cv.node-1", "opes.bias", "opes.rct", "opes.zed", "opes.neff", "opes.nker"} <= set(col)
     assert np.all(np.isfinite(col["opes.bias"])) and col["opes.nker"][-1] >= 1
     assert (tmp_path / "KERNELS").is_file() and (tmp_path / "STATE").is_file()
@@ -611,10 +582,10 @@ def test_plumed_inputs_run_in_real_kernel(tmp_path):
         text = (REF_INPUTS / f"walker_{i}.dat").read_text()
         assert f"WALKERS_ID={i}" in text and "WALKERS_N=4" in text and "WALKERS_DIR=." in text
         (tmp_path / f"walker_{i}.dat").write_text(_standin(text, d, k))
-        _driver(tmp_path, f"walker_{i}.dat", "traj.dcd", stride)
+        run_driver(tmp_path, f"walker_{i}.dat", "traj.dcd", stride)
     n = len(frames)
     assert _hills(tmp_path / "HILLS.0").shape[0] == n - 1  # one hill per frame after step 0
-    col1 = _read_colvar(tmp_path / "COLVAR.1")
+    col1 = read_colvar(tmp_path / "COLVAR.1")
     s1 = np.stack([col1[f"cv.node-{i}"] for i in range(d)], axis=1)
     # walker 1 reads HILLS.0 after its first step (WALKERS_RSTRIDE) and has deposited nothing yet
     # at step 500: its bias there is the sum of walker 0's hills
@@ -623,13 +594,13 @@ def test_plumed_inputs_run_in_real_kernel(tmp_path):
     assert want > 0.1 and abs(col1["metad.bias"][1] - want) < 2e-3 * max(1.0, want)
     # plain METAD on the same frames, then reweighting with its HILLS
     (tmp_path / "metad.dat").write_text(_standin((REF_INPUTS / "metad.dat").read_text(), d, k))
-    _driver(tmp_path, "metad.dat", "traj.dcd", stride)
+    run_driver(tmp_path, "metad.dat", "traj.dcd", stride)
     (tmp_path / "reweight.dat").write_text(_standin((REF_INPUTS / "reweight.dat").read_text(), d, k))
     hills_before = (tmp_path / "HILLS").read_text()
-    _driver(tmp_path, "reweight.dat", "traj.dcd", stride)
+    run_driver(tmp_path, "reweight.dat", "traj.dcd", stride)
     body = lambda t: [l for l in t.splitlines() if not l.startswith("#")]  # noqa: E731
     assert body((tmp_path / "HILLS").read_text()) == body(hills_before), "reweight.dat must not add hills"
-    rw = _read_colvar(tmp_path / "COLVAR_REWEIGHT")
+    rw = read_colvar(tmp_path / "COLVAR_REWEIGHT")
     s = np.stack([rw[f"cv.node-{i}"] for i in range(d)], axis=1)
     final = _gaussian_bias(_hills(tmp_path / "HILLS"), s, d)
     np.testing.assert_allclose(rw["metad.bias"], final, rtol=2e-3, atol=2e-3)
@@ -641,4 +612,4 @@ def test_plumed_inputs_run_in_real_kernel(tmp_path):
         assert fes.shape[1] >= 3 and np.isfinite(fes[:, 2]).any()
     # OPES input parses and runs
     (tmp_path / "opes_metad.dat").write_text(_standin((REF_INPUTS / "opes_metad.dat").read_text(), d, k))
-    _driver(tmp_path, "opes_metad.dat", "traj.dcd", stride)
+    run_driver(tmp_path, "opes_metad.dat", "traj.dcd", stride)

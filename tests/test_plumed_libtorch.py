@@ -30,6 +30,7 @@ from gmvae_cv import alanine_backbone_torsions, alanine_heavy_atom_distances, fi
 from gmvae_cv.export import export, read_cv_json
 from gmvae_cv.features import FeatureSpec
 from gmvae_cv.systems import AlanineDipeptide
+from plumed_tool import python_cv, read_colvar, run_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
@@ -72,27 +73,8 @@ def ala(tmp_path_factory):
 
 
 def _driver(workdir: Path, plumed_file: str, traj: str, stride: int = 1) -> None:
-    res = subprocess.run(
-        [PLUMED, "driver", "--plumed", plumed_file, "--mf_dcd", traj, "--trajectory-stride", str(stride), "--timestep", "1"],
-        cwd=workdir, capture_output=True, text=True, timeout=600,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res = run_driver(workdir, plumed_file, traj, stride, exe=PLUMED, timeout=600)
     assert "LibTorch version" in res.stdout
-
-
-def _read_colvar(path: Path) -> dict[str, np.ndarray]:
-    fields = path.read_text().splitlines()[0].split()[2:]
-    data = np.loadtxt(path, comments="#", ndmin=2)
-    return {name: data[:, i] for i, name in enumerate(fields)}
-
-
-def _python(model, x64: np.ndarray, what: str = "cv"):
-    m = copy.deepcopy(model).double().eval()
-    fn = m.forward_cv if what == "cv" else m.cluster_probabilities
-    x = torch.tensor(x64, requires_grad=True)
-    out = fn(x)
-    jac = np.stack([torch.autograd.grad(out[:, j].sum(), x, retain_graph=True)[0].numpy() for j in range(out.shape[1])], axis=1)
-    return out.detach().numpy(), jac
 
 
 def _setup(workdir: Path, exp: Path, traj_file: Path, name: str, extra: str = "") -> None:
@@ -114,14 +96,14 @@ def test_plumed_dat_end_to_end(ala, tmp_path):
     )
     _setup(tmp_path, exp, ala["sim"].trajectory, "plumed.dat", extra)
     _driver(tmp_path, "plumed.dat", "traj.dcd", stride=100)
-    col = _read_colvar(tmp_path / "CV_ALL")
+    col = read_colvar(tmp_path / "CV_ALL")
     x64 = spec.compute(ala["traj"])
-    ref, jac = _python(run.model, x64)
+    ref, jac = python_cv(run.model, x64)
     got = np.stack([col["cv.node-0"], col["cv.node-1"]], axis=1)
     assert got.shape == ref.shape == (200, 2)
     # PLUMED computes the features in double, PYTORCH_MODEL casts them to float32
     assert np.max(np.abs(got - ref)) < 2e-5 * max(1.0, np.abs(ref).max())
-    cl_ref, _ = _python(run.model, x64, "clusters")
+    cl_ref, _ = python_cv(run.model, x64, "clusters")
     cl = np.stack([col[f"clusters.node-{i}"] for i in range(3)], axis=1)
     assert np.max(np.abs(cl - cl_ref)) < 2e-5 and np.max(np.abs(cl.sum(1) - 1)) < 1e-5
     der = np.loadtxt(tmp_path / "DERIV", comments="#", ndmin=2)
@@ -132,7 +114,7 @@ def test_plumed_dat_end_to_end(ala, tmp_path):
     assert np.max(np.abs(got_jac - jac)) < 1e-4 * max(1.0, np.abs(jac).max())
     hills = np.loadtxt(tmp_path / "HILLS", comments="#", ndmin=2)
     assert hills.shape[0] == 39 and np.all(np.isfinite(hills))
-    c = _read_colvar(tmp_path / "COLVAR")
+    c = read_colvar(tmp_path / "COLVAR")
     assert list(c)[1:] == ["cv.node-0", "cv.node-1", "clusters.node-0", "clusters.node-1", "clusters.node-2", "metad.bias", "metad.rbias"]
     assert c["metad.bias"][-1] > 0
 
@@ -140,8 +122,8 @@ def test_plumed_dat_end_to_end(ala, tmp_path):
 def test_plumed_opes_dat_end_to_end(ala, tmp_path):
     _setup(tmp_path, ala["exp"], ala["sim"].trajectory, "plumed_opes.dat")
     _driver(tmp_path, "plumed_opes.dat", "traj.dcd", stride=100)
-    c = _read_colvar(tmp_path / "COLVAR")
-    ref, _ = _python(ala["run"].model, ala["spec"].compute(ala["traj"][::5]))
+    c = read_colvar(tmp_path / "COLVAR")
+    ref, _ = python_cv(ala["run"].model, ala["spec"].compute(ala["traj"][::5]))
     np.testing.assert_allclose(np.stack([c["cv.node-0"], c["cv.node-1"]], axis=1), ref, atol=1e-5)
     assert c["opes.nker"][-1] >= 1 and np.all(np.isfinite(c["opes.bias"]))
 
@@ -214,11 +196,11 @@ def test_reference_plumed_inputs_end_to_end(tmp_path):
     for name in ("metad.dat", "walker_0.dat", "walker_1.dat", "opes_metad.dat", "reweight.dat"):
         shutil.copy(REF_INPUTS / name, tmp_path / name)
     _driver(tmp_path, "metad.dat", "traj.dcd", stride=500)
-    c = _read_colvar(tmp_path / "COLVAR")
-    ref, _ = _python(load_run(REF_EXPORT / "run").model, spec.compute(frames))
+    c = read_colvar(tmp_path / "COLVAR")
+    ref, _ = python_cv(load_run(REF_EXPORT / "run").model, spec.compute(frames))
     np.testing.assert_allclose(np.stack([c[f"cv.node-{i}"] for i in range(info["D"])], axis=1), ref, atol=2e-5)
     _driver(tmp_path, "reweight.dat", "traj.dcd", stride=500)
-    rw = _read_colvar(tmp_path / "COLVAR_REWEIGHT")
+    rw = read_colvar(tmp_path / "COLVAR_REWEIGHT")
     torsions = {f.name: f.atoms for f in alanine_backbone_torsions(transform="raw")}
     phi_psi = md.compute_dihedrals(traj, np.array(list(torsions.values())))
     np.testing.assert_allclose(np.stack([rw["phi"], rw["psi"]], axis=1), phi_psi, atol=1e-4)
