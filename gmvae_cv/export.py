@@ -216,20 +216,17 @@ def _frames_arrays(frames: Any, spec: Any) -> tuple[np.ndarray, Optional[np.ndar
     return xyz, box
 
 
-def _marker(kind: str, spec: Any, d: int, k: int, extra: Optional[dict] = None) -> dict:
+def _identity(spec: Any, d: int, k: int) -> dict:
+    """What both the TorchScript marker and cv.json say about the CV: version, sizes, features."""
     from . import __version__
 
+    return {"gmvae_cv_version": __version__, "n_features": spec.n_features, "D": d, "K": k,
+            "feature_names": spec.names, "feature_units": spec.units}
+
+
+def _marker(kind: str, spec: Any, d: int, k: int, extra: Optional[dict] = None) -> dict:
     contract = {key: v for key, v in _CONTRACTS[{"plumed": PLUMED_MODEL, "clusters": CLUSTERS_MODEL, "openmm": OPENMM_MODEL}[kind]].items()}
-    m = {
-        "kind": kind,
-        "gmvae_cv_version": __version__,
-        "n_features": spec.n_features,
-        "D": d,
-        "K": k,
-        "feature_names": spec.names,
-        "feature_units": spec.units,
-        "contract": contract,
-    }
+    m = {"kind": kind, **_identity(spec, d, k), "contract": contract}
     if extra:
         m.update(extra)
     return m
@@ -361,17 +358,10 @@ def export(
                 files[name] = tmp / name
 
         norm = getattr(model, "norm_in", None)
-        from . import __version__
-
         info: dict[str, Any] = {
             "format": EXPORT_FORMAT,
             "format_version": EXPORT_VERSION,
-            "gmvae_cv_version": __version__,
-            "n_features": spec.n_features,
-            "D": d,
-            "K": k,
-            "feature_names": spec.names,
-            "feature_units": spec.units,
+            **_identity(spec, d, k),
             "units": {
                 "features": "per feature_units: nm (distances), rad (angles, raw torsions), 1 (sin/cos, contacts)",
                 "positions": "nm",
