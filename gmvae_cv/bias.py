@@ -470,7 +470,12 @@ class WellTemperedMetadynamics:
         from openmm import unit
 
         state = context.getState(getPositions=True)
-        pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        return self._cv_of_state(state, state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+
+    def _cv_of_state(self, state: Any, pos: np.ndarray) -> np.ndarray:
+        """The CV at ``pos`` (nm, from ``state``), with the state's box where the force uses one."""
+        from openmm import unit
+
         box = None
         if self._builder is not None and self._builder.use_box:
             box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
@@ -752,7 +757,7 @@ class WellTemperedMetadynamics:
             kin = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
             if not (np.all(np.isfinite(pos)) and math.isfinite(pot) and math.isfinite(kin)):
                 raise self._unstable(sim, w, f"non-finite positions or energies (potential {pot:.6g}, kinetic {kin:.6g} kJ/mol)")
-            s = self.cv_values(sim.context)
+            s = self._cv_of_state(state, pos)  # the positions just checked, not a second copy
             if not np.all(np.isfinite(s)):
                 raise self._unstable(sim, w, f"the CV is not finite: {s.tolist()}")
             limit = self.temperature_limit(sim.system)
