@@ -4,14 +4,14 @@ Measured (each case against a reference run in the same process, so ratios are c
 machines):
 
 - ``reweight_hist2d``: log-weights from a bias column + a 2D weighted histogram with 5-block
-  errors (:class:`gmvae_cv.fes.FESEstimator`) on N frames, frames/s; reference: the same weights
+  errors (:class:`gmvae_cv.analysis.fes.FESEstimator`) on N frames, frames/s; reference: the same weights
   through ``numpy.histogram2d`` (no blocks).
 - ``ct_weights``: Tiwary-Parrinello weights from hills on the grid path
-  (:func:`gmvae_cv.reweight.ct_log_weights`) against the exact hill sum on a subset, frames/s.
+  (:func:`gmvae_cv.analysis.reweight.ct_log_weights`) against the exact hill sum on a subset, frames/s.
 - ``colvar_stream``: reading a COLVAR file in chunks: MB/s and the peak of traced memory for a
   file and for one twice its size (flat memory: ratio ~1).
 - ``msm_its_ck``: implied timescales (Bayesian, 100 samples) over 6 lags + CK test on N frames
-  with :class:`gmvae_cv.msm.MarkovAnalysis`, against the same estimates made by calling deeptime
+  with :class:`gmvae_cv.analysis.msm.MarkovAnalysis`, against the same estimates made by calling deeptime
   directly; overhead ratio.
 
 Usage::
@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gmvae_cv.fes import FESEstimator  # noqa: E402
-from gmvae_cv.hills import Hills  # noqa: E402
-from gmvae_cv.msm import MarkovAnalysis  # noqa: E402
-from gmvae_cv.plumed_files import PlumedFile, write_plumed  # noqa: E402
-from gmvae_cv.reweight import ct_log_weights  # noqa: E402
+from gmvae_cv.analysis.fes import FESEstimator  # noqa: E402
+from gmvae_cv.analysis.hills import Hills  # noqa: E402
+from gmvae_cv.analysis.msm import MarkovAnalysis  # noqa: E402
+from gmvae_cv.analysis.plumed_files import PlumedFile, write_plumed  # noqa: E402
+from gmvae_cv.analysis.reweight import ct_log_weights  # noqa: E402
 
 
 def _best(f, repeat=3):
@@ -98,7 +98,7 @@ def bench_ct(n: int, n_hills: int, rng) -> dict:
     t_grid, lw = _best(lambda: ct_log_weights(hills, s, times, 2.494), repeat=1)
     m = min(n, 20_000)
     t_exact, v_exact = _best(lambda: hills.bias_at_times(s[:m], times[:m]), repeat=1)
-    from gmvae_cv.hills import bias_along_trajectory
+    from gmvae_cv.analysis.hills import bias_along_trajectory
 
     v_grid, _ = bias_along_trajectory(hills, s[:m], times[:m])
     return {

@@ -6,7 +6,7 @@ same height, sigma, bias factor; pace 500 steps, hill deposition and grid update
 a  unbiased MD
 b  ``openmm.app.Metadynamics`` on native phi/psi (``CustomTorsionForce`` in ``CustomCVForce``)
 c  naive: ``app.Metadynamics`` with one ``TorchForce`` per GMVAE component inside ``CustomCVForce``
-d  this project: :class:`gmvae_cv.bias.WellTemperedMetadynamics` (one compiled TorchForce: CV and
+d  this project: :class:`gmvae_cv.metad.engine.WellTemperedMetadynamics` (one compiled TorchForce: CV and
    tabulated bias, energy and forces in one call, no autograd); variants: autograd route, float32
 
 The overhead of (d) is broken down with forces built the same way (compiled, outputs forces,
@@ -39,10 +39,10 @@ import openmm  # noqa: E402
 from openmm import app, unit  # noqa: E402
 from openmmtorch import TorchForce  # noqa: E402
 
-from gmvae_cv.bias import WellTemperedMetadynamics  # noqa: E402
-from gmvae_cv.bias_force import VERSION_PARAMETER, _CompiledForceBox, _CompiledForceNoBox, _SharedTable, compile_energy_and_forces, write_table  # noqa: E402
-from gmvae_cv.bias_grid import BiasGrid  # noqa: E402
-from gmvae_cv.cvfile import random_gmvae_cv  # noqa: E402
+from gmvae_cv.metad.engine import WellTemperedMetadynamics  # noqa: E402
+from gmvae_cv.metad.force import VERSION_PARAMETER, _CompiledForceBox, _CompiledForceNoBox, _SharedTable, compile_energy_and_forces, write_table  # noqa: E402
+from gmvae_cv.metad.grid import BiasGrid  # noqa: E402
+from gmvae_cv.deploy.loaders import random_gmvae_cv  # noqa: E402
 from gmvae_cv.features import FeatureSpec, alanine_heavy_atom_distances  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
@@ -159,7 +159,7 @@ def vacuum(args, workdir: Path) -> dict:
     s0 = cv(ala.positions)
     lo, hi = (s0 - 3.0).tolist(), (s0 + 3.0).tolist()
     bins = [int(math.ceil(5 * 6.0 / SIGMA))] * 2
-    results = {"cv": "random GMVAE stand-in: 25 heavy-atom distances -> [32] -> 2, k = 4 (gmvae_cv.cvfile.random_gmvae_cv)",
+    results = {"cv": "random GMVAE stand-in: 25 heavy-atom distances -> [32] -> 2, k = 4 (gmvae_cv.deploy.loaders.random_gmvae_cv)",
                "grid": {"min": lo, "max": hi, "bins": bins}, "pace": PACE, "platforms": {}}
     cases = []
     platforms = ["Reference", "CPU"]
@@ -262,7 +262,7 @@ def _time_calls(fn, n=2000, repeats=7) -> float:
 def _direct_breakdown(ala, spec, cv, g, table, results, platform, us) -> dict:
     """The same split, timing the compiled energy+forces graphs directly (frozen, as the TorchForce
     runs them; best of 7 x 2000 calls from Python, minus the cost of calling a trivial frozen graph)."""
-    from gmvae_cv.bias_force import _Energy
+    from gmvae_cv.metad.force import _Energy
 
     pos = torch.as_tensor(ala.positions)
     tab = torch.as_tensor(g.force_table())

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gmvae_cv import SimulationUnstableError, load_cv, read_plumed, run_metadynamics  # noqa: E402
-from gmvae_cv.cvfile import feature_cv  # noqa: E402
+from gmvae_cv.deploy.loaders import feature_cv  # noqa: E402
 from gmvae_cv.features import alanine_backbone_torsions  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide, alanine_basin  # noqa: E402
 

@@ -103,8 +103,8 @@ def time_block_tensors(model, inputs: np.ndarray, n_out: int, calls: int) -> flo
 
 
 def build_gmvae_export(tmp: Path) -> tuple[Path, dict]:
-    from gmvae_cv.model import GMVAECV
-    from gmvae_cv.torchscript import EncoderMean, save_scripted
+    from gmvae_cv.learn.model import GMVAECV
+    from gmvae_cv.deploy.torchscript import EncoderMean, save_scripted
 
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -182,7 +182,7 @@ def main() -> int:
         from gmvae_cv.features import FeatureSpec, alanine_heavy_atom_distances
 
         if args.exp:
-            from gmvae_cv.export import read_cv_json
+            from gmvae_cv.deploy import read_cv_json
 
             info = read_cv_json(args.exp)
             spec = FeatureSpec.from_dict(info["feature_spec"])

@@ -1,6 +1,6 @@
 """Sampling: a GMVAE CV against phi/psi for well-tempered metadynamics of alanine dipeptide.
 
-Both runs use this project's engine (``gmvae_cv.bias_run.run_metadynamics``) with the same height,
+Both runs use this project's engine (``gmvae_cv.metad.run.run_metadynamics``) with the same height,
 pace, bias factor, temperature, seed and simulated time; only the CV (and its sigmas and grid)
 differ. Reported per CV:
 
@@ -41,8 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gmvae_cv.bias_run import run_metadynamics  # noqa: E402
-from gmvae_cv.cvfile import feature_cv, load_cv, save_cv_module  # noqa: E402
+from gmvae_cv.metad.run import run_metadynamics  # noqa: E402
+from gmvae_cv.deploy.loaders import feature_cv, load_cv, save_cv_module  # noqa: E402
 from gmvae_cv.features import alanine_backbone_torsions, alanine_heavy_atom_distances  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide, alanine_basin  # noqa: E402
 
@@ -52,7 +52,7 @@ KB = 0.008314462618  # kJ/mol/K
 class _PositionsCV(torch.nn.Module):
     """FeatureModule -> the trained encoder mean, positions in nm -> (D,), in plain torch (scriptable).
 
-    The weights are copied from :class:`gmvae_cv.model.GMVAECV` (its mlcolvar blocks are Lightning
+    The weights are copied from :class:`gmvae_cv.learn.model.GMVAECV` (its mlcolvar blocks are Lightning
     modules, which TorchScript can neither script nor trace); the copy is checked against
     ``forward_cv`` on the training data.
     """

@@ -21,7 +21,7 @@ import time
 import torch
 
 from gmvae_cv import GMVAECV
-from gmvae_cv.loss import log_normal
+from gmvae_cv.learn.loss import log_normal
 
 
 def loop_loss(model: GMVAECV, x: torch.Tensor) -> torch.Tensor:

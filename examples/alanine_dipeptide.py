@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
         load_trajectory_features,
         phi_psi,
     )
-    from gmvae_cv.plots import _pyplot, save_figure
+    from gmvae_cv.analysis.plots import _pyplot, save_figure
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def main(argv=None) -> dict:
     from mlcolvar.cvs import VariationalAutoEncoderCV
 
     from gmvae_cv import FourWell, cluster_confusion, fit
-    from gmvae_cv.plots import _pyplot, plot_confusion_matrix, save_figure
+    from gmvae_cv.analysis.plots import _pyplot, plot_confusion_matrix, save_figure
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

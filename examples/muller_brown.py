@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from gmvae_cv import MarkovAnalysis, MullerBrown, cluster_confusion, fit, gmvae_states
-    from gmvae_cv.plots import _pyplot, plot_confusion_matrix, save_figure
+    from gmvae_cv.analysis.plots import _pyplot, plot_confusion_matrix, save_figure
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from gmvae_cv import fit
-    from gmvae_cv.plots import _pyplot, save_figure
+    from gmvae_cv.analysis.plots import _pyplot, save_figure
     from gmvae_cv.systems import overdamped_langevin
 
     out = Path(args.out)

@@ -31,94 +31,98 @@ Biasing in OpenMM
 Analysis helpers
     :func:`cluster_confusion`
 Errors
-    :class:`GMVAEInputError`
+    :class:`GMVAEInputError`, :class:`SimulationUnstableError`
 """
 
 __version__ = "0.1.0"
 
+import importlib as _importlib
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from ._validation import GMVAEInputError
-from .data import make_dataset
-from .export import CheckReport, check_export, export, load_openmm_cv, openmm_component_force
-from .features import (
-    FeatureSpec,
-    alanine_backbone_torsions,
-    alanine_heavy_atom_distances,
-    features_from_selection,
-    load_trajectory_features,
-    phi_psi,
-)
-from .fes import FESEstimator, FreeEnergySurface
-from .hills import Hills
-from .loss import GMVAELoss, gmvae_loss
-from .metrics import cluster_confusion
-from .model import GMVAECV
-from .msm import BiasedDataError, MarkovAnalysis, MarkovAnalysisResult, TRAMAnalysis, gmvae_states
-from .plumed_files import PlumedFile, read_plumed
-from .reweight import ReweightedFES, bias_log_weights, ct_log_weights, final_bias_log_weights
-from .plumed_inputs import MetadSettings, OpesSettings, write_plumed_inputs
-from .systems import AlanineDipeptide, FourWell, MullerBrown, alanine_basin
-from .systems.smoluchowski import relaxation_times
-from .systems.toy_metad import toy_metadynamics
-from .bias import SimulationUnstableError, WellTemperedMetadynamics
-from .bias_run import BiasRunResult, run_metadynamics
-from .cvfile import CVModel, load_cv
-from .systems.openmm_files import load_md_system
-from .train import GMVAERun, TrainConfig, fit, load_run
+# Public name -> the subpackage (pipeline stage) that holds it. Names are imported on first use,
+# so that ``import gmvae_cv`` (and ``gmvae-cv --help``) does not pull in torch, Lightning, mlcolvar
+# or OpenMM before they are needed.
+_PUBLIC = {
+    "GMVAECV": "learn",
+    "GMVAELoss": "learn",
+    "gmvae_loss": "learn",
+    "TrainConfig": "learn",
+    "fit": "learn",
+    "load_run": "learn",
+    "GMVAERun": "learn",
+    "make_dataset": "learn",
+    "FeatureSpec": "features",
+    "load_trajectory_features": "features",
+    "features_from_selection": "features",
+    "alanine_heavy_atom_distances": "features",
+    "alanine_backbone_torsions": "features",
+    "phi_psi": "features",
+    "FourWell": "systems",
+    "MullerBrown": "systems",
+    "AlanineDipeptide": "systems",
+    "alanine_basin": "systems",
+    "cluster_confusion": "analysis",
+    "toy_metadynamics": "systems.toy_metad",
+    "relaxation_times": "systems.smoluchowski",
+    "read_plumed": "analysis",
+    "PlumedFile": "analysis",
+    "Hills": "analysis",
+    "ReweightedFES": "analysis",
+    "FESEstimator": "analysis",
+    "FreeEnergySurface": "analysis",
+    "ct_log_weights": "analysis",
+    "final_bias_log_weights": "analysis",
+    "bias_log_weights": "analysis",
+    "MarkovAnalysis": "analysis",
+    "MarkovAnalysisResult": "analysis",
+    "gmvae_states": "analysis",
+    "TRAMAnalysis": "analysis",
+    "BiasedDataError": "analysis",
+    "export": "deploy",
+    "check_export": "deploy",
+    "CheckReport": "deploy",
+    "load_openmm_cv": "deploy",
+    "openmm_component_force": "deploy",
+    "MetadSettings": "deploy",
+    "OpesSettings": "deploy",
+    "write_plumed_inputs": "deploy",
+    "GMVAEInputError": "_core.errors",
+    "load_cv": "deploy",
+    "CVModel": "deploy",
+    "WellTemperedMetadynamics": "metad",
+    "SimulationUnstableError": "_core.errors",
+    "run_metadynamics": "metad",
+    "BiasRunResult": "metad",
+    "load_md_system": "metad",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    try:
+        where = _PUBLIC[name]
+    except KeyError:
+        raise AttributeError(f"module 'gmvae_cv' has no attribute {name!r}") from None
+    value = getattr(_importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from ._core.errors import GMVAEInputError, SimulationUnstableError
+    from .analysis import *  # noqa: F403
+    from .deploy import *  # noqa: F403
+    from .features import *  # noqa: F403
+    from .learn import *  # noqa: F403
+    from .metad import *  # noqa: F403
+    from .systems import *  # noqa: F403
+    from .systems.smoluchowski import relaxation_times
+    from .systems.toy_metad import toy_metadynamics
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
-
-__all__ = [
-    "GMVAECV",
-    "GMVAELoss",
-    "gmvae_loss",
-    "TrainConfig",
-    "fit",
-    "load_run",
-    "GMVAERun",
-    "make_dataset",
-    "FeatureSpec",
-    "load_trajectory_features",
-    "features_from_selection",
-    "alanine_heavy_atom_distances",
-    "alanine_backbone_torsions",
-    "phi_psi",
-    "FourWell",
-    "MullerBrown",
-    "AlanineDipeptide",
-    "alanine_basin",
-    "cluster_confusion",
-    "toy_metadynamics",
-    "relaxation_times",
-    "read_plumed",
-    "PlumedFile",
-    "Hills",
-    "ReweightedFES",
-    "FESEstimator",
-    "FreeEnergySurface",
-    "ct_log_weights",
-    "final_bias_log_weights",
-    "bias_log_weights",
-    "MarkovAnalysis",
-    "MarkovAnalysisResult",
-    "gmvae_states",
-    "TRAMAnalysis",
-    "BiasedDataError",
-    "export",
-    "check_export",
-    "CheckReport",
-    "load_openmm_cv",
-    "openmm_component_force",
-    "MetadSettings",
-    "OpesSettings",
-    "write_plumed_inputs",
-    "GMVAEInputError",
-    "load_cv",
-    "CVModel",
-    "WellTemperedMetadynamics",
-    "SimulationUnstableError",
-    "run_metadynamics",
-    "BiasRunResult",
-    "load_md_system",
-]

@@ -10,7 +10,7 @@ import openmm
 import pytest
 from openmm import unit
 
-from gmvae_cv._validation import GMVAEInputError
+from gmvae_cv._core.errors import GMVAEInputError
 from gmvae_cv.cli import main
 from gmvae_cv.features import phi_psi
 from gmvae_cv.systems import (

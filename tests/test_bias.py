@@ -1,4 +1,4 @@
-"""Tests of the metadynamics engine (gmvae_cv.bias, bias_grid, bias_force, bias_run, cvfile).
+"""Tests of the metadynamics engine (gmvae_cv.metad.engine, bias_grid, bias_force, bias_run, cvfile).
 
 Each test measures against an independent answer: OpenMM's own tabulated functions and
 ``openmm.app.Metadynamics``, the real PLUMED kernel (``plumed sum_hills``), finite differences,
@@ -26,12 +26,12 @@ openmm = pytest.importorskip("openmm")
 pytest.importorskip("openmmtorch")
 from openmm import app, unit  # noqa: E402
 
-from gmvae_cv._validation import GMVAEInputError, SimulationUnstableError  # noqa: E402
-from gmvae_cv.bias import BiasEdgeWarning, WellTemperedMetadynamics  # noqa: E402
-from gmvae_cv.bias_force import VERSION_PARAMETER, BiasForceBuilder, write_table  # noqa: E402
-from gmvae_cv.bias_grid import BiasGrid, DP2CUTOFF  # noqa: E402
-from gmvae_cv.bias_run import run_metadynamics  # noqa: E402
-from gmvae_cv.cvfile import feature_cv, load_cv, random_gmvae_cv  # noqa: E402
+from gmvae_cv._core.errors import GMVAEInputError, SimulationUnstableError  # noqa: E402
+from gmvae_cv.metad.engine import BiasEdgeWarning, WellTemperedMetadynamics  # noqa: E402
+from gmvae_cv.metad.force import VERSION_PARAMETER, BiasForceBuilder, write_table  # noqa: E402
+from gmvae_cv.metad.grid import BiasGrid, DP2CUTOFF  # noqa: E402
+from gmvae_cv.metad.run import run_metadynamics  # noqa: E402
+from gmvae_cv.deploy.loaders import feature_cv, load_cv, random_gmvae_cv  # noqa: E402
 from gmvae_cv.features import alanine_backbone_torsions, alanine_heavy_atom_distances  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
@@ -132,8 +132,8 @@ def test_local_deposition_equals_a_table_from_scratch(dims, tmp_path, torsion_cv
     whole axis, both kernels) the table equals one computed from scratch to 1e-12 relative, the
     values equal a sum of whole-grid kernels (bit for bit for the stretched kernel), and the rows
     written to the shared table file (TableFile.write_region) are all the rows that changed."""
-    from gmvae_cv.bias_force import TableFile
-    from gmvae_cv.bias_grid import SPLINE_MARGIN, hermite_table
+    from gmvae_cv.metad.force import TableFile
+    from gmvae_cv.metad.grid import SPLINE_MARGIN, hermite_table
 
     rng = np.random.default_rng(dims)
     bins = {1: [[400], [300]], 2: [[240, 200]], 3: [[100, 84, 96]]}[dims]
@@ -605,8 +605,8 @@ _RUNNER = textwrap.dedent(
     import sys
     sys.path.insert(0, {root!r})
     import torch
-    from gmvae_cv.cvfile import load_cv
-    from gmvae_cv.bias_run import run_metadynamics
+    from gmvae_cv.deploy.loaders import load_cv
+    from gmvae_cv.metad.run import run_metadynamics
     from gmvae_cv.features import alanine_backbone_torsions
     from gmvae_cv.systems import AlanineDipeptide
     ala = AlanineDipeptide()
@@ -869,7 +869,7 @@ def test_cli_unstable_run_exits_3_and_heating_limit_values(torsion_cv, tmp_path,
 def test_periodic_system_box_choice_and_route(ala, gmvae_cv, tmp_path):
     """In a periodic box, a CV inside one molecule keeps the compiled route (no minimum image needed);
     a CV given the box falls back to autograd with a warning. Both give the same forces."""
-    from gmvae_cv.bias import BiasRouteWarning
+    from gmvae_cv.metad.engine import BiasRouteWarning
 
     box = np.eye(3) * 3.0
     top_box = app.Modeller(ala.topology, ala.positions * unit.nanometer).topology
@@ -904,11 +904,11 @@ def test_periodic_system_box_choice_and_route(ala, gmvae_cv, tmp_path):
 def test_docstring_examples_run():
     import doctest
 
-    import gmvae_cv.bias
-    import gmvae_cv.bias_grid
-    import gmvae_cv.cvfile
+    import gmvae_cv.metad.engine
+    import gmvae_cv.metad.grid
+    import gmvae_cv.deploy.loaders
 
-    for module in (gmvae_cv.bias, gmvae_cv.bias_grid, gmvae_cv.cvfile):
+    for module in (gmvae_cv.metad.engine, gmvae_cv.metad.grid, gmvae_cv.deploy.loaders):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted >= 1 and result.failed == 0, module.__name__
 

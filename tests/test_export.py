@@ -1,4 +1,4 @@
-"""Tests of gmvae_cv.export, gmvae_cv.torchscript and gmvae_cv.plumed_inputs.
+"""Tests of gmvae_cv.export, gmvae_cv.deploy.torchscript and gmvae_cv.deploy.plumed.
 
 Every test loads the exported files the way their consumer does and compares numbers with an
 independent answer: the Python model (``GMVAECV``, evaluated in float64 with autograd), central
@@ -30,7 +30,7 @@ import torch
 
 from gmvae_cv import GMVAEInputError, alanine_backbone_torsions, alanine_heavy_atom_distances, fit
 from gmvae_cv.cli import main as cli_main
-from gmvae_cv.export import (
+from gmvae_cv.deploy import (
     check_export,
     export,
     load_openmm_cv,
@@ -39,7 +39,7 @@ from gmvae_cv.export import (
     read_cv_json,
     verify_export,
 )
-from gmvae_cv.plumed_inputs import (
+from gmvae_cv.deploy.plumed import (
     MetadSettings,
     OpesSettings,
     cv_statistics,
@@ -47,7 +47,7 @@ from gmvae_cv.plumed_inputs import (
     write_plumed_inputs,
 )
 from gmvae_cv.systems import AlanineDipeptide
-from gmvae_cv.torchscript import read_marker
+from gmvae_cv.deploy.torchscript import read_marker
 from plumed_tool import needs_plumed, python_cv, read_colvar, run_driver
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from gmvae_cv._validation import GMVAEInputError
+from gmvae_cv._core.errors import GMVAEInputError
 from gmvae_cv.cli import main
 from gmvae_cv.features import (
     SPEC_FORMAT,

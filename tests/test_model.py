@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gmvae_cv import GMVAECV, GMVAEInputError, gmvae_loss
-from gmvae_cv.loss import log_normal
+from gmvae_cv.learn.loss import log_normal
 
 
 def _model(n=5, d=2, k=4, seed=0, **kw):

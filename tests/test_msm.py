@@ -16,10 +16,10 @@ import warnings
 import numpy as np
 import pytest
 
-from gmvae_cv._validation import GMVAEInputError
+from gmvae_cv._core.errors import GMVAEInputError
 from gmvae_cv.cli import main
-from gmvae_cv.msm import BiasedDataError, MarkovAnalysis, TRAMAnalysis, check_dtrajs, gmvae_states
-from gmvae_cv.plumed_files import write_plumed
+from gmvae_cv.analysis.msm import BiasedDataError, MarkovAnalysis, TRAMAnalysis, check_dtrajs, gmvae_states
+from gmvae_cv.analysis.plumed_files import write_plumed
 from gmvae_cv.systems import FourWell, overdamped_langevin
 from gmvae_cv.systems.smoluchowski import relaxation_times
 

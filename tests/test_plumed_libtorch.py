@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from gmvae_cv import alanine_backbone_torsions, alanine_heavy_atom_distances, fit
-from gmvae_cv.export import export, read_cv_json
+from gmvae_cv.deploy import export, read_cv_json
 from gmvae_cv.features import FeatureSpec
 from gmvae_cv.systems import AlanineDipeptide
 from plumed_tool import python_cv, read_colvar, run_driver
@@ -184,7 +184,7 @@ needs_reference = pytest.mark.skipif(not (REF_EXPORT / "cv.json").is_file(), rea
 def test_reference_plumed_inputs_end_to_end(tmp_path):
     """plumed_inputs/ unchanged with the real PYTORCH_MODEL on the reference frames: METAD, two
     walkers, OPES_METAD, and reweight.dat writing FES files; the CV equals the Python model."""
-    from gmvae_cv.train import load_run
+    from gmvae_cv.learn.train import load_run
 
     info = read_cv_json(REF_EXPORT)
     spec = FeatureSpec.from_dict(info["feature_spec"])

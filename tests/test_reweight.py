@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gmvae_cv._validation import GMVAEInputError
+from gmvae_cv._core.errors import GMVAEInputError
 from gmvae_cv.cli import main
-from gmvae_cv.fes import KB_KJ_MOL_K, FESEstimator, FreeEnergySurface
-from gmvae_cv.hills import GridSpec, Hills, bias_along_trajectory, ct_series
-from gmvae_cv.plumed_files import PlumedFile, PlumedFileWarning, read_plumed, write_plumed
-from gmvae_cv.reweight import ReweightedFES, ct_log_weights, log_weights_from_weights
+from gmvae_cv.analysis.fes import KB_KJ_MOL_K, FESEstimator, FreeEnergySurface
+from gmvae_cv.analysis.hills import GridSpec, Hills, bias_along_trajectory, ct_series
+from gmvae_cv.analysis.plumed_files import PlumedFile, PlumedFileWarning, read_plumed, write_plumed
+from gmvae_cv.analysis.reweight import ReweightedFES, ct_log_weights, log_weights_from_weights
 from gmvae_cv.systems import MullerBrown
 from gmvae_cv.systems.toy_metad import toy_metadynamics
 

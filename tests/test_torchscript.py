@@ -1,4 +1,4 @@
-"""Tests of gmvae_cv.torchscript: the exported modules equal GMVAECV for any widths, survive
+"""Tests of gmvae_cv.deploy.torchscript: the exported modules equal GMVAECV for any widths, survive
 PLUMED's and OpenMM-Torch's loading (freeze, optimize_for_inference, autograd), and carry
 their marker."""
 
@@ -12,9 +12,9 @@ import torch
 
 from gmvae_cv import GMVAEInputError
 from gmvae_cv.features import alanine_backbone_torsions, alanine_heavy_atom_distances
-from gmvae_cv.model import GMVAECV
+from gmvae_cv.learn.model import GMVAECV
 from gmvae_cv.systems import AlanineDipeptide
-from gmvae_cv.torchscript import (
+from gmvae_cv.deploy.torchscript import (
     ClusterProbabilities,
     CVComponent,
     EncoderMean,

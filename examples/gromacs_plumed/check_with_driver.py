@@ -225,10 +225,10 @@ def _load_frames(args, spec):
 def run_check(args) -> dict:
     import torch
 
-    from gmvae_cv.export import read_cv_json
+    from gmvae_cv.deploy import read_cv_json
     from gmvae_cv.features import FeatureSpec
-    from gmvae_cv.torchscript import read_marker
-    from gmvae_cv.train import load_run
+    from gmvae_cv.deploy.torchscript import read_marker
+    from gmvae_cv.learn.train import load_run
 
     exp = Path(args.exp)
     info = read_cv_json(exp)

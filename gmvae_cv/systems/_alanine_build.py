@@ -149,7 +149,7 @@ def write_pdb(topology, positions: np.ndarray, remarks: list[str] | None = None)
 def _main(argv: list[str]) -> int:  # pragma: no cover - regeneration script
     import openmm
 
-    from .._validation import atomic_write_text
+    from .._core.files import atomic_write_text
 
     out = argv[1] if len(argv) > 1 else "alanine-dipeptide.pdb"
     top, pos, energy = build_alanine_dipeptide()

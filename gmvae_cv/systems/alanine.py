@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import io
 import os
-import platform as _platform
-import sys
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -35,7 +33,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .._validation import GMVAEInputError, as_value, atomic_write_json, atomic_write_text, check_array, check_int
+from .._core.errors import GMVAEInputError
+from .._core.versions import versions
+from .._core.checks import as_value, check_array, check_int
+from .._core.files import atomic_write_json, atomic_write_text
 
 __all__ = [
     "AlanineDipeptide",
@@ -381,7 +382,7 @@ class AlanineDipeptide:
             "temperature_summary_K": {"mean": float(log[:, 4].mean()), "std": float(log[:, 4].std())},
             "files": {"trajectory": "traj.dcd", "topology": "topology.pdb", "state_log": "state.csv"},
             "units": {"length": "nm (DCD stores Angstrom; mdtraj/OpenMM convert)", "time": "ps", "energy": "kJ/mol"},
-            "versions": _versions(),
+            "versions": versions("openmm", "mdtraj"),
         }
         atomic_write_json(out / "simulation.json", meta)
         return AlanineRun(
@@ -415,19 +416,3 @@ def _probe_speed(system, positions: np.ndarray, integrator, name: str, seconds: 
             break
     del context
     return steps / elapsed
-
-
-def _versions() -> dict:
-    import mdtraj
-    import openmm
-
-    from .. import __version__
-
-    return {
-        "gmvae_cv": __version__,
-        "openmm": openmm.__version__,
-        "mdtraj": mdtraj.__version__,
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-        "machine": _platform.platform(),
-    }

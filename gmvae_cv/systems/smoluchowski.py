@@ -14,7 +14,7 @@ so the eigenvalues :math:`0 > -\lambda_1 > -\lambda_2 \ldots` come from a symmet
 in 1D, sparse in 2D) eigenproblem; the relaxation times are :math:`t_k = 1/\lambda_k`, in the
 time units of the integrator (``dt``).
 
-This is the independent answer the MSM implied timescales of :mod:`gmvae_cv.msm` are tested
+This is the independent answer the MSM implied timescales of :mod:`gmvae_cv.analysis.msm` are tested
 against.
 """
 
@@ -24,7 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .._validation import GMVAEInputError, check_int, check_positive
+from .._core.errors import GMVAEInputError
+from .._core.checks import check_int, check_positive
 from .toy import ToySystem
 
 __all__ = ["relaxation_times"]

@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .._validation import GMVAEInputError, check_array, check_int, check_positive
+from .._core.errors import GMVAEInputError
+from .._core.checks import check_array, check_int, check_positive
 
 __all__ = ["ToySystem", "FourWell", "MullerBrown", "overdamped_langevin"]
 

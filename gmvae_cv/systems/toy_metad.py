@@ -4,7 +4,7 @@ A small, vectorised reference run with a known answer (the toy's potential) for 
 tests and benchmarks. It follows PLUMED's ``METAD`` step by step:
 
 1. the bias and its force come from the hills deposited so far (tabulated on a grid,
-   :class:`gmvae_cv.hills.BiasGrid`);
+   :class:`gmvae_cv.analysis.hills.BiasGrid`);
 2. a frame is recorded every ``stride`` steps with the bias it feels;
 3. every ``pace`` steps (not at step 0) each walker deposits a hill of height
    :math:`W_0 e^{-V(s)/(k_BT(\gamma-1))}` at its CV value (multiple walkers share one bias);
@@ -24,9 +24,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .._validation import GMVAEInputError, check_int, check_positive
-from ..hills import BiasGrid, GridSpec, Hills
-from ..plumed_files import write_plumed
+from .._core.errors import GMVAEInputError
+from .._core.checks import check_int, check_positive
+from ..analysis.hills import BiasGrid, GridSpec, Hills
+from ..analysis.plumed_files import write_plumed
 from .toy import ToySystem
 
 __all__ = ["ToyMetadRun", "toy_metadynamics"]

@@ -1,0 +1,116 @@
+"""Datasets for GMVAE training: frames, optional per-frame weights, optional time-lagged pairs."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from mlcolvar.data import DictDataset
+
+from .._core.errors import GMVAEInputError
+from .._core.checks import as_list_of_arrays, check_array, check_int, load_array_file
+
+__all__ = ["make_dataset", "load_trajectories"]
+
+
+def load_trajectories(
+    paths: Sequence[str | os.PathLike], name: str = "data", *, n_features: Optional[int] = None
+) -> list[np.ndarray]:
+    """Load feature matrices, one file per trajectory.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        ``.npy`` or text files, each a 2D array ``(n_frames, n_features)``.
+    name : str
+        Field name used in errors (``data`` or ``weights``).
+    n_features : int, optional
+        Required number of columns.
+
+    Returns
+    -------
+    list of (n_frames, n_features) float64 ndarray
+    """
+    out = []
+    for p in paths:
+        arr = load_array_file(p, name, ndim=2, min_rows=1)
+        if n_features is not None and arr.shape[1] != n_features:
+            raise GMVAEInputError(f"{p}: '{name}' has {arr.shape[1]} features, expected {n_features}")
+        out.append(arr)
+    if out and len({a.shape[1] for a in out}) > 1:
+        shapes = ", ".join(f"{p}: {a.shape[1]}" for p, a in zip(paths, out))
+        raise GMVAEInputError(f"trajectories have different feature counts ({shapes}); all files must have the same columns")
+    return out
+
+
+def make_dataset(
+    data: np.ndarray | Sequence[np.ndarray],
+    *,
+    weights: np.ndarray | Sequence[np.ndarray] | None = None,
+    lag: int = 0,
+    sources: Optional[Sequence[str]] = None,
+) -> DictDataset:
+    """Build the training dataset.
+
+    Parameters
+    ----------
+    data : (n_frames, n_features) array or list of them
+        Features; a list holds several trajectories (a lag never crosses two of them).
+    weights : (n_frames,) array or list of them, optional
+        Non-negative per-frame weights (e.g. ``exp(beta V)`` from a biased run), one array per
+        trajectory. With a lag, a pair ``(x(t), x(t+lag))`` takes the weight of ``x(t)``.
+    lag : int
+        Time lag in frames; ``0`` gives a plain autoencoder dataset (``target`` absent).
+    sources : sequence of str, optional
+        Names of the trajectories (file names) used in error messages.
+
+    Returns
+    -------
+    mlcolvar.data.DictDataset
+        Keys ``data`` (float32, ``(n, n_features)``), ``target`` (with a lag) and ``weights``
+        (if given, float32 ``(n,)``, normalised to mean 1).
+    """
+    trajs = as_list_of_arrays(data, "data")
+    names = list(sources) if sources is not None else [f"data[{i}]" for i in range(len(trajs))]
+    if len(names) != len(trajs):
+        raise GMVAEInputError(f"'sources' has {len(names)} names for {len(trajs)} trajectories")
+    trajs = [check_array(t, "data", source=n, ndim=2, min_rows=1) for t, n in zip(trajs, names)]
+    n_feat = {t.shape[1] for t in trajs}
+    if len(n_feat) > 1:
+        raise GMVAEInputError(f"'data' trajectories have different feature counts {sorted(n_feat)}; expected one")
+    lag = check_int(lag, "lag", minimum=0)
+    ws: list[Optional[np.ndarray]] = [None] * len(trajs)
+    if weights is not None:
+        wl = as_list_of_arrays(weights, "weights")
+        if len(wl) != len(trajs):
+            raise GMVAEInputError(f"'weights' has {len(wl)} arrays for {len(trajs)} trajectories; expected one per trajectory")
+        ws = []
+        for w, t, n in zip(wl, trajs, names):
+            w = check_array(np.asarray(w).reshape(-1) if np.ndim(w) == 2 and np.shape(w)[1] == 1 else w, "weights", source=n, ndim=1, nonnegative=True)
+            if len(w) != len(t):
+                raise GMVAEInputError(f"{n}: 'weights' has {len(w)} entries, expected {len(t)} (one per frame)")
+            ws.append(w)
+    xs, ts, wout = [], [], []
+    for t, w, n in zip(trajs, ws, names):
+        if lag:
+            if lag >= len(t):
+                raise GMVAEInputError(f"{n}: 'lag' is {lag} frames, expected fewer than the trajectory's {len(t)} frames")
+            xs.append(t[:-lag])
+            ts.append(t[lag:])
+            if w is not None:
+                wout.append(w[:-lag])
+        else:
+            xs.append(t)
+            if w is not None:
+                wout.append(w)
+    d = {"data": torch.as_tensor(np.concatenate(xs), dtype=torch.float32)}
+    if lag:
+        d["target"] = torch.as_tensor(np.concatenate(ts), dtype=torch.float32)
+    if weights is not None:
+        w = np.concatenate(wout)
+        if not w.sum() > 0:
+            raise GMVAEInputError("'weights' sum to zero; expected some positive weights")
+        d["weights"] = torch.as_tensor(w / w.mean(), dtype=torch.float32)
+    return DictDataset(d)

@@ -1,0 +1,359 @@
+"""The main job on the embedded default: alanine dipeptide from MD to a checked, biased GMVAE CV.
+
+Stages (each writes into its own folder of ``out``; a stage whose ``done`` marker exists is reused,
+so a killed demo started again continues where it stopped):
+
+1. ``md``: unbiased Langevin MD of alanine dipeptide in vacuum (amber14, 300 K, 2 fs), and
+   ``md_train``: a second unbiased run (another seed; 700 K by default), whose frames train the
+   GMVAE (see :class:`DemoSettings`);
+2. ``run``: the 25 heavy-atom distances, time-lagged GMVAE training (k=4, latent dimension 2,
+   lag 5 ps, seeded);
+3. ``exp``: export and check (stops the demo if any consumer disagrees);
+4. ``bias``: well-tempered metadynamics on both CV components in OpenMM (1 fs steps, a hill per ps);
+5. ``analysis``: c(t)-reweighted free energy on phi/psi, C7eq/C7ax free-energy difference with a
+   block-averaging error, C7eq <-> C7ax transitions, MSM (implied timescales, Chapman-Kolmogorov
+   test) on the GMVAE states of the unbiased run, plots;
+6. ``report.md`` and ``summary.json`` (every number computed by the stages above).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .._core.errors import GMVAEInputError
+from .._core.files import atomic_write_json, atomic_write_text
+
+__all__ = ["DemoSettings", "run_demo"]
+
+_KB = 0.0083144626  # kJ/mol/K
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of the demo's stages (``quick`` shrinks them for tests).
+
+    Parameters
+    ----------
+    unbiased_ns, biased_ns : float
+        Simulated time of the unbiased 300 K run and of the biased run, ns.
+    train_ns : float
+        Simulated time of the unbiased training run at ``train_temperature``, ns.
+    train_temperature : float
+        Temperature of the training run, K. At 300 K the dipeptide does not leave C7eq/beta in
+        nanoseconds: a GMVAE trained there never sees C7ax and its CV drove 0 C7eq <-> C7ax
+        transitions in 4 ns of metadynamics (measured). At 700 K about 17 % of the frames have
+        phi > 0, and the CV resolves the phi rotation.
+    entropy_weight : float
+        Weight of the negative entropy of q(y|x) in the loss. The reference's 0.05 gives a
+        q(y|x) that switches within a few hundredths of a nm between clusters whose latent means
+        lie far apart; metadynamics on such a CV heated the dipeptide to 1100 K within 1 ns and a
+        4 ns run blew up (measured). 2.0 gives softer switches (mean max q(y|x) 0.62 instead of
+        0.99 on the 700 K frames).
+    lag : int
+        Time lag of the GMVAE in training frames (1 ps each): the time-lagged variant
+        reconstructs x(t + lag) from x(t), so its latent space follows the slow processes. On
+        the 4 ns, 700 K training run (entropy weight 2, 1 fs biased steps, 1 ns of
+        metadynamics) the CV without lag drove 1 C7eq <-> C7ax transition, with a lag of 5 ps 16
+        (metadynamics on phi/psi itself: 10 in 1 ns), measured.
+    timestep_fs : float
+        Time step of the biased run, fs. With the 700 K CV (entropy weight 2) the mean kinetic
+        temperature of a 2 fs biased run was 316 K with spikes to 795 K (the thermostat at 300 K),
+        at 1 fs 301 K (as metadynamics on phi/psi at 2 fs: 301 K). The time-lagged CV is
+        smoother: 299 K at 2 fs and 305 K at 1 fs (+- 2 K, ``benchmarks/bias_stability.json``);
+        1 fs is kept as the margin for a CV that was never looked at. The hill pace is 1 ps
+        whatever the time step.
+    epochs : int
+        Maximum GMVAE training epochs.
+    k, latent_dim : int
+        Clusters and CV components.
+    seed : int
+        Seed of every stage.
+    """
+
+    unbiased_ns: float = 4.0
+    biased_ns: float = 4.0
+    train_ns: float = 4.0
+    train_temperature: float = 700.0
+    entropy_weight: float = 2.0
+    lag: int = 5
+    timestep_fs: float = 1.0
+    epochs: int = 150
+    k: int = 4
+    latent_dim: int = 2
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "DemoSettings":
+        return cls(unbiased_ns=0.4, biased_ns=1.0, train_ns=2.0, epochs=40)
+
+
+def _done(stage: Path) -> bool:
+    return (stage / "done.json").is_file()
+
+
+def _mark(stage: Path, info: dict) -> None:
+    atomic_write_json(stage / "done.json", info)
+
+
+def _fresh(stage: Path) -> Path:
+    """An empty stage folder (an unfinished earlier attempt is removed: its stage had not finished)."""
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def _transitions(labels: np.ndarray) -> int:
+    """Number of switches between core sets 0 and 1 (frames in neither, -1, are skipped)."""
+    core = labels[labels >= 0]
+    return int(np.count_nonzero(np.diff(core) != 0))
+
+
+def _delta_f(labels: np.ndarray, logw: np.ndarray, kT: float, n_blocks: int = 5) -> tuple[float, float]:
+    """F(C7ax) - F(C7eq) in kJ/mol from weighted core-set populations, with a block-averaging error."""
+    w = np.exp(logw - logw.max())
+
+    def df(sel: slice) -> float:
+        p_eq = w[sel][labels[sel] == 0].sum()
+        p_ax = w[sel][labels[sel] == 1].sum()
+        return -kT * math.log(p_ax / p_eq) if p_ax > 0 and p_eq > 0 else float("nan")
+
+    value = df(slice(None))
+    n = len(labels)
+    blocks = np.array([df(slice(b * n // n_blocks, (b + 1) * n // n_blocks)) for b in range(n_blocks)])
+    blocks = blocks[np.isfinite(blocks)]
+    err = float(blocks.std(ddof=1) / math.sqrt(len(blocks))) if len(blocks) > 1 else float("nan")
+    return value, err
+
+
+def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[DemoSettings] = None,
+             progress: Optional[Callable] = None, log: Callable[[str], None] = lambda s: None) -> dict:
+    """Run the demo into ``out`` and return the summary.
+
+    Parameters
+    ----------
+    out : path
+        Output folder; finished stages found there are reused.
+    quick : bool
+        Small sizes (about 2-3 minutes on 2 cores).
+    settings : DemoSettings, optional
+        Explicit sizes (override ``quick``).
+    progress : callable, optional
+        tqdm-like progress class for the MD stages.
+    log : callable
+        Receives one line per stage (the CLI prints them).
+
+    Returns
+    -------
+    dict
+        The content of ``summary.json``.
+    """
+    import mdtraj as md
+
+    from ..metad.run import run_metadynamics
+    from ..deploy.loaders import load_cv
+    from ..deploy.writer import check_export, export
+    from ..features.spec import alanine_backbone_torsions, alanine_heavy_atom_distances, load_trajectory_features
+    from ..analysis.hills import Hills
+    from ..analysis.msm import MarkovAnalysis, gmvae_states
+    from ..analysis.plots import _pyplot, save_figure
+    from ..analysis.plumed_files import read_plumed
+    from ..analysis.reweight import ReweightedFES, ct_log_weights
+    from ..systems import AlanineDipeptide, alanine_basin
+    from ..learn.train import fit, load_run
+
+    cfg = settings or (DemoSettings.quick() if quick else DemoSettings())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings_file = out / "settings.json"
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != cfg.__dict__:
+        raise GMVAEInputError(f"{settings_file}: {out} holds a demo made with other settings; use another --out")
+    atomic_write_json(settings_file, cfg.__dict__)
+    ala = AlanineDipeptide()
+    report_interval = 500  # 1 ps per frame
+
+    def md_stage(stage: Path, ns: float, temperature: float, seed: int, what: str) -> tuple[int, dict]:
+        n_steps = int(round(ns * 1e6 / 2 / report_interval)) * report_interval
+        if _done(stage):
+            log(f"[1/6] {what}: reusing {stage}")
+        else:
+            log(f"[1/6] {what}: {ns} ns of alanine dipeptide at {temperature:g} K")
+            t0 = time.perf_counter()
+            res = ala.simulate(n_steps, report_interval, _fresh(stage), temperature=temperature, seed=seed, progress=progress)
+            _mark(stage, {"seconds": time.perf_counter() - t0, "steps_per_second": res.steps_per_second, "platform": res.platform})
+        return n_steps, json.loads((stage / "done.json").read_text())
+
+    # 1. unbiased MD (Ramachandran, MSM) and the unbiased run whose frames train the GMVAE
+    md_dir, hot_dir = out / "md", out / "md_train"
+    n_md, md_info = md_stage(md_dir, cfg.unbiased_ns, 300.0, cfg.seed, "unbiased MD")
+    n_hot, _ = md_stage(hot_dir, cfg.train_ns, cfg.train_temperature, cfg.seed + 1, "training MD")
+    traj_file, top_file = md_dir / "traj.dcd", md_dir / "topology.pdb"
+    hot_file = hot_dir / "traj.dcd"
+
+    # 2. features + training
+    run_dir = out / "run"
+    spec = alanine_heavy_atom_distances()
+    x = load_trajectory_features([traj_file], top_file, spec)[0]
+    x_train = load_trajectory_features([hot_file], top_file, spec)[0]
+    hot = md.load(str(hot_file), top=str(top_file))  # export's check frames and the latent-space plots
+    if _done(run_dir / "stage"):
+        log(f"[2/6] GMVAE: reusing {run_dir}")
+    else:
+        log(f"[2/6] GMVAE: k={cfg.k}, latent dimension {cfg.latent_dim}, lag {cfg.lag} frames, on {len(x_train)} frames x {x.shape[1]} distances")
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        fit(x_train, k=cfg.k, latent_dim=cfg.latent_dim, epochs=cfg.epochs, batch_size=500, lr=3e-3, seed=cfg.seed,
+            entropy_weight=cfg.entropy_weight, lag=cfg.lag, feature_spec=spec, out=run_dir, sources=[str(hot_file)], progress=progress is not None)
+        _mark(run_dir / "stage", {})
+    run = load_run(run_dir)
+
+    # 3. export + check
+    exp_dir = out / "exp"
+    if _done(exp_dir / "stage"):
+        log(f"[3/6] export and check: reusing {exp_dir}")
+    else:
+        log("[3/6] export and check (PLUMED and OpenMM patterns)")
+        if exp_dir.exists():
+            shutil.rmtree(exp_dir)
+        export(run, exp_dir, data=x_train, frames=hot)
+        report = check_export(exp_dir)
+        if not report.passed:
+            raise GMVAEInputError(f"{exp_dir}: the exported CV disagrees with the Python model:\n{report.to_text()}")
+        _mark(exp_dir / "stage", {"passed": True})
+
+    # 4. biased run
+    bias_dir = out / "bias"
+    pace = int(round(1000.0 / cfg.timestep_fs))  # one hill per ps
+    n_bias = int(round(cfg.biased_ns * 1e6 / cfg.timestep_fs / pace)) * pace
+    cv = load_cv(exp_dir)
+    sigma = cv.meta["cv_json"]["plumed"]["metad"]["sigma"]
+    if _done(bias_dir / "stage"):
+        log(f"[4/6] metadynamics: reusing {bias_dir}")
+    else:
+        log(f"[4/6] well-tempered metadynamics on the {cfg.latent_dim}D GMVAE CV: {cfg.biased_ns} ns")
+        res = run_metadynamics(
+            cv, bias_dir, system=ala.create_system(), topology=ala.topology, positions=ala.positions, n_steps=n_bias,
+            sigma=sigma, temperature=300.0, height=1.2, bias_factor=10.0, pace=pace, seed=cfg.seed,
+            timestep=cfg.timestep_fs / 1000.0,
+            extra_colvar=alanine_backbone_torsions(transform="raw"), progress=progress,
+            description={"name": "alanine dipeptide (ACE-ALA-NME), vacuum"},
+        )
+        _mark(bias_dir / "stage", {"ns_per_day": res.ns_per_day, "platform": res.platform, "n_hills": res.n_hills,
+                                   "kinetic_temperature": res.info["kinetic_temperature_this_invocation"]})
+    bias_info = json.loads((bias_dir / "stage" / "done.json").read_text())
+
+    # 5. analysis
+    log("[5/6] reweighting, transitions, MSM, plots")
+    an = out / "analysis"
+    an.mkdir(exist_ok=True)
+    kT = _KB * 300.0
+    colvar = read_plumed(bias_dir / "COLVAR")
+    hills = Hills.from_file(bias_dir / "HILLS")
+    s = np.column_stack([colvar[f"cv.{i}"] for i in range(cfg.latent_dim)])
+    logw = ct_log_weights(hills, s, colvar["time"], kT)
+    core_b = alanine_basin(colvar["phi"], colvar["psi"])
+    df, df_err = _delta_f(core_b, logw, kT)
+    biased_ns = float(colvar["time"][-1]) / 1000.0
+    trans = _transitions(core_b)
+    fes = ReweightedFES(["phi", "psi"], method="ct", temperature=300.0, bins=[60, 60]).fit(bias_dir / "COLVAR", hills=hills).fetch_model()
+    fes.write_dat(an / "fes_phi_psi.dat")
+    fes.plot(an / "fes_phi_psi.png")
+
+    traj = md.load(str(traj_file), top=str(top_file))
+    phi_u = md.compute_phi(traj)[1][:, 0]
+    psi_u = md.compute_psi(traj)[1][:, 0]
+    phi_h = md.compute_phi(hot)[1][:, 0]
+    psi_h = md.compute_psi(hot)[1][:, 0]
+    emb = run.transform(x_train)
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4), layout="constrained")
+    axes[0].hist2d(np.degrees(phi_u), np.degrees(psi_u), bins=60, range=[[-180, 180], [-180, 180]], cmap="viridis", cmin=1)
+    axes[0].set_title("unbiased run: Ramachandran")
+    axes[1].scatter(emb["z"][:, 0], emb["z"][:, 1], c=emb["clusters"], cmap="tab10", s=3, vmin=0, vmax=9)
+    axes[1].set_title(f"latent space of the {cfg.train_temperature:g} K frames, by cluster")
+    sc2 = axes[2].scatter(emb["z"][:, 0], emb["z"][:, 1], c=np.degrees(phi_h), cmap="twilight", s=3, vmin=-180, vmax=180)
+    fig.colorbar(sc2, ax=axes[2], label="phi (deg)")
+    axes[2].set_title("the same, coloured by phi")
+    sc3 = axes[3].scatter(emb["z"][:, 0], emb["z"][:, 1], c=np.degrees(psi_h), cmap="twilight", s=3, vmin=-180, vmax=180)
+    fig.colorbar(sc3, ax=axes[3], label="psi (deg)")
+    axes[3].set_title("the same, coloured by psi")
+    axes[0].set_xlabel("phi (deg)")
+    axes[0].set_ylabel("psi (deg)")
+    for a in axes[1:]:
+        a.set_xlabel("z0")
+        a.set_ylabel("z1")
+    save_figure(fig, an / "latent_space.png")
+
+    dtrajs = gmvae_states(run, [x])
+    lags = [1, 2, 5, 10, 20]
+    lags = [lag for lag in lags if lag < len(x) // 4] or [1]
+    msm = MarkovAnalysis(lags, lagtime=lags[min(2, len(lags) - 1)], dt=report_interval * 0.002, time_unit="ps",
+                         n_samples=20, n_metastable=2).fit(dtrajs).fetch_model()
+    msm.plot_implied_timescales(an / "its.png")
+    msm.plot_ck_test(an / "ck.png")
+    msm.save(an / "msm.json")
+    shutil.copy(run_dir / "loss.png", an / "loss.png")
+
+    # 6. report
+    unb_core = alanine_basin(phi_u, psi_u)
+    f_min = np.unravel_index(np.nanargmin(fes.free_energy), fes.free_energy.shape)
+    phi_min = 0.5 * (fes.edges[0][f_min[0]] + fes.edges[0][f_min[0] + 1])
+    psi_min = 0.5 * (fes.edges[1][f_min[1]] + fes.edges[1][f_min[1] + 1])
+    summary = {
+        "check_passed": True,
+        "latent_dim": cfg.latent_dim,
+        "n_clusters": cfg.k,
+        "unbiased_ns": n_md * 0.002 / 1000.0,
+        "training_ns": n_hot * 0.002 / 1000.0,
+        "training_temperature_K": cfg.train_temperature,
+        "biased_ns": biased_ns,
+        "ns_per_day_unbiased": md_info["steps_per_second"] * 0.002 * 86400 / 1000.0,
+        "ns_per_day_biased": bias_info["ns_per_day"],
+        "platform_unbiased": md_info["platform"],
+        "platform_biased": bias_info["platform"],
+        "transitions_biased": trans,
+        "transitions_per_ns_biased": trans / biased_ns,
+        "biased_timestep_fs": cfg.timestep_fs,
+        "biased_mean_kinetic_temperature_K": (bias_info.get("kinetic_temperature") or {}).get("mean", float("nan")),
+        "transitions_per_ns_unbiased": _transitions(unb_core) / (n_md * 0.002 / 1000.0),
+        "delta_f_c7ax_minus_c7eq_kjmol": df,
+        "delta_f_c7ax_minus_c7eq_error_kjmol": df_err,
+        "fes_minimum_phi_psi_deg": [math.degrees(phi_min), math.degrees(psi_min)],
+        "fes_minimum_basin": {0: "C7eq", 1: "C7ax"}.get(int(alanine_basin(np.array([phi_min]), np.array([psi_min]))[0]), "other"),
+        "slowest_its_ps": float(msm.slowest_timescale()),
+        "msm_lag_ps": float(msm.lagtime * msm.dt) if hasattr(msm, "lagtime") else None,
+        "settings": cfg.__dict__,
+    }
+    # JSON has no NaN: a quantity that could not be computed (e.g. no C7ax frame) is null
+    summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+    atomic_write_json(out / "summary.json", summary)
+    lines = [
+        "# gmvae-cv demo: alanine dipeptide",
+        "",
+        f"Unbiased MD {summary['unbiased_ns']:.2f} ns at 300 K ({summary['ns_per_day_unbiased']:.0f} ns/day, {md_info['platform']}), "
+        f"GMVAE k={cfg.k}, latent dimension {cfg.latent_dim}, time lag {cfg.lag} ps, trained on {summary['training_ns']:.2f} ns at "
+        f"{cfg.train_temperature:g} K, export checked, metadynamics {biased_ns:.2f} ns on the CV "
+        f"({summary['ns_per_day_biased']:.0f} ns/day, {bias_info['platform']}).",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+    ]
+    for key in ("check_passed", "transitions_biased", "transitions_per_ns_biased", "transitions_per_ns_unbiased",
+                "biased_mean_kinetic_temperature_K", "delta_f_c7ax_minus_c7eq_kjmol",
+                "delta_f_c7ax_minus_c7eq_error_kjmol", "fes_minimum_basin", "slowest_its_ps"):
+        v = summary[key]
+        lines.append(f"| {key} | {v:.4g} |" if isinstance(v, float) else f"| {key} | {'not computed' if v is None else v} |")
+    lines += ["", "![FES](analysis/fes_phi_psi.png)", "", "![latent space](analysis/latent_space.png)", "",
+              "![implied timescales](analysis/its.png)", "", "![CK test](analysis/ck.png)", "", "![loss](analysis/loss.png)", ""]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+    log(f"[6/6] wrote {out / 'report.md'} and {out / 'summary.json'}")
+    return summary
