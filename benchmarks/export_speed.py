@@ -189,7 +189,7 @@ def main() -> int:
             frames = np.load(Path(args.exp) / info["check_frames"]["positions"])
             gmvae_path = (Path(args.exp) / "model_plumed.ptc").resolve()
             cfg = info["training"]["config"]
-            shape = {"n_features": info["n_features"], "D": info["D"], "K": info["K"],
+            shape = {"n_features": info["n_features"], "D": info["latent_dim"], "K": info["n_clusters"],
                      "qy_layers": cfg["qy_layers"], "qz_layers": cfg["qz_layers"], "source": str(args.exp)}
         else:
             from gmvae_cv.systems import AlanineDipeptide

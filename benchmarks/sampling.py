@@ -107,7 +107,7 @@ def train_gmvae_cv(work: Path, args) -> tuple:
     x = spec.compute(traj, dtype=np.float32)
     torsions = alanine_backbone_torsions(transform="raw").compute(traj)
     labels = alanine_basin(torsions[:, 0], torsions[:, 1])
-    gm = fit(x, k=4, latent_dim=2, epochs=args.train_epochs, patience=20, seed=args.seed, progress=False, feature_spec=spec)
+    gm = fit(x, n_clusters=4, latent_dim=2, epochs=args.train_epochs, patience=20, seed=args.seed, progress=False, feature_spec=spec)
     model = gm.model.eval()
     with torch.no_grad():
         z = model.forward_cv(torch.as_tensor(x)).numpy().astype(np.float64)

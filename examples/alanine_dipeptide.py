@@ -1,4 +1,4 @@
-"""The seed talk's 25D -> 2D result: a GMVAE (k=4, D=2) on alanine dipeptide's heavy-atom distances.
+"""The seed talk's 25D -> 2D result: a GMVAE (n_clusters=4, D=2) on alanine dipeptide's heavy-atom distances.
 
 Alanine dipeptide in vacuum (amber14, Langevin, 300 K by default) is simulated with
 :class:`gmvae_cv.systems.AlanineDipeptide` (or a trajectory of your own is read with ``--traj``
@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
     if run_dir.exists():
         # fit(overwrite=True) leaves the old checkpoints there and loads the old best.ckpt
         shutil.rmtree(run_dir)
-    run = fit(xs, k=4, latent_dim=2, epochs=epochs, batch_size=500, lr=3e-3, seed=0, feature_spec=spec,
+    run = fit(xs, n_clusters=4, latent_dim=2, epochs=epochs, batch_size=500, lr=3e-3, seed=0, feature_spec=spec,
               progress=not args.quick, out=run_dir)
     x = np.concatenate(xs)
     res = run.transform(x)

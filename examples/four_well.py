@@ -1,4 +1,4 @@
-"""The seed's first result: a GMVAE (1D -> 1D, k=4) on the four-well potential, next to a plain VAE.
+"""The seed's first result: a GMVAE (1D -> 1D, n_clusters=4) on the four-well potential, next to a plain VAE.
 
 Writes to OUT (default ``four_well_out/``):
 - ``potential.png``: the potential with its wells and barriers;
@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
     traj = fw.simulate(steps, n_walkers=4, stride=200, seed=1)
     x = traj.reshape(-1, 1)
     wells = fw.basin(x)
-    run = fit([t for t in traj], k=4, latent_dim=1, epochs=epochs, batch_size=500, lr=3e-3, seed=0, progress=not args.quick, out=out / "run", overwrite=True)
+    run = fit([t for t in traj], n_clusters=4, latent_dim=1, epochs=epochs, batch_size=500, lr=3e-3, seed=0, progress=not args.quick, out=out / "run", overwrite=True)
     res = run.transform(x)
     cc = cluster_confusion(wells, res["clusters"], 4, 4)
     order = [cc["matching"][w] for w in range(4)]

@@ -101,7 +101,7 @@ def main() -> int:
         spec = alanine_heavy_atom_distances()
         features = spec.compute(traj, dtype=np.float32)
         run = fit(
-            features, k=4, latent_dim=2, seed=0, batch_size=256, epochs=epochs, patience=30,
+            features, n_clusters=4, latent_dim=2, seed=0, batch_size=256, epochs=epochs, patience=30,
             feature_spec=spec, out=tmp / "run", progress=False,
         )
         print(f"trained {run.info['training']['epochs_run']} epochs, best valid loss {run.info['training']['best_loss']:.4f} "

@@ -1,4 +1,4 @@
-"""The reference code's example: a GMVAE (2D -> 1D, k=5) on the Mueller-Brown potential, and an MSM on its clusters.
+"""The reference code's example: a GMVAE (2D -> 1D, n_clusters=5) on the Mueller-Brown potential, and an MSM on its clusters.
 
 Overdamped Langevin walkers on the Mueller-Brown potential (``kT = 8``, two walkers started in
 each minimum; at this temperature basin A is not left in the run, B and C exchange often) give
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     if run_dir.exists():
         # fit(overwrite=True) leaves the old checkpoints there and loads the old best.ckpt
         shutil.rmtree(run_dir)
-    run = fit(trajs, k=5, latent_dim=1, epochs=epochs, batch_size=500, lr=3e-3, seed=0, progress=not args.quick,
+    run = fit(trajs, n_clusters=5, latent_dim=1, epochs=epochs, batch_size=500, lr=3e-3, seed=0, progress=not args.quick,
               out=run_dir)
     res = run.transform(x)
     clusters, z = res["clusters"], res["z"][:, 0]
@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
         if len(pick):
             ax.scatter(x[pick, 0], x[pick, 1], s=3, color=f"C{j}", label=f"cluster {j} ({cluster_basin.get(j, '-')})")
     ax.legend(fontsize=8, markerscale=3, loc="upper right")
-    ax.set_title(f"GMVAE clusters (k=5, D=1), kT={mb.kT:g}; x: saddles")
+    ax.set_title(f"GMVAE clusters (n_clusters=5, D=1), kT={mb.kT:g}; x: saddles")
     save_figure(fig, out / "clusters.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"wspace": 0.3})

@@ -1,4 +1,4 @@
-"""The seed's last result, time information: the same frames trained without and with a time lag (k=4, D=1).
+"""The seed's last result, time information: the same frames trained without and with a time lag (n_clusters=4, D=1).
 
 A toy with a known slow coordinate, simulated by overdamped Langevin dynamics (``kT = 1``):
 
@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
     x = np.concatenate(feats)
     s, f = slow.ravel(), fast.ravel()
 
-    kw = dict(k=4, latent_dim=1, epochs=epochs, batch_size=500, lr=3e-3, seed=0, progress=not args.quick)
+    kw = dict(n_clusters=4, latent_dim=1, epochs=epochs, batch_size=500, lr=3e-3, seed=0, progress=not args.quick)
     models = {}
     for name, lag_frames in (("plain", 0), ("lagged", lag)):
         run_dir = out / f"run_{name}"
@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
             ax.set_xlabel(label)
             ax.set_ylabel("z")
             ax.set_title(f"{title}: |corr(z, {label.split()[0]})| = {m[key]:.2f}", fontsize=10)
-    fig.suptitle("GMVAE (k=4, D=1) embedding against the slow and the fast coordinate (colour: cluster)")
+    fig.suptitle("GMVAE (n_clusters=4, D=1) embedding against the slow and the fast coordinate (colour: cluster)")
     fig.tight_layout()
     save_figure(fig, out / "z_vs_coordinates.png")
 

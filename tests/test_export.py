@@ -66,7 +66,7 @@ def ala(tmp_path_factory):
     spec = alanine_heavy_atom_distances()
     x = spec.compute(traj)
     run = fit(
-        x, k=3, latent_dim=2, epochs=2, feature_spec=spec, out=base / "run",
+        x, n_clusters=3, latent_dim=2, epochs=2, feature_spec=spec, out=base / "run",
         progress=False, cluster_init="none", seed=1,
     )
     exp = export(base / "run", base / "exp", data=x, frames=traj, n_check_frames=16)
@@ -135,7 +135,7 @@ def test_ptc_under_plumed_pattern_matches_python_and_finite_differences(ala, nam
 def test_ptc_batch_and_marker(ala):
     exp = ala["exp"]
     m, marker = load_plumed_model(exp / "model_plumed.ptc")
-    assert marker["kind"] == "plumed" and marker["n_features"] == 25 and marker["D"] == 2 and marker["K"] == 3
+    assert marker["kind"] == "plumed" and marker["n_features"] == 25 and marker["latent_dim"] == 2 and marker["n_clusters"] == 3
     assert marker["feature_names"] == ala["spec"].names
     x = torch.tensor(ala["x"][:7], dtype=torch.float32)
     with torch.no_grad():
@@ -570,7 +570,7 @@ def test_plumed_inputs_run_in_real_kernel(tmp_path):
 
     info = read_cv_json(REF_EXPORT)
     spec = FeatureSpec.from_dict(info["feature_spec"])
-    d, k = info["D"], info["K"]
+    d, k = info["latent_dim"], info["n_clusters"]
     frames = np.load(REF_EXPORT / "frames.npy")
     top = AlanineDipeptide().mdtraj_topology
     traj = md.Trajectory(frames, top)
@@ -613,3 +613,23 @@ def test_plumed_inputs_run_in_real_kernel(tmp_path):
     # OPES input parses and runs
     (tmp_path / "opes_metad.dat").write_text(_standin((REF_INPUTS / "opes_metad.dat").read_text(), d, k))
     run_driver(tmp_path, "opes_metad.dat", "traj.dcd", stride)
+
+
+@needs_reference
+def test_files_from_before_the_names_were_unified_still_load(tmp_path):
+    """cv.json with 'D'/'K' and a spec with 'version' (as written before n_clusters/latent_dim and
+    format_version), and a training run with 'k' and format 'gmvae-cv-run', load as today's."""
+    from gmvae_cv import FeatureSpec, load_run
+
+    exp = tmp_path / "exp"
+    shutil.copytree(REF_EXPORT, exp)
+    info = json.loads((exp / "cv.json").read_text())
+    old = {("D" if k == "latent_dim" else "K" if k == "n_clusters" else k): v for k, v in info.items()}
+    old["feature_spec"] = {("version" if k == "format_version" else k): v for k, v in info["feature_spec"].items()}
+    (exp / "cv.json").write_text(json.dumps(old))
+    got = read_cv_json(exp)
+    assert (got["latent_dim"], got["n_clusters"]) == (info["latent_dim"], info["n_clusters"])
+    assert FeatureSpec.from_dict(got["feature_spec"]) == FeatureSpec.from_dict(info["feature_spec"])
+    run_json = json.loads((REF_EXPORT / "run" / "gmvae_run.json").read_text())
+    assert run_json["format"] == "gmvae-cv-run" and "k" in run_json["config"]  # the stored run is old-style
+    assert load_run(REF_EXPORT / "run").config.n_clusters == run_json["config"]["k"]

@@ -187,7 +187,7 @@ def test_json_round_trip(tmp_path):
     path = tmp_path / "spec.json"
     spec.save(path)
     data = json.loads(path.read_text())
-    assert data["format"] == SPEC_FORMAT and data["version"] == 1
+    assert data["format"] == SPEC_FORMAT and data["format_version"] == 1
     assert data["features"][4] == {"type": "torsion", "name": "phi", "atoms": [4, 6, 8, 14], "transform": "raw"}
     assert data["features"][-1] == {"type": "contact", "name": "c_1_18", "atoms": [1, 18], "r0": 0.4, "n": 6, "m": 10}
     back = FeatureSpec.load(path)
@@ -599,7 +599,14 @@ def test_cli_features_and_write_spec(tmp_path, ala_run, capsys):
 def test_docstring_examples_run():
     import doctest
 
-    import gmvae_cv.features as module
+    import importlib
+    import pkgutil
 
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 10 and result.failed == 0
+    import gmvae_cv.features as package
+
+    attempted = failed = 0
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        attempted, failed = attempted + result.attempted, failed + result.failed
+    assert attempted >= 10 and failed == 0

@@ -10,9 +10,9 @@ from gmvae_cv import GMVAECV, GMVAEInputError, gmvae_loss
 from gmvae_cv.learn.loss import log_normal
 
 
-def _model(n=5, d=2, k=4, seed=0, **kw):
+def _model(n=5, d=2, n_clusters=4, seed=0, **kw):
     torch.manual_seed(seed)
-    m = GMVAECV(n, d, k, qz_layers=kw.pop("qz_layers", [16, 8]), **kw)
+    m = GMVAECV(n, d, n_clusters, qz_layers=kw.pop("qz_layers", [16, 8]), **kw)
     m.norm_in.set_custom(torch.linspace(-0.5, 0.5, n), torch.linspace(0.5, 2.0, n))
     return m
 
@@ -117,9 +117,9 @@ def test_weights_shape_is_checked():
         model.loss_terms({"data": x, "weights": torch.ones(7)})
 
 
-@pytest.mark.parametrize("kw,field", [({"n_clusters": 1}, "'k'"), ({"n_cvs": 0}, "'latent_dim'"), ({"qz_layers": []}, "qz_layers")])
+@pytest.mark.parametrize("kw,field", [({"n_clusters": 1}, "'n_clusters'"), ({"latent_dim": 0}, "'latent_dim'"), ({"qz_layers": []}, "qz_layers")])
 def test_bad_hyperparameters(kw, field):
-    args = {"n_features": 3, "n_cvs": 2, "n_clusters": 3}
+    args = {"n_features": 3, "latent_dim": 2, "n_clusters": 3}
     args.update(kw)
     with pytest.raises(GMVAEInputError, match=field):
         GMVAECV(**args)
@@ -131,3 +131,16 @@ def test_gmvae_loss_rejects_bad_weights_shape():
     with pytest.raises(ValueError):
         gmvae_loss(torch.zeros(b, n), torch.zeros(b, k), z, z, torch.ones(b, k, d), torch.zeros(k, d), torch.ones(k, d),
                    torch.zeros(b, k, n), torch.ones(b, k, n), 0.05, torch.ones(b + 1))
+
+
+def test_old_parameter_names_are_aliases():
+    """mlcolvar's n_cvs and the paper's k name the same numbers as latent_dim and n_clusters."""
+    from gmvae_cv.learn.train import TrainConfig, fit
+
+    assert GMVAECV(n_features=3, n_cvs=2, n_clusters=3).latent_dim == 2
+    with pytest.raises(GMVAEInputError, match="both given"):
+        GMVAECV(n_features=3, n_cvs=2, latent_dim=2, n_clusters=3)
+    run = fit(np.random.default_rng(0).normal(size=(60, 2)), k=3, latent_dim=1, epochs=1, progress=False)
+    assert run.config.n_clusters == 3 and isinstance(run.config, TrainConfig)
+    with pytest.raises(GMVAEInputError, match="both given"):
+        fit(np.zeros((60, 2)), k=3, n_clusters=3, epochs=1, progress=False)

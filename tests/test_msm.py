@@ -71,7 +71,7 @@ def test_slowest_its_of_exact_basins_matches_fokker_planck(four_well_runs):
 
 @pytest.mark.slow
 def test_slowest_its_of_gmvae_states_matches_fokker_planck(four_well_runs, tmp_path):
-    """The same check with states from a trained GMVAE (k=4, latent_dim=1): minutes of training."""
+    """The same check with states from a trained GMVAE (n_clusters=4, latent_dim=1): minutes of training."""
     from gmvae_cv import fit
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -81,7 +81,7 @@ def test_slowest_its_of_gmvae_states_matches_fokker_planck(four_well_runs, tmp_p
     train = np.concatenate([t[::20] for t in traj])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run = fit(train, k=4, latent_dim=1, epochs=150, patience=20, batch_size=2048, progress=False, seed=0, out=tmp_path / "run")
+        run = fit(train, n_clusters=4, latent_dim=1, epochs=150, patience=20, batch_size=2048, progress=False, seed=0, out=tmp_path / "run")
     dtrajs = gmvae_states(run, list(traj))
     res = MarkovAnalysis([50, 100, 200, 300], lagtime=300, dt=frame_dt, time_unit="reduced", n_samples=0).fit(dtrajs).fetch_model()
     t_msm = res.slowest_timescale()

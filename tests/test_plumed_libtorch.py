@@ -67,7 +67,7 @@ def ala(tmp_path_factory):
     traj = md.load(str(sim.trajectory), top=str(sim.topology))
     spec = alanine_heavy_atom_distances()
     x = spec.compute(traj)
-    run = fit(x, k=3, latent_dim=2, epochs=3, feature_spec=spec, out=base / "run", progress=False, seed=2)
+    run = fit(x, n_clusters=3, latent_dim=2, epochs=3, feature_spec=spec, out=base / "run", progress=False, seed=2)
     exp = export(base / "run", base / "exp", data=x, frames=traj, n_check_frames=8)
     return {"sim": sim, "traj": traj, "spec": spec, "x": x, "run": run, "exp": exp}
 
@@ -198,7 +198,7 @@ def test_reference_plumed_inputs_end_to_end(tmp_path):
     _driver(tmp_path, "metad.dat", "traj.dcd", stride=500)
     c = read_colvar(tmp_path / "COLVAR")
     ref, _ = python_cv(load_run(REF_EXPORT / "run").model, spec.compute(frames))
-    np.testing.assert_allclose(np.stack([c[f"cv.node-{i}"] for i in range(info["D"])], axis=1), ref, atol=2e-5)
+    np.testing.assert_allclose(np.stack([c[f"cv.node-{i}"] for i in range(info["latent_dim"])], axis=1), ref, atol=2e-5)
     _driver(tmp_path, "reweight.dat", "traj.dcd", stride=500)
     rw = read_colvar(tmp_path / "COLVAR_REWEIGHT")
     torsions = {f.name: f.atoms for f in alanine_backbone_torsions(transform="raw")}

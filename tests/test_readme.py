@@ -51,7 +51,7 @@ def test_python_api_block_runs_as_written(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out.strip().splitlines()
     # the block prints the accuracy against the exact wells; the README promises >= 0.95
     assert float(printed[-1]) >= 0.95
-    assert (tmp_path / "fw_run" / "model.pt").is_file() and ns["run"].config.k == 4
+    assert (tmp_path / "fw_run" / "model.pt").is_file() and ns["run"].config.n_clusters == 4
 
 
 def test_readme_gmvae_cv_commands_exist():

@@ -22,11 +22,11 @@ def four_well_data():
 def four_well_run(four_well_data, tmp_path_factory):
     _, trajs = four_well_data
     out = tmp_path_factory.mktemp("fw") / "run"
-    return fit(trajs, k=4, latent_dim=1, epochs=120, batch_size=500, lr=3e-3, seed=0, progress=False, out=out)
+    return fit(trajs, n_clusters=4, latent_dim=1, epochs=120, batch_size=500, lr=3e-3, seed=0, progress=False, out=out)
 
 
 def test_four_well_clusters_match_wells(four_well_data, four_well_run):
-    """The seed's first result: GMVAE (1D -> 1D, k=4) assigns frames to the right well."""
+    """The seed's first result: GMVAE (1D -> 1D, n_clusters=4) assigns frames to the right well."""
     fw, trajs = four_well_data
     x = np.concatenate(trajs)
     out = four_well_run.transform(x)
@@ -40,7 +40,7 @@ def test_four_well_clusters_match_wells(four_well_data, four_well_run):
 def test_gmm_start_reaches_lower_loss_than_random_start(four_well_data, four_well_run):
     """Without the GMM start the reference-style random start ends in a worse ELBO optimum."""
     _, trajs = four_well_data
-    rnd = fit(trajs, k=4, latent_dim=1, epochs=120, batch_size=500, lr=3e-3, seed=0, progress=False, cluster_init="none")
+    rnd = fit(trajs, n_clusters=4, latent_dim=1, epochs=120, batch_size=500, lr=3e-3, seed=0, progress=False, cluster_init="none")
     gmm_loss, rnd_loss = four_well_run.info["training"]["best_loss"], rnd.info["training"]["best_loss"]
     assert gmm_loss < rnd_loss - 0.05, (gmm_loss, rnd_loss)
 
@@ -56,17 +56,17 @@ def test_run_directory_round_trip(four_well_data, four_well_run):
     np.testing.assert_allclose(a["z"], b["z"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(a["cluster_probs"], b["cluster_probs"], rtol=0, atol=1e-6)
     info = json.loads((path / "gmvae_run.json").read_text())
-    assert info["complete"] and info["config"]["k"] == 4
+    assert info["complete"] and info["config"]["n_clusters"] == 4
     # a finished run is not overwritten silently
     with pytest.raises(GMVAEInputError, match="finished run"):
-        fit(trajs, k=4, latent_dim=1, epochs=1, progress=False, out=path)
+        fit(trajs, n_clusters=4, latent_dim=1, epochs=1, progress=False, out=path)
 
 
 def test_seeded_runs_are_reproducible():
     x = np.random.default_rng(3).normal(size=(400, 3))
-    a = fit(x, k=3, latent_dim=2, epochs=4, seed=5, progress=False)
-    b = fit(x, k=3, latent_dim=2, epochs=4, seed=5, progress=False)
-    c = fit(x, k=3, latent_dim=2, epochs=4, seed=6, progress=False)
+    a = fit(x, n_clusters=3, latent_dim=2, epochs=4, seed=5, progress=False)
+    b = fit(x, n_clusters=3, latent_dim=2, epochs=4, seed=5, progress=False)
+    c = fit(x, n_clusters=3, latent_dim=2, epochs=4, seed=6, progress=False)
     za, zb, zc = (r.transform(x)["z"] for r in (a, b, c))
     np.testing.assert_array_equal(za, zb)
     assert np.abs(za - zc).max() > 1e-3
@@ -77,7 +77,7 @@ def test_returned_model_is_this_runs_best_epoch_with_or_without_out(tmp_path):
     without (kept in memory); a finished run replaced with ``overwrite=True`` never hands back
     the old run's checkpoint."""
     x = np.random.default_rng(7).normal(size=(400, 3))
-    kw = dict(k=3, latent_dim=2, epochs=6, patience=50, progress=False)
+    kw = dict(n_clusters=3, latent_dim=2, epochs=6, patience=50, progress=False)
     out = tmp_path / "run"
     old = fit(x, seed=1, out=out, **kw)
     new = fit(x, seed=2, out=out, overwrite=True, **kw)
@@ -93,13 +93,13 @@ def test_returned_model_is_this_runs_best_epoch_with_or_without_out(tmp_path):
 def test_interrupted_run_resumes_from_checkpoint(tmp_path):
     x = np.random.default_rng(4).normal(size=(300, 3))
     out = tmp_path / "run"
-    fit(x, k=2, latent_dim=1, epochs=3, patience=50, seed=1, progress=False, out=out)
+    fit(x, n_clusters=2, latent_dim=1, epochs=3, patience=50, seed=1, progress=False, out=out)
     # pretend the run was killed after epoch 3 of 6: mark it unfinished, ask for 6 epochs
     info = json.loads((out / "gmvae_run.json").read_text())
     info["complete"] = False
     info["config"]["epochs"] = 6
     (out / "gmvae_run.json").write_text(json.dumps(info))
-    resumed = fit(x, k=2, latent_dim=1, epochs=6, patience=50, seed=1, progress=False, out=out)
+    resumed = fit(x, n_clusters=2, latent_dim=1, epochs=6, patience=50, seed=1, progress=False, out=out)
     t = resumed.info["training"]
     assert t["resumed_from_checkpoint"]
     assert resumed.info["history"]["epoch"] == list(range(6))
@@ -107,7 +107,7 @@ def test_interrupted_run_resumes_from_checkpoint(tmp_path):
     info["complete"] = False
     (out / "gmvae_run.json").write_text(json.dumps(info))
     with pytest.raises(GMVAEInputError, match="another configuration"):
-        fit(x, k=3, latent_dim=1, epochs=6, progress=False, out=out)
+        fit(x, n_clusters=3, latent_dim=1, epochs=6, progress=False, out=out)
 
 
 def test_weights_change_the_clustering_in_the_expected_direction():
@@ -119,7 +119,7 @@ def test_weights_change_the_clustering_in_the_expected_direction():
     x = np.concatenate([rng.normal(-4, 0.4, n_big), rng.normal(0, 0.4, n_mid), rng.normal(4, 0.4, n_big)])[:, None]
     group = np.repeat([0, 1, 2], [n_big, n_mid, n_big])
     w = np.where(group == 2, 1e-3, np.where(group == 1, 4.5, 1.0))
-    kw = dict(k=2, latent_dim=1, epochs=80, batch_size=500, lr=3e-3, seed=0, progress=False)
+    kw = dict(n_clusters=2, latent_dim=1, epochs=80, batch_size=500, lr=3e-3, seed=0, progress=False)
     unweighted = fit(x, **kw).transform(x)["clusters"]
     weighted = fit(x, weights=w, **kw).transform(x)["clusters"]
 
@@ -147,7 +147,7 @@ def test_time_lag_selects_the_slow_coordinate():
     slow = np.cumsum(rng.random(n) < 0.004) % 2 * 2.0 - 1.0
     fast = rng.choice([-1.0, 1.0], n)
     x = np.column_stack([slow + 0.3 * rng.normal(size=n)] + [fast + 0.3 * rng.normal(size=n) for _ in range(3)])
-    kw = dict(k=4, latent_dim=1, epochs=60, batch_size=500, lr=3e-3, seed=0, progress=False)
+    kw = dict(n_clusters=4, latent_dim=1, epochs=60, batch_size=500, lr=3e-3, seed=0, progress=False)
 
     def corr(run):
         z = run.transform(x)["z"][:, 0]
@@ -169,14 +169,14 @@ def test_time_lag_selects_the_slow_coordinate():
         (dict(data=np.ones((10, 2)), weights=np.ones(9)), "9 entries, expected 10"),
         (dict(data=np.ones((10, 2)), weights=-np.ones(10)), "negative"),
         (dict(data=np.ones((10, 2)), lag=10), "'lag' is 10 frames"),
-        (dict(data=np.ones((10, 2)), k=1), "'k' is 1"),
+        (dict(data=np.ones((10, 2)), n_clusters=1), "'n_clusters' is 1"),
         (dict(data=np.ones((10, 2)), latent_dim=0), "'latent_dim' is 0"),
         (dict(data=[np.ones((10, 2)), np.ones((10, 3))]), "different feature counts"),
     ],
 )
 def test_bad_input_is_named(kwargs, match):
     data = kwargs.pop("data")
-    kw = dict(k=2, latent_dim=1, epochs=1, progress=False)
+    kw = dict(n_clusters=2, latent_dim=1, epochs=1, progress=False)
     kw.update(kwargs)
     with pytest.raises(GMVAEInputError, match=match):
         fit(data, **kw)
@@ -187,7 +187,7 @@ def test_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(GMVAEInputError, match="not a gmvae-cv run directory"):
         load_run(tmp_path)
     with pytest.raises(GMVAEInputError, match="not a gmvae-cv run directory"):
-        fit(np.ones((20, 2)), k=2, latent_dim=1, epochs=1, progress=False, out=tmp_path)
+        fit(np.ones((20, 2)), n_clusters=2, latent_dim=1, epochs=1, progress=False, out=tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
     (tmp_path / "gmvae_run.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(GMVAEInputError, match="'format'"):
@@ -195,7 +195,7 @@ def test_directory_that_is_not_a_run(tmp_path):
 
 
 def test_muller_brown_basins_are_owned_by_clusters():
-    """The reference code's Mueller-Brown example (k=5, latent_dim=1): each of the three basins
+    """The reference code's Mueller-Brown example (n_clusters=5, latent_dim=1): each of the three basins
     is owned by its own cluster with purity >= 0.9, measured on core sets (frames below the
     basin's lowest saddle; the transition region is left out)."""
     from gmvae_cv import MullerBrown
@@ -204,7 +204,7 @@ def test_muller_brown_basins_are_owned_by_clusters():
     traj = mb.simulate(40_000, n_walkers=6, stride=20, seed=3)
     x = traj.reshape(-1, 2)
     core = mb.core(x)
-    run = fit([t for t in traj], k=5, latent_dim=1, epochs=60, batch_size=500, lr=3e-3, seed=0, progress=False)
+    run = fit([t for t in traj], n_clusters=5, latent_dim=1, epochs=60, batch_size=500, lr=3e-3, seed=0, progress=False)
     clusters = run.transform(x)["clusters"]
     sel = core >= 0
     cc = cluster_confusion(core[sel], clusters[sel], 3, 5)

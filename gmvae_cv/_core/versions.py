@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from importlib import metadata
 
 __all__ = ["versions", "machine_info"]
@@ -22,7 +23,14 @@ _DISTRIBUTIONS = {
 }
 
 
-def _version(names: tuple[str, ...]) -> str | None:
+_MODULES = {"numpy": "numpy", "torch": "torch", "openmm": "openmm", "lightning": "lightning",
+            "mlcolvar": "mlcolvar", "mdtraj": "mdtraj", "deeptime": "deeptime"}
+
+
+def _version(key: str, names: tuple[str, ...]) -> str | None:
+    module = sys.modules.get(_MODULES.get(key, ""))
+    if module is not None and isinstance(getattr(module, "__version__", None), str):
+        return module.__version__  # an imported module knows its build (e.g. torch's +cu130)
     for name in names:
         try:
             return metadata.version(name)
@@ -56,7 +64,7 @@ def versions(*packages: str) -> dict[str, str]:
 
     out = {"gmvae_cv": __version__, "python": platform.python_version()}
     for key in ("numpy", *packages):
-        v = _version(_DISTRIBUTIONS.get(key, (key,)))
+        v = _version(key, _DISTRIBUTIONS.get(key, (key,)))
         if v is not None:
             out[key] = v
     out["machine"] = platform.platform()

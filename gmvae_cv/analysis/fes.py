@@ -20,12 +20,12 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
 from .._core.errors import GMVAEInputError
+from .._core.jsonfile import read_json_file
 from .._core.files import atomic_write_text
 from .._core.checks import check_int, check_positive
 
@@ -161,7 +161,7 @@ class FreeEnergySurface:
             return np.where(np.isfinite(a), a, np.nan).tolist()
 
         return {
-            "format": "gmvae-cv-fes",
+            "format": "gmvae-cv/fes",
             "format_version": 1,
             "variables": list(self.variables),
             "edges": [e.tolist() for e in self.edges],
@@ -186,13 +186,7 @@ class FreeEnergySurface:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FreeEnergySurface":
         """Read a surface written by :meth:`save`."""
-        p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise GMVAEInputError(f"{p}: cannot read a FES JSON ({exc})") from None
-        if d.get("format") != "gmvae-cv-fes":
-            raise GMVAEInputError(f"{p}: 'format' is {d.get('format')!r}, expected 'gmvae-cv-fes'")
+        d = read_json_file(path, "gmvae-cv/fes", (1,))
 
         def arr(v, fill):
             a = np.array(v, dtype=object)

@@ -232,7 +232,7 @@ class MarkovAnalysisResult:
 
         tu = self.time_unit
         d = {
-            "format": "gmvae-cv-msm",
+            "format": "gmvae-cv/msm",
             "format_version": 1,
             "dt": {"unit": tu, "value": self.dt},
             "lagtimes": {"unit": "frames", "values": self.lagtimes.astype(int).tolist()},
@@ -582,7 +582,7 @@ class TRAMResult:
         from .fes import _nan_to_none
 
         d = {
-            "format": "gmvae-cv-tram",
+            "format": "gmvae-cv/tram",
             "format_version": 1,
             "n_states": self.n_states,
             "stationary_distribution": np.asarray(self.stationary_distribution).tolist(),

@@ -229,7 +229,8 @@ def _add_train(sub) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a GMVAE CV on feature matrices or trajectories")
     _add_input_args(p)
-    p.add_argument("--k", type=int, required=True, help="number of mixture components (clusters), >= 2")
+    p.add_argument("--n-clusters", "--k", dest="n_clusters", type=int, required=True,
+                   help="number of mixture components (clusters), >= 2 (the paper's k)")
     p.add_argument("--latent-dim", type=int, required=True, help="latent dimension = number of CV components, >= 1")
     p.add_argument("--out", required=True, help="run directory to write (resumes an unfinished run there)")
     p.add_argument("--weights", nargs="+", default=None, help="per-frame weights (.npy or text, one file per --data/--traj file)")
@@ -263,7 +264,7 @@ def _cmd_train(args) -> int:
             if len(w) != len(a):
                 raise GMVAEInputError(f"{wf}: 'weights' has {len(w)} entries, expected {len(a)} (the frames of {nm})")
     config = TrainConfig(
-        k=args.k,
+        n_clusters=args.n_clusters,
         latent_dim=args.latent_dim,
         lag=args.lag,
         qy_layers=args.qy_layers,
@@ -282,7 +283,7 @@ def _cmd_train(args) -> int:
     run = fit(arrays, config, weights=weights, out=args.out, sources=names, feature_spec=spec, progress=not args.no_progress, overwrite=args.overwrite)
     t = run.info["training"]
     print(
-        f"trained GMVAE k={config.k} latent_dim={config.latent_dim} on {sum(len(a) for a in arrays)} frames: "
+        f"trained GMVAE n_clusters={config.n_clusters} latent_dim={config.latent_dim} on {sum(len(a) for a in arrays)} frames: "
         f"{t['epochs_run']} epochs, best {t['monitor']} {t['best_loss']:.4f} at epoch {t['best_epoch']}"
         + (" (resumed)" if t["resumed_from_checkpoint"] else "")
     )
@@ -653,8 +654,7 @@ def _add_export(sub) -> None:
 
 
 def _cmd_export(args) -> int:
-    from ..deploy.writer import export
-    from ..deploy.plumed import MetadSettings, OpesSettings
+    from ..deploy import MetadSettings, OpesSettings, export
 
     frames = _load_frames(args.traj, args.top, args.stride)
     data = [np.load(f, allow_pickle=False) for f in args.data] if args.data else None
@@ -689,7 +689,7 @@ def _add_check(sub) -> None:
 
 
 def _cmd_check(args) -> int:
-    from ..deploy.writer import check_export
+    from ..deploy import check_export
 
     frames = _load_frames(args.traj, args.top, args.stride)
     report = check_export(args.exp, frames, n_fd_frames=args.fd_frames)
@@ -757,7 +757,7 @@ def _cmd_bias(args) -> int:
     from tqdm import tqdm
 
     from ..metad.run import run_metadynamics
-    from ..deploy.loaders import load_cv
+    from ..deploy import load_cv
 
     if args.system is not None and (args.system_xml or args.pdb or args.forcefield):
         raise GMVAEInputError("'--system' is a built-in system; do not combine it with --system-xml/--pdb/--forcefield")

@@ -276,10 +276,10 @@ def check_export(
 
     # 2. PLUMED's pattern
     norm_range = np.asarray(info["normalisation"]["range"] or np.ones(spec.n_features), dtype=float)
-    for name, kind, what, n_out in ((PLUMED_MODEL, "plumed", "cv", info["D"]), (CLUSTERS_MODEL, "clusters", "clusters", info["K"])):
+    for name, kind, what, n_out in ((PLUMED_MODEL, "plumed", "cv", info["latent_dim"]), (CLUSTERS_MODEL, "clusters", "clusters", info["n_clusters"])):
         frozen, marker = load_plumed_model(exp_dir / name, kind=kind, verify=False)
-        bad = [key for key in ("n_features", "D", "K") if marker.get(key) != info[key]]
-        report.add(name, "marker (n_features, D, K) equals cv.json", float(bool(bad)), 0.0, ", ".join(f"{b} differs" for b in bad))
+        bad = [key for key in ("n_features", "latent_dim", "n_clusters") if marker.get(key) != info[key]]
+        report.add(name, "marker (n_features, latent_dim, n_clusters) equals cv.json", float(bool(bad)), 0.0, ", ".join(f"{b} differs" for b in bad))
         vals, grads, problems = _plumed_pattern_eval(frozen, x32)
         report.add(name, f"output float32 (1, {n_out}) after freeze + optimize_for_inference", float(bool(problems) or vals.shape[1] != n_out), 0.0, "; ".join(problems))
         ref_v, ref_g = _python_reference(run.model, x32.astype(np.float64), what)
@@ -330,10 +330,10 @@ def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run
     path = exp_dir / name
     cv = load_openmm_cv(path, verify=False)
     marker = cv.gmvae_marker
-    bad = [key for key in ("n_features", "D", "K", "n_atoms") if marker.get(key) != info[key]]
+    bad = [key for key in ("n_features", "latent_dim", "n_clusters", "n_atoms") if marker.get(key) != info[key]]
     if marker.get("atom_indices") != info.get("atom_indices"):
         bad.append("atom_indices")
-    report.add(name, "marker (n_features, D, K, n_atoms, atoms) equals cv.json", float(bool(bad)), 0.0, ", ".join(f"{b} differs" for b in bad))
+    report.add(name, "marker (n_features, latent_dim, n_clusters, n_atoms, atoms) equals cv.json", float(bool(bad)), 0.0, ", ".join(f"{b} differs" for b in bad))
 
     # Python reference: CV on NumPy features, gradient through the torch features (float64)
     import copy
@@ -342,7 +342,7 @@ def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run
     feat = spec.torch_module()
     with torch.no_grad():
         ref = m64.forward_cv(torch.tensor(x64)).numpy()
-    d = int(info["D"])
+    d = int(info["latent_dim"])
     got64 = np.zeros_like(ref)
     got32 = np.zeros_like(ref)
     dtype_ok = True

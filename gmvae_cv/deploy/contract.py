@@ -4,7 +4,6 @@ inputs), their formats, and how each consumer loads them (sha256 checked against
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -13,7 +12,9 @@ import torch
 
 from .._core.errors import GMVAEInputError
 from .._core.checks import check_int
+from .._core.jsonfile import read_json_file
 from .torchscript import (
+    current_names,
     CVComponent,
     load_scripted,
 )
@@ -82,19 +83,11 @@ def read_cv_json(exp_dir: str | os.PathLike) -> dict:
         raise GMVAEInputError(f"{exp_dir}: not a directory (expected an export made by 'gmvae-cv export')")
     if not f.is_file():
         raise GMVAEInputError(f"{f}: file not found ({exp_dir} is not a gmvae-cv export)")
-    try:
-        info = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GMVAEInputError(f"{f}: not valid JSON ({exc})") from None
-    if not isinstance(info, dict) or info.get("format") != EXPORT_FORMAT:
-        got = info.get("format") if isinstance(info, dict) else None
-        raise GMVAEInputError(f"{f}: 'format' is {got!r}, expected {EXPORT_FORMAT!r}")
-    if info.get("format_version") != EXPORT_VERSION:
-        raise GMVAEInputError(f"{f}: 'format_version' is {info.get('format_version')!r}, this gmvae-cv reads {EXPORT_VERSION}")
-    for key in ("n_features", "D", "K", "feature_spec", "files", "plumed"):
+    info = current_names(read_json_file(f, EXPORT_FORMAT, (EXPORT_VERSION,)))
+    for key in ("n_features", "latent_dim", "n_clusters", "feature_spec", "files", "plumed"):
         if key not in info:
             raise GMVAEInputError(f"{f}: missing field '{key}'")
-    for key in ("n_features", "D", "K"):
+    for key in ("n_features", "latent_dim", "n_clusters"):
         v = info[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise GMVAEInputError(f"{f}: '{key}' is {v!r}, expected a positive integer")
@@ -206,7 +199,7 @@ def load_openmm_cv(path: str | os.PathLike, *, verify: bool = True) -> torch.jit
     """
     path = Path(path)
     module, marker = load_scripted(path, kind="openmm")
-    for key in ("n_atoms", "atom_indices", "D"):
+    for key in ("n_atoms", "atom_indices", "latent_dim"):
         if key not in marker:
             raise GMVAEInputError(f"{path}: marker has no '{key}', expected an OpenMM model exported by gmvae-cv")
     _verify_sibling(path, verify)
@@ -239,7 +232,7 @@ def openmm_component_force(path: str | os.PathLike, i: int, *, periodic: bool = 
     from openmmtorch import TorchForce
 
     cv = load_openmm_cv(path, verify=verify)
-    d = int(cv.gmvae_marker["D"])
+    d = int(cv.gmvae_marker["latent_dim"])
     i = check_int(i, "i", minimum=0)
     if i >= d:
         raise GMVAEInputError(f"'i' is {i}, expected a component 0 <= i < D = {d}")

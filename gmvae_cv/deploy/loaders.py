@@ -288,7 +288,7 @@ def save_cv_module(
     Path
     """
     scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
-    meta: dict[str, Any] = {"format": CV_FORMAT, "version": 1, "n_atoms": int(n_atoms), "D": int(n_cvs)}
+    meta: dict[str, Any] = {"format": CV_FORMAT, "format_version": 1, "n_atoms": int(n_atoms), "D": int(n_cvs)}
     meta["units"] = {"positions": "nm", "box": "nm (rows are box vectors)"}
     if periodic is not None:
         meta["cv_periodic"] = [None if p is None else [float(p[0]), float(p[1])] for p in periodic]
@@ -429,7 +429,7 @@ def _finish(module, spec, n_cvs, periodic, names, path, extra) -> CVModel:
     if path is not None:
         p = save_cv_module(module, path, n_atoms=spec.n_atoms, n_cvs=n_cvs, periodic=periodic, cv_names=names, feature_spec=spec, extra=extra)
         return load_cv(p)
-    meta = {"format": CV_FORMAT, "version": 1, "n_atoms": spec.n_atoms, "D": n_cvs, "cv_names": list(names),
+    meta = {"format": CV_FORMAT, "format_version": 1, "n_atoms": spec.n_atoms, "D": n_cvs, "cv_names": list(names),
             "cv_periodic": [None if p is None else list(p) for p in periodic], "feature_names": spec.names,
             "atom_indices": spec.atoms_used.tolist(), "feature_spec": spec.to_dict(), **extra}
     buf = io.BytesIO()

@@ -343,7 +343,7 @@ def _components(n: int, label: str) -> str:
 
 
 def _header(cv_info: Mapping[str, Any], what: str, how_to_run: Sequence[str]) -> list[str]:
-    d, k = cv_info["D"], cv_info["K"]
+    d, k = cv_info["latent_dim"], cv_info["n_clusters"]
     return [
         f"# {what}",
         f"# GMVAE collective variable exported by gmvae-cv {cv_info.get('gmvae_cv_version', '')}: "
@@ -416,7 +416,7 @@ def render_plumed_dat(cv_info: Mapping[str, Any], spec: Any) -> str:
     str
         The input file's text.
     """
-    d, k = int(cv_info["D"]), int(cv_info["K"])
+    d, k = int(cv_info["latent_dim"]), int(cv_info["n_clusters"])
     m = cv_info["plumed"]["metad"]
     lines = _header(
         cv_info,
@@ -436,7 +436,7 @@ def render_plumed_dat(cv_info: Mapping[str, Any], spec: Any) -> str:
 
 def render_plumed_opes(cv_info: Mapping[str, Any], spec: Any) -> str:
     """``plumed_opes.dat``: features, the two PYTORCH_MODEL actions, OPES_METAD, PRINT."""
-    d, k = int(cv_info["D"]), int(cv_info["K"])
+    d, k = int(cv_info["latent_dim"]), int(cv_info["n_clusters"])
     o = cv_info["plumed"]["opes"]
     lines = _header(
         cv_info,
@@ -472,7 +472,7 @@ def render_walkers(cv_info: Mapping[str, Any], spec: Any, n_walkers: int, walker
     walker_id = check_int(walker_id, "walker_id", minimum=0)
     if walker_id >= n_walkers:
         raise GMVAEInputError(f"'walker_id' is {walker_id}, expected 0 <= walker_id < n_walkers = {n_walkers}")
-    d, k = int(cv_info["D"]), int(cv_info["K"])
+    d, k = int(cv_info["latent_dim"]), int(cv_info["n_clusters"])
     m = cv_info["plumed"]["metad"]
     rstride = m["pace"] if rstride is None else check_int(rstride, "rstride", minimum=1)
     lines = _header(
@@ -517,7 +517,7 @@ def render_reweight(
     cv_bins, torsion_bins : int
         Histogram bins per dimension.
     """
-    d, k = int(cv_info["D"]), int(cv_info["K"])
+    d, k = int(cv_info["latent_dim"]), int(cv_info["n_clusters"])
     m = cv_info["plumed"]["metad"]
     temp = _num(m["temperature"])
     lines = _header(
@@ -567,7 +567,7 @@ def render_reweight(
 
 
 def _readme(cv_info: Mapping[str, Any], files: Sequence[str], n_walkers: int, torsions: Optional[Mapping[str, Any]]) -> str:
-    d = int(cv_info["D"])
+    d = int(cv_info["latent_dim"])
     lines = [
         "# Ready PLUMED inputs for the exported GMVAE CV",
         "",

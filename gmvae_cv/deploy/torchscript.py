@@ -48,6 +48,8 @@ __all__ = [
     "save_scripted",
     "read_marker",
     "load_scripted",
+    "current_names",
+    "RENAMED_KEYS",
 ]
 
 MARKER_NAME = "gmvae_cv.json"
@@ -394,6 +396,20 @@ def _parse_marker(path: Path, text: Optional[str]) -> dict:
     return marker
 
 
+RENAMED_KEYS = {"D": "latent_dim", "K": "n_clusters"}
+"""Keys that files written before the names were unified used (old -> current)."""
+
+
+def current_names(info: dict) -> dict:
+    """``info`` with the keys of :data:`RENAMED_KEYS` under their current names (a copy; files
+    written before the rename keep loading)."""
+    out = dict(info)
+    for old, new in RENAMED_KEYS.items():
+        if old in out and new not in out:
+            out[new] = out.pop(old)
+    return out
+
+
 def read_marker(path: str | os.PathLike) -> dict:
     """The gmvae-cv marker of a TorchScript file.
 
@@ -428,7 +444,7 @@ def load_scripted(path: str | os.PathLike, *, kind: Optional[str] = None) -> tup
     if not path.is_file():
         raise GMVAEInputError(f"{path}: file not found (expected a TorchScript model exported by gmvae-cv)")
     module, text = _load_with_marker(path)
-    marker = _parse_marker(path, text)
+    marker = current_names(_parse_marker(path, text))
     if kind is not None and marker.get("kind") != kind:
         raise GMVAEInputError(f"{path}: marker 'kind' is {marker.get('kind')!r}, expected {kind!r}")
     return module.eval(), marker

@@ -152,7 +152,7 @@ def _identity(spec: Any, d: int, k: int) -> dict:
     """What both the TorchScript marker and cv.json say about the CV: version, sizes, features."""
     from .. import __version__
 
-    return {"gmvae_cv_version": __version__, "n_features": spec.n_features, "D": d, "K": k,
+    return {"gmvae_cv_version": __version__, "n_features": spec.n_features, "latent_dim": d, "n_clusters": k,
             "feature_names": spec.names, "feature_units": spec.units}
 
 
@@ -235,7 +235,7 @@ def export(
                 raise GMVAEInputError(f"{out}: holds an export; pass overwrite=True (--overwrite) to replace it")
 
     model = run.model.eval()
-    d, k = int(run.config.latent_dim), int(run.config.k)
+    d, k = int(run.config.latent_dim), int(run.config.n_clusters)
 
     xyz = box = None
     if frames is not None:
@@ -352,7 +352,7 @@ def export(
 
 def render_export_readme(info: dict) -> str:
     """``README.md`` of an export: the contract of its files, with its numbers (from ``cv.json``)."""
-    n, d, k = info["n_features"], info["D"], info["K"]
+    n, d, k = info["n_features"], info["latent_dim"], info["n_clusters"]
     names = info["feature_names"]
     units = info["feature_units"]
     shown = ", ".join(f"`{a}` ({u})" for a, u in zip(names[:6], units[:6])) + (", ..." if n > 6 else "")

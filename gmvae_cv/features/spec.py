@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from .._core.errors import GMVAEInputError
+from .._core.jsonfile import check_stamp, stamped
 from .._core.files import atomic_write_json
 from .._core.checks import check_array, check_int
 
@@ -444,17 +445,15 @@ class FeatureSpec:
 
     # -- JSON
     def to_dict(self) -> dict:
-        """JSON-serialisable form, with the ``format``/``version`` marker."""
-        return {
-            "format": SPEC_FORMAT,
-            "version": SPEC_VERSION,
+        """JSON-serialisable form, stamped with ``format``/``format_version``."""
+        return stamped(SPEC_FORMAT, SPEC_VERSION, {
             "units": {"length": "nm", "angle": "rad", "atom_indices": "0-based"},
             "n_atoms": self.n_atoms,
             "periodic": self.periodic,
             "description": self.description,
             "features": [f.to_dict() for f in self.features],
             "atom_labels": {str(k): v for k, v in sorted(self.atom_labels.items())},
-        }
+        })
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | os.PathLike | None = None) -> "FeatureSpec":
@@ -468,12 +467,7 @@ class FeatureSpec:
         pre = f"{source}: " if source is not None else ""
         if not isinstance(data, Mapping):
             raise GMVAEInputError(f"{pre}top level is {type(data).__name__}, expected a JSON object (a feature spec)")
-        fmt = data.get("format")
-        if fmt != SPEC_FORMAT:
-            raise GMVAEInputError(f"{pre}'format' is {fmt!r}, expected {SPEC_FORMAT!r} (is this a gmvae-cv feature spec?)")
-        version = data.get("version")
-        if version != SPEC_VERSION:
-            raise GMVAEInputError(f"{pre}'version' is {version!r}, expected {SPEC_VERSION}")
+        data = check_stamp(dict(data), SPEC_FORMAT, (SPEC_VERSION,), source=source)
         for key in ("n_atoms", "features"):
             if key not in data:
                 raise GMVAEInputError(f"{pre}missing field '{key}'")

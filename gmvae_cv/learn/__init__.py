@@ -9,9 +9,9 @@ run directory (:class:`GMVAERun`, :func:`load_run`). Imports :mod:`gmvae_cv.feat
 from .data import load_trajectories, make_dataset
 from .loss import GMVAELoss, gmvae_loss, log_normal
 from .model import GMVAECV
-from .train import RUN_FORMAT, GMVAERun, TrainConfig, fit, load_run
+from .train import TRAINING_RUN_FORMAT, GMVAERun, TrainConfig, fit, load_run
 
 __all__ = [
     "make_dataset", "load_trajectories", "log_normal", "gmvae_loss", "GMVAELoss", "GMVAECV",
-    "TrainConfig", "GMVAERun", "fit", "load_run", "RUN_FORMAT",
+    "TrainConfig", "GMVAERun", "fit", "load_run", "TRAINING_RUN_FORMAT",
 ]

@@ -126,8 +126,9 @@ class GMVAECV(BaseCV, lightning.LightningModule):
     ----------
     n_features : int
         Number of input features.
-    n_cvs : int
-        Latent dimension ``d`` (the number of CV components).
+    latent_dim : int
+        Latent dimension ``d`` (the number of CV components). ``n_cvs`` (mlcolvar's name) is
+        accepted as an alias.
     n_clusters : int
         Number of mixture components ``k`` (>= 2).
     qy_layers, qz_layers, pz_layers, px_layers : sequence of int
@@ -150,7 +151,7 @@ class GMVAECV(BaseCV, lightning.LightningModule):
     --------
     >>> import torch
     >>> from gmvae_cv import GMVAECV
-    >>> model = GMVAECV(n_features=3, n_cvs=2, n_clusters=4)
+    >>> model = GMVAECV(n_features=3, latent_dim=2, n_clusters=4)
     >>> model(torch.zeros(5, 3)).shape
     torch.Size([5, 2])
     >>> model.cluster_probabilities(torch.zeros(5, 3)).shape
@@ -162,8 +163,8 @@ class GMVAECV(BaseCV, lightning.LightningModule):
     def __init__(
         self,
         n_features: int,
-        n_cvs: int,
-        n_clusters: int,
+        latent_dim: Optional[int] = None,
+        n_clusters: Optional[int] = None,
         qy_layers: Sequence[int] = (32,),
         qz_layers: Sequence[int] = (16,),
         pz_layers: Sequence[int] = (16,),
@@ -172,14 +173,21 @@ class GMVAECV(BaseCV, lightning.LightningModule):
         options: Optional[dict] = None,
         **kwargs,
     ) -> None:
+        if "n_cvs" in kwargs:  # mlcolvar's name for the same number
+            if latent_dim is not None:
+                raise GMVAEInputError("'latent_dim' and 'n_cvs' both given: they name the same number, give one")
+            latent_dim = kwargs.pop("n_cvs")
+        if latent_dim is None or n_clusters is None:
+            raise GMVAEInputError("GMVAECV needs 'latent_dim' and 'n_clusters'")
         n_features = check_int(n_features, "n_features", minimum=1)
-        n_cvs = check_int(n_cvs, "latent_dim", minimum=1)
-        n_clusters = check_int(n_clusters, "k", minimum=2)
+        n_cvs = check_int(latent_dim, "latent_dim", minimum=1)
+        n_clusters = check_int(n_clusters, "n_clusters", minimum=2)
         for name, layers in (("qy_layers", qy_layers), ("qz_layers", qz_layers), ("pz_layers", pz_layers), ("px_layers", px_layers)):
             if len(layers) < 1 or any(check_int(w, name, minimum=1) < 1 for w in layers):
                 raise GMVAEInputError(f"'{name}' is {list(layers)}, expected a non-empty list of positive widths")
         super().__init__(in_features=n_features, out_features=n_cvs, **kwargs)
         self.n_clusters = n_clusters
+        self.latent_dim = n_cvs
         self.loss_fn = GMVAELoss(entropy_weight)
         options = self.parse_options(options)
         if options["norm_in"] is not False and options["norm_in"] is not None:

@@ -12,7 +12,6 @@ A run directory (``RUN``) contains
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import math
 import shutil
@@ -29,13 +28,14 @@ from .._core.errors import GMVAEInputError
 from .._core.versions import versions
 from .._core.checks import as_list_of_arrays, check_array, check_int, check_positive
 from .._core.files import atomic_write_json
+from .._core.jsonfile import read_json_file
 from .data import make_dataset
 from .model import GMVAECV
 
-__all__ = ["TrainConfig", "GMVAERun", "fit", "load_run", "RUN_FORMAT"]
+__all__ = ["TrainConfig", "GMVAERun", "fit", "load_run", "TRAINING_RUN_FORMAT"]
 
-RUN_FORMAT = "gmvae-cv-run"
-RUN_FORMAT_VERSION = 1
+TRAINING_RUN_FORMAT = "gmvae-cv/training-run"
+TRAINING_RUN_VERSION = 1
 RUN_JSON = "gmvae_run.json"
 
 
@@ -45,8 +45,9 @@ class TrainConfig:
 
     Parameters
     ----------
-    k : int
-        Number of mixture components (clusters), >= 2.
+    n_clusters : int
+        Number of mixture components (clusters), >= 2 (``k`` in the paper; :func:`fit` accepts
+        ``k=`` as an alias, and run files written with ``k`` still load).
     latent_dim : int
         Latent dimension (number of CV components), >= 1.
     lag : int
@@ -68,7 +69,7 @@ class TrainConfig:
     seed : int
         Seed of initialisation, data split, shuffling and sampling.
     cluster_init : {"gmm", "none"}
-        How q(y|x) starts. ``"gmm"`` (default): a Gaussian mixture with ``k`` components is fitted
+        How q(y|x) starts. ``"gmm"`` (default): a Gaussian mixture with ``n_clusters`` components is fitted
         to the standardised training features (projected on their first ``init_pca_dims``
         principal components), and q(y|x) is trained for ``init_steps`` steps to reproduce its
         responsibilities before the ELBO training starts (as VaDE initialises its mixture from a
@@ -82,7 +83,7 @@ class TrainConfig:
         Adam steps of the q(y|x) warm-up.
     """
 
-    k: int = 4
+    n_clusters: int = 4
     latent_dim: int = 2
     lag: int = 0
     qy_layers: list = field(default_factory=lambda: [32])
@@ -102,7 +103,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise :class:`GMVAEInputError` naming the field."""
-        check_int(self.k, "k", minimum=2)
+        check_int(self.n_clusters, "n_clusters", minimum=2)
         check_int(self.latent_dim, "latent_dim", minimum=1)
         check_int(self.lag, "lag", minimum=0)
         check_int(self.batch_size, "batch_size", minimum=1)
@@ -129,8 +130,8 @@ class TrainConfig:
     def model_kwargs(self, n_features: int) -> dict[str, Any]:
         return dict(
             n_features=n_features,
-            n_cvs=self.latent_dim,
-            n_clusters=self.k,
+            latent_dim=self.latent_dim,
+            n_clusters=self.n_clusters,
             qy_layers=self.qy_layers,
             qz_layers=self.qz_layers,
             pz_layers=self.pz_layers,
@@ -205,7 +206,7 @@ class GMVAERun:
                 zs.append(self.model.forward_cv(xb).numpy())
                 ps.append(self.model.cluster_probabilities(xb).numpy())
         z = np.concatenate(zs) if zs else np.zeros((0, self.config.latent_dim))
-        p = np.concatenate(ps) if ps else np.zeros((0, self.config.k))
+        p = np.concatenate(ps) if ps else np.zeros((0, self.config.n_clusters))
         return {"z": z.astype(dtype), "cluster_probs": p.astype(dtype), "clusters": p.argmax(axis=1).astype(np.int64)}
 
 
@@ -235,7 +236,7 @@ def init_cluster_encoder(model: GMVAECV, dataset, config: TrainConfig) -> dict[s
         h = model._normalize(x).double().numpy()
     n_dims = min(config.init_pca_dims, h.shape[1], max(1, h.shape[0] - 1))
     proj = PCA(n_components=n_dims, random_state=config.seed).fit_transform(h) if n_dims < h.shape[1] else h
-    gmm = GaussianMixture(n_components=config.k, n_init=3, random_state=config.seed, reg_covar=1e-4).fit(proj)
+    gmm = GaussianMixture(n_components=config.n_clusters, n_init=3, random_state=config.seed, reg_covar=1e-4).fit(proj)
     resp = torch.as_tensor(gmm.predict_proba(proj), dtype=torch.float32)
     opt = torch.optim.Adam(model.qy.parameters(), lr=max(config.lr, 1e-3))
     gen = torch.Generator().manual_seed(config.seed)
@@ -274,15 +275,7 @@ def _read_run_json(path: Path) -> dict:
     f = path / RUN_JSON
     if not f.is_file():
         raise GMVAEInputError(f"{path}: not a gmvae-cv run directory (no {RUN_JSON})")
-    try:
-        info = json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise GMVAEInputError(f"{f}: not valid JSON ({exc})") from None
-    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
-        raise GMVAEInputError(f"{f}: 'format' is {info.get('format') if isinstance(info, dict) else None!r}, expected {RUN_FORMAT!r}")
-    if info.get("format_version") != RUN_FORMAT_VERSION:
-        raise GMVAEInputError(f"{f}: 'format_version' is {info.get('format_version')!r}, this gmvae-cv reads {RUN_FORMAT_VERSION}")
-    return info
+    return read_json_file(f, TRAINING_RUN_FORMAT, (TRAINING_RUN_VERSION,))
 
 
 def load_run(path: str | os.PathLike) -> GMVAERun:
@@ -308,7 +301,8 @@ def load_run(path: str | os.PathLike) -> GMVAERun:
     if not info.get("complete"):
         raise GMVAEInputError(f"{path / RUN_JSON}: 'complete' is false: training did not finish (run fit again on {path} to resume)")
     cfg_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in info["config"].items() if k in cfg_fields}).validate()
+    stored = _stored_config(info["config"])
+    config = TrainConfig(**{k: v for k, v in stored.items() if k in cfg_fields}).validate()
     model = GMVAECV(**config.model_kwargs(int(info["n_features"])))
     weights = path / "model.pt"
     if not weights.is_file():
@@ -322,6 +316,16 @@ def load_run(path: str | os.PathLike) -> GMVAERun:
     except RuntimeError as exc:
         raise GMVAEInputError(f"{weights}: does not fit the configuration in {RUN_JSON} ({str(exc).splitlines()[0]})") from None
     return GMVAERun(model, config, info, path)
+
+
+def _stored_config(config: dict) -> dict:
+    """A configuration as stored in ``gmvae_run.json``, with names from before the rename updated
+    (``k`` -> ``n_clusters``), in the field order of :class:`TrainConfig`."""
+    stored = dict(config)
+    if "k" in stored and "n_clusters" not in stored:
+        stored["n_clusters"] = stored.pop("k")
+    order = [f.name for f in dataclasses.fields(TrainConfig)]
+    return {k: stored[k] for k in order if k in stored} | {k: v for k, v in stored.items() if k not in order}
 
 
 def fit(
@@ -346,7 +350,7 @@ def fit(
     data : (n_frames, n_features) array or list of them
         Feature matrices, one per trajectory.
     config : TrainConfig, optional
-        Hyperparameters; ``overrides`` (e.g. ``k=4, latent_dim=1``) replace its fields.
+        Hyperparameters; ``overrides`` (e.g. ``n_clusters=4, latent_dim=1``) replace its fields.
     weights : (n_frames,) array or list of them, optional
         Per-frame weights, one array per trajectory.
     out : path, optional
@@ -379,7 +383,7 @@ def fit(
     >>> import numpy as np
     >>> from gmvae_cv import fit
     >>> x = np.random.default_rng(0).normal(size=(200, 3))
-    >>> run = fit(x, k=2, latent_dim=1, epochs=2, progress=False)
+    >>> run = fit(x, n_clusters=2, latent_dim=1, epochs=2, progress=False)
     >>> run.transform(x)["z"].shape
     (200, 1)
     """
@@ -387,6 +391,10 @@ def fit(
     from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
     from mlcolvar.data import DictModule
 
+    if "k" in overrides:  # the paper's name, kept as an alias
+        if "n_clusters" in overrides:
+            raise GMVAEInputError("'k' and 'n_clusters' both given: they name the same number, give one")
+        overrides["n_clusters"] = overrides.pop("k")
     config = dataclasses.replace(config or TrainConfig(), **overrides).validate()
     trajs = as_list_of_arrays(data, "data")
     names = list(sources) if sources is not None else [f"data[{i}]" for i in range(len(trajs))]
@@ -407,8 +415,8 @@ def fit(
     run_dir = Path(out) if out is not None else None
     ckpt_path = None
     info: dict[str, Any] = {
-        "format": RUN_FORMAT,
-        "format_version": RUN_FORMAT_VERSION,
+        "format": TRAINING_RUN_FORMAT,
+        "format_version": TRAINING_RUN_VERSION,
         "complete": False,
         "config": dataclasses.asdict(config),
         "n_features": n_features,
@@ -431,7 +439,7 @@ def fit(
                 raise GMVAEInputError(f"{run_dir}: holds a finished run; pass overwrite=True (--overwrite) to replace it")
             last = run_dir / "checkpoints" / "last.ckpt"
             if not old.get("complete") and last.is_file():
-                if old.get("config") != info["config"] or old.get("n_features") != n_features or old.get("data") != info["data"]:
+                if _stored_config(old.get("config") or {}) != info["config"] or old.get("n_features") != n_features or old.get("data") != info["data"]:
                     raise GMVAEInputError(
                         f"{run_dir / RUN_JSON}: an unfinished run with another configuration or data is there; "
                         "use another 'out' or remove it"

@@ -6,7 +6,7 @@ so a killed demo started again continues where it stopped):
 1. ``md``: unbiased Langevin MD of alanine dipeptide in vacuum (amber14, 300 K, 2 fs), and
    ``md_train``: a second unbiased run (another seed; 700 K by default), whose frames train the
    GMVAE (see :class:`DemoSettings`);
-2. ``run``: the 25 heavy-atom distances, time-lagged GMVAE training (k=4, latent dimension 2,
+2. ``run``: the 25 heavy-atom distances, time-lagged GMVAE training (n_clusters=4, latent dimension 2,
    lag 5 ps, seeded);
 3. ``exp``: export and check (stops the demo if any consumer disagrees);
 4. ``bias``: well-tempered metadynamics on both CV components in OpenMM (1 fs steps, a hill per ps);
@@ -73,7 +73,7 @@ class DemoSettings:
         whatever the time step.
     epochs : int
         Maximum GMVAE training epochs.
-    k, latent_dim : int
+    n_clusters, latent_dim : int
         Clusters and CV components.
     seed : int
         Seed of every stage.
@@ -87,7 +87,7 @@ class DemoSettings:
     lag: int = 5
     timestep_fs: float = 1.0
     epochs: int = 150
-    k: int = 4
+    n_clusters: int = 4
     latent_dim: int = 2
     seed: int = 0
 
@@ -160,8 +160,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     import mdtraj as md
 
     from ..metad.run import run_metadynamics
-    from ..deploy.loaders import load_cv
-    from ..deploy.writer import check_export, export
+    from ..deploy import check_export, export, load_cv
     from ..features.spec import alanine_backbone_torsions, alanine_heavy_atom_distances, load_trajectory_features
     from ..analysis.hills import Hills
     from ..analysis.msm import MarkovAnalysis, gmvae_states
@@ -208,10 +207,10 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     if _done(run_dir / "stage"):
         log(f"[2/6] GMVAE: reusing {run_dir}")
     else:
-        log(f"[2/6] GMVAE: k={cfg.k}, latent dimension {cfg.latent_dim}, lag {cfg.lag} frames, on {len(x_train)} frames x {x.shape[1]} distances")
+        log(f"[2/6] GMVAE: n_clusters={cfg.n_clusters}, latent dimension {cfg.latent_dim}, lag {cfg.lag} frames, on {len(x_train)} frames x {x.shape[1]} distances")
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        fit(x_train, k=cfg.k, latent_dim=cfg.latent_dim, epochs=cfg.epochs, batch_size=500, lr=3e-3, seed=cfg.seed,
+        fit(x_train, n_clusters=cfg.n_clusters, latent_dim=cfg.latent_dim, epochs=cfg.epochs, batch_size=500, lr=3e-3, seed=cfg.seed,
             entropy_weight=cfg.entropy_weight, lag=cfg.lag, feature_spec=spec, out=run_dir, sources=[str(hot_file)], progress=progress is not None)
         _mark(run_dir / "stage", {})
     run = load_run(run_dir)
@@ -311,7 +310,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     summary = {
         "check_passed": True,
         "latent_dim": cfg.latent_dim,
-        "n_clusters": cfg.k,
+        "n_clusters": cfg.n_clusters,
         "unbiased_ns": n_md * 0.002 / 1000.0,
         "training_ns": n_hot * 0.002 / 1000.0,
         "training_temperature_K": cfg.train_temperature,
@@ -340,7 +339,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
         "# gmvae-cv demo: alanine dipeptide",
         "",
         f"Unbiased MD {summary['unbiased_ns']:.2f} ns at 300 K ({summary['ns_per_day_unbiased']:.0f} ns/day, {md_info['platform']}), "
-        f"GMVAE k={cfg.k}, latent dimension {cfg.latent_dim}, time lag {cfg.lag} ps, trained on {summary['training_ns']:.2f} ns at "
+        f"GMVAE n_clusters={cfg.n_clusters}, latent dimension {cfg.latent_dim}, time lag {cfg.lag} ps, trained on {summary['training_ns']:.2f} ns at "
         f"{cfg.train_temperature:g} K, export checked, metadynamics {biased_ns:.2f} ns on the CV "
         f"({summary['ns_per_day_biased']:.0f} ns/day, {bias_info['platform']}).",
         "",
