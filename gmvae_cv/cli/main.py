@@ -145,7 +145,7 @@ def _add_features(sub) -> None:
 def _cmd_features(args) -> int:
     from tqdm import tqdm
 
-    from ..features.spec import load_trajectory_features
+    from ..features import load_trajectory_features
 
     if not args.traj and not args.write_spec:
         raise GMVAEInputError("nothing to do: give --traj (with --out) and/or --write-spec")
@@ -184,7 +184,7 @@ def _cmd_features(args) -> int:
 
 def _resolve_spec(name: str, top: Optional[str]):
     """A ready spec by name (alanine-...) or a spec JSON file."""
-    from ..features.spec import FeatureSpec, alanine_backbone_torsions, alanine_heavy_atom_distances
+    from ..features import FeatureSpec, alanine_backbone_torsions, alanine_heavy_atom_distances
 
     if name == "alanine-distances":
         return alanine_heavy_atom_distances(top)
@@ -198,7 +198,7 @@ def _resolve_spec(name: str, top: Optional[str]):
 def _read_inputs(args) -> tuple[list[np.ndarray], list[str], object]:
     """Feature matrices from --data files, or from --traj/--top/--spec; returns (arrays, names, spec)."""
     from ..learn.data import load_trajectories
-    from ..features.spec import load_trajectory_features
+    from ..features import load_trajectory_features
 
     if bool(args.data) == bool(args.traj):
         raise GMVAEInputError("give either --data (feature matrices) or --traj with --top and --spec (trajectories)")
@@ -309,7 +309,7 @@ def _cmd_transform(args) -> int:
     if args.traj and args.spec is None and run.feature_spec is not None:
         args.spec = "__run__"
     if args.spec == "__run__":
-        from ..features.spec import load_trajectory_features
+        from ..features import load_trajectory_features
 
         if args.top is None:
             raise GMVAEInputError("--traj needs --top (topology file)")
@@ -611,7 +611,7 @@ def _load_frames(traj: Optional[Sequence[str]], top: Optional[str], stride: int)
         raise GMVAEInputError("'--top' is missing, expected the topology of --traj")
     import mdtraj as md
 
-    from ..features.spec import check_length_units
+    from ..features import check_length_units
 
     for f in traj:
         if not Path(f).is_file():
@@ -763,7 +763,7 @@ def _cmd_bias(args) -> int:
         raise GMVAEInputError("'--system' is a built-in system; do not combine it with --system-xml/--pdb/--forcefield")
     extra = None
     if args.system == "alanine-dipeptide":
-        from ..features.spec import alanine_backbone_torsions
+        from ..features import alanine_backbone_torsions
         from ..systems import AlanineDipeptide
 
         ala = AlanineDipeptide()

@@ -236,7 +236,7 @@ def check_export(
     GMVAEInputError
         Not an export, a missing file, no frames, a file not made by gmvae-cv.
     """
-    from ..features.spec import FeatureSpec
+    from ..features import FeatureSpec
     from .plumed import render_plumed_dat as _render_dat
     from ..learn.train import load_run
 

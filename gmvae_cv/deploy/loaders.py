@@ -36,7 +36,7 @@ import torch
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_bytes
 from .._core.checks import check_int
-from ..features.spec import FeatureModule, FeatureSpec
+from ..features import FeatureModule, FeatureSpec
 
 __all__ = [
     "CVModel",

@@ -9,29 +9,13 @@ torch over positions, :meth:`FeatureSpec.plumed_input` as PLUMED lines), selecti
 Imports only :mod:`gmvae_cv._core`.
 """
 
-from .spec import (
-    SPEC_FORMAT,
-    SPEC_VERSION,
-    Angle,
-    Contact,
-    Distance,
-    Feature,
-    FeatureModule,
-    FeatureSpec,
-    PlumedFeatures,
-    Torsion,
-    alanine_backbone_torsions,
-    alanine_heavy_atom_distances,
-    angle,
-    check_length_units,
-    contact,
-    distance,
-    features_from_selection,
-    load_trajectory_features,
-    phi_psi,
-    torsion,
-    torsion_sincos,
-)
+from .presets import alanine_backbone_torsions, alanine_heavy_atom_distances, phi_psi
+from .selection import features_from_selection
+from .spec import SPEC_FORMAT, SPEC_VERSION, FeatureSpec, PlumedFeatures
+from .topology import check_length_units
+from .torch_module import FeatureModule
+from .trajectory import load_trajectory_features
+from .types import Angle, Contact, Distance, Feature, Torsion, angle, contact, distance, torsion, torsion_sincos
 
 __all__ = [
     "Feature", "Distance", "Angle", "Torsion", "Contact", "distance", "angle", "torsion", "torsion_sincos",

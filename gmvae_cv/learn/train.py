@@ -168,7 +168,7 @@ class GMVAERun:
     @property
     def feature_spec(self):
         """The :class:`~gmvae_cv.features.FeatureSpec` the run was trained on, or None."""
-        from ..features.spec import FeatureSpec
+        from ..features import FeatureSpec
 
         d = self.info.get("feature_spec")
         src = self.path / RUN_JSON if self.path is not None else None

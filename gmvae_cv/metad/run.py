@@ -54,7 +54,7 @@ from .._core.checks import check_int
 from .engine import SimulationUnstableError, WellTemperedMetadynamics, as_value
 from .reporters import ColvarReporter, DCDWriter, HillsWriter
 from ..deploy.loaders import CVModel
-from ..features.spec import FeatureSpec
+from ..features import FeatureSpec
 
 __all__ = ["run_metadynamics", "BiasRunResult", "RUN_FORMAT", "CHECKPOINT_FORMAT", "load_checkpoint_info"]
 

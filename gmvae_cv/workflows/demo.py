@@ -161,7 +161,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
 
     from ..metad.run import run_metadynamics
     from ..deploy import check_export, export, load_cv
-    from ..features.spec import alanine_backbone_torsions, alanine_heavy_atom_distances, load_trajectory_features
+    from ..features import alanine_backbone_torsions, alanine_heavy_atom_distances, load_trajectory_features
     from ..analysis.hills import Hills
     from ..analysis.msm import MarkovAnalysis, gmvae_states
     from ..analysis.plots import _pyplot, save_figure
