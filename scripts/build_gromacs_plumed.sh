@@ -3,7 +3,7 @@
 # `gmx mdrun -plumed plumed.dat` loads the libtorch PLUMED kernel of scripts/build_plumed_libtorch.sh
 # (PYTORCH_MODEL) and runs the exported GMVAE CV.
 #
-#   bash scripts/build_gromacs_plumed.sh [--mpi] [--prefix PREFIX] [--plumed PLUMED_PREFIX]
+#   bash scripts/build_gromacs_plumed.sh [--mpi] [--prefix PREFIX] [--plumed PLUMED_PREFIX] [--kernel SO]
 #   source external/gromacs-plumed/env.sh        # GMX, PATH, PLUMED_KERNEL
 #
 # Source: the pristine upstream tarball of Debian's source package (gromacs_2022.5.orig.tar.gz,
@@ -16,7 +16,11 @@
 # contains only PLUMED's wrapper and opens the kernel named by PLUMED_KERNEL when mdrun starts
 # (default: the kernel of PLUMED_PREFIX), so the libtorch kernel is used without relinking GROMACS.
 # PLUMED_PREFIX defaults to external/plumed-libtorch (build it first with
-# scripts/build_plumed_libtorch.sh).
+# scripts/build_plumed_libtorch.sh). --kernel names the kernel env.sh exports as PLUMED_KERNEL
+# (default PLUMED_PREFIX/lib/libplumedKernel.so); in runtime mode it may come from another build of
+# the same PLUMED version (e.g. patch with the PLUMED that the hillclimber wheel installs,
+# `--plumed "$(python -c 'import plumed, os; print(os.path.dirname(plumed.__file__))')/_lib"`, and
+# run with the libtorch kernel, `--kernel external/plumed-libtorch/lib/libplumedKernel.so`).
 #
 # Builds: thread-MPI by default (`gmx`; run mdrun with `-ntmpi 1` when PLUMED is on: PLUMED does not
 # work across thread-MPI ranks, use OpenMP threads, `-ntomp N`); `--mpi`: an OpenMPI build
@@ -46,14 +50,16 @@ while [ $# -gt 0 ]; do
         --mpi) VARIANT=mpi ;;
         --prefix) PREFIX=$2; shift ;;
         --plumed) PLUMED_PREFIX=$2; shift ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
-        *) echo "error: unknown argument '$1' (expected --mpi, --prefix DIR, --plumed DIR)" >&2; exit 2 ;;
+        --kernel) RUN_KERNEL=$2; shift ;;
+        -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
+        *) echo "error: unknown argument '$1' (expected --mpi, --prefix DIR, --plumed DIR, --kernel FILE)" >&2; exit 2 ;;
     esac
     shift
 done
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac; }
 PREFIX=$(abspath "$PREFIX")
 PLUMED_PREFIX=$(abspath "$PLUMED_PREFIX")
+RUN_KERNEL=$(abspath "${RUN_KERNEL:-$PLUMED_PREFIX/lib/libplumedKernel.so}")
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 SIMD=${SIMD:-AUTO}
 CMAKE=${CMAKE:-cmake}
@@ -67,12 +73,16 @@ KERNEL=$PLUMED_PREFIX/lib/libplumedKernel.so
 [ -x "$PLUMED_EXE" ] && [ -f "$KERNEL" ] || {
     echo "error: no PLUMED at $PLUMED_PREFIX (expected bin/plumed and lib/libplumedKernel.so);" \
          "build it first: bash scripts/build_plumed_libtorch.sh" >&2; exit 1; }
-if ! PLUMED_KERNEL=$KERNEL "$PLUMED_EXE" config has libtorch >/dev/null 2>&1; then
-    echo "warning: $KERNEL has no libtorch (PYTORCH_MODEL will not load); GROMACS is built anyway" >&2
-fi
-PLUMED_EXE_VERSION=$(PLUMED_KERNEL=$KERNEL "$PLUMED_EXE" info --long-version)
+# (LD_LIBRARY_PATH and PLUMED_ROOT: for a PLUMED moved after its installation, such as the one inside
+# the hillclimber wheel, which has no rpath and was configured for another folder)
+plumed_cmd() {
+    LD_LIBRARY_PATH="$PLUMED_PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PLUMED_ROOT="$PLUMED_PREFIX/lib/plumed" \
+        PLUMED_KERNEL=$KERNEL "$PLUMED_EXE" "$@"
+}
+[ -f "$RUN_KERNEL" ] || echo "warning: the kernel for env.sh, $RUN_KERNEL, does not exist (yet)" >&2
+PLUMED_EXE_VERSION=$(plumed_cmd info --long-version)
 PLUMED_EXE_VERSION=${PLUMED_EXE_VERSION%%$'\n'*}
-PLUMED_KERNEL=$KERNEL "$PLUMED_EXE" patch --list-engines 2>/dev/null | grep -q "gromacs-$GMX_VERSION" || {
+plumed_cmd patch --list-engines 2>/dev/null | grep -q "gromacs-$GMX_VERSION" || {
     echo "error: $PLUMED_EXE (PLUMED $PLUMED_EXE_VERSION) has no patch for gromacs-$GMX_VERSION" \
          "(see '$PLUMED_EXE patch --list-engines')" >&2; exit 1; }
 
@@ -110,7 +120,7 @@ write_env() {
         if [ -x "$PREFIX/bin/gmx" ]; then echo "export GMX=\"$PREFIX/bin/gmx\""; fi
         if [ -x "$PREFIX/bin/gmx_mpi" ]; then echo "export GMX_MPI=\"$PREFIX/bin/gmx_mpi\""; fi
         if [ ! -x "$PREFIX/bin/gmx" ] && [ -x "$PREFIX/bin/gmx_mpi" ]; then echo "export GMX=\"$PREFIX/bin/gmx_mpi\""; fi
-        echo "export PLUMED_KERNEL=\"$KERNEL\""
+        echo "export PLUMED_KERNEL=\"$RUN_KERNEL\""
     } > "$tmp"
     mv -f "$tmp" "$env"
     echo "wrote $env:"
@@ -175,7 +185,7 @@ if [ "${FORCE:-0}" = 1 ] || [ ! -f "$PATCHED" ] || [ "$(cat "$PATCHED")" != "$SE
     mkdir -p "$BUILD_ROOT"
     tar -xzf "$TARBALL" -C "$BUILD_ROOT"
     [ -f "$SRC/CMakeLists.txt" ] || { echo "error: $TARBALL did not unpack to gromacs-$GMX_VERSION/" >&2; exit 1; }
-    (cd "$SRC" && PLUMED_KERNEL=$KERNEL "$PLUMED_EXE" patch -p -e "gromacs-$GMX_VERSION" --runtime)
+    (cd "$SRC" && plumed_cmd patch -p -e "gromacs-$GMX_VERSION" --runtime)
     grep -q "PLUMED" "$SRC/src/gromacs/mdrun/md.cpp" || { echo "error: plumed patch did not patch md.cpp" >&2; exit 1; }
     echo "$SETTINGS" > "$PATCHED"
 fi
