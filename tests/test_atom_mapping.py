@@ -194,3 +194,23 @@ def test_missing_or_altered_model_file_is_refused(tmp_path):
     with pytest.raises(GMVAEInputError, match=r"model_plumed.ptc: file not found"):
         write_plumed_for_topology(exp, gro, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_plumed_input(tmp_path, capsys):
+    from gmvae_cv.cli import main
+
+    top, perm = _other_topology(seed=5)
+    md.Trajectory(_embed(_frames()[:1], perm, 3), top).save_gro(str(tmp_path / "conf.gro"))
+    rc = main(["plumed-input", str(REF_EXPORT), "--top", str(tmp_path / "conf.gro"), "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "31 atoms; the 10 atoms the features use map one-to-one" in out
+    spec = FeatureSpec.from_dict(read_cv_json(REF_EXPORT)["feature_spec"])
+    m = map_spec_atoms(spec, tmp_path / "conf.gro")
+    i, j = spec.features[0].atoms
+    assert f"f0: DISTANCE ATOMS={m.old_to_new[i] + 1},{m.old_to_new[j] + 1}" in (tmp_path / "run" / "plumed.dat").read_text()
+    # a topology without the molecule: exit status 2, the atoms named
+    md.Trajectory(np.zeros((1, 3, 3), np.float32), _other_topology(n_water=1)[0].subset([0, 1, 2])).save_gro(str(tmp_path / "water.gro"))
+    rc = main(["plumed-input", str(REF_EXPORT), "--top", str(tmp_path / "water.gro"), "--out", str(tmp_path / "run2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "gmvae-cv plumed-input: error:" in err and "ACE1-CH3" in err and "NME3-C" in err
+    assert not (tmp_path / "run2").exists()
