@@ -31,8 +31,7 @@
 # Cached: the build folder (external/gromacs-build/<variant>) is kept, and a finished build
 # writes PREFIX/.stamp-<variant>; a second call with the same settings only rewrites env.sh.
 # FORCE=1 rebuilds, CLEAN=1 removes the build folder after installing.
-# Time: 33 min for the thread-MPI build with `nice -n 10`, JOBS=2 on a 2-core shared machine
-# (see examples/gromacs_plumed/README.md).
+# Time: see examples/gromacs_plumed/README.md (measured with `nice -n 10`, JOBS=2, 2 shared cores).
 #
 # Environment: JOBS (default: number of cores), SIMD (GROMACS' GMX_SIMD, default AUTO: the build
 # machine's instruction set; set e.g. AVX2_256 for binaries that run on other machines),
@@ -103,6 +102,10 @@ CMAKE_OPTS=(
     -DGMX_LOAD_PLUGINS=OFF
 )
 if [ "$VARIANT" = mpi ]; then
+    # PLUMED must speak MPI too: GROMACS hands it MPI communicators (-multidir, domain decomposition)
+    plumed_cmd config has mpi >/dev/null 2>&1 || {
+        echo "error: --mpi needs a PLUMED built with MPI ($PLUMED_EXE says 'mpi off'); configure PLUMED with" \
+             "CXX=mpicxx (Debian: libopenmpi-dev) and pass its prefix with --plumed (and --kernel)" >&2; exit 1; }
     CMAKE_OPTS+=(-DGMX_MPI=ON -DGMX_THREAD_MPI=OFF)
 else
     CMAKE_OPTS+=(-DGMX_MPI=OFF -DGMX_THREAD_MPI=ON)

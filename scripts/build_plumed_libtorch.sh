@@ -11,6 +11,8 @@
 #
 # Environment: PYTHON (default python3), JOBS (default: number of cores), HILLCLIMBER_VERSION
 # (default 0.1.8), WORKDIR (default: a temporary folder, removed at the end unless KEEP_WORKDIR=1).
+# Cached: a finished build writes PREFIX/.stamp (hillclimber and torch versions, C++ ABI); a second
+# call with the same ones only prints the export line. FORCE=1 rebuilds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -27,6 +29,15 @@ echo "torch $TORCH_VERSION at $TORCH_DIR (_GLIBCXX_USE_CXX11_ABI=$TORCH_ABI)"
 for d in "$TORCH_DIR/include" "$TORCH_DIR/include/torch/csrc/api/include" "$TORCH_DIR/lib"; do
     [ -d "$d" ] || { echo "error: $d not found: this torch has no C++ headers/libraries" >&2; exit 1; }
 done
+
+KERNEL="$PREFIX/lib/libplumedKernel.so"
+STAMP="hillclimber=$HC_VERSION torch=$TORCH_VERSION torch_dir=$TORCH_DIR abi=$TORCH_ABI"
+if [ "${FORCE:-0}" != 1 ] && [ -f "$KERNEL" ] && [ -f "$PREFIX/.stamp" ] && [ "$(cat "$PREFIX/.stamp")" = "$STAMP" ]; then
+    echo "PLUMED with libtorch already built in $PREFIX for this torch (FORCE=1 rebuilds)"
+    echo
+    echo "export PLUMED_KERNEL=$KERNEL"
+    exit 0
+fi
 
 if [ -n "${WORKDIR:-}" ]; then
     mkdir -p "$WORKDIR"
@@ -64,7 +75,6 @@ grep -q -- "-D__PLUMED_HAS_LIBTORCH" Makefile.conf || {
 make -j"$JOBS"
 make install
 
-KERNEL="$PREFIX/lib/libplumedKernel.so"
 [ -f "$KERNEL" ] || { echo "error: $KERNEL was not installed" >&2; exit 1; }
 # 4. Check that the kernel knows PYTORCH_MODEL.
 if PLUMED_KERNEL="$KERNEL" "$PREFIX/bin/plumed" manual --action PYTORCH_MODEL >/dev/null 2>&1; then
@@ -72,5 +82,6 @@ if PLUMED_KERNEL="$KERNEL" "$PREFIX/bin/plumed" manual --action PYTORCH_MODEL >/
 else
     echo "warning: 'plumed manual --action PYTORCH_MODEL' failed with $KERNEL" >&2
 fi
+echo "$STAMP" > "$PREFIX/.stamp"
 echo
 echo "export PLUMED_KERNEL=$KERNEL"
