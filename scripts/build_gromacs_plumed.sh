@@ -110,7 +110,9 @@ if [ "$VARIANT" = mpi ]; then
 else
     CMAKE_OPTS+=(-DGMX_MPI=OFF -DGMX_THREAD_MPI=ON)
 fi
-SETTINGS="gromacs=$GMX_VERSION variant=$VARIANT plumed=$PLUMED_PREFIX ($PLUMED_EXE_VERSION) patch=runtime cmake=${CMAKE_OPTS[*]}"
+SRC_SETTINGS="gromacs=$GMX_VERSION variant=$VARIANT cmake=${CMAKE_OPTS[*]}"
+PATCH_SETTINGS="plumed=$PLUMED_PREFIX ($PLUMED_EXE_VERSION) patch=runtime"
+SETTINGS="$SRC_SETTINGS $PATCH_SETTINGS"
 STAMP=$PREFIX/.stamp-$VARIANT
 
 write_env() {
@@ -182,16 +184,23 @@ echo "GROMACS source: $TARBALL"
 
 # ---------------------------------------------------------------- extract + patch (once per build folder)
 SRC=$BUILD_ROOT/gromacs-$GMX_VERSION
+# .patched: line 1 the source and cmake settings, line 2 the PLUMED that patched the tree. Another
+# PLUMED (same GROMACS settings) is patched in place: in runtime mode only the patched files and
+# the link step are rebuilt, not the whole of GROMACS.
 PATCHED=$BUILD_ROOT/.patched
-if [ "${FORCE:-0}" = 1 ] || [ ! -f "$PATCHED" ] || [ "$(cat "$PATCHED")" != "$SETTINGS" ]; then
+if [ "${FORCE:-0}" = 1 ] || [ ! -f "$PATCHED" ] || [ "$(sed -n 1p "$PATCHED")" != "$SRC_SETTINGS" ]; then
     rm -rf "$BUILD_ROOT"
     mkdir -p "$BUILD_ROOT"
     tar -xzf "$TARBALL" -C "$BUILD_ROOT"
     [ -f "$SRC/CMakeLists.txt" ] || { echo "error: $TARBALL did not unpack to gromacs-$GMX_VERSION/" >&2; exit 1; }
     (cd "$SRC" && plumed_cmd patch -p -e "gromacs-$GMX_VERSION" --runtime)
-    grep -q "PLUMED" "$SRC/src/gromacs/mdrun/md.cpp" || { echo "error: plumed patch did not patch md.cpp" >&2; exit 1; }
-    echo "$SETTINGS" > "$PATCHED"
+    printf '%s\n%s\n' "$SRC_SETTINGS" "$PATCH_SETTINGS" > "$PATCHED"
+elif [ "$(sed -n 2p "$PATCHED")" != "$PATCH_SETTINGS" ]; then
+    echo "re-patching $SRC with $PLUMED_PREFIX (was: $(sed -n 2p "$PATCHED"))"
+    (cd "$SRC" && plumed_cmd patch -R -e "gromacs-$GMX_VERSION" && plumed_cmd patch -p -e "gromacs-$GMX_VERSION" --runtime)
+    printf '%s\n%s\n' "$SRC_SETTINGS" "$PATCH_SETTINGS" > "$PATCHED"
 fi
+grep -q "PLUMED" "$SRC/src/gromacs/mdrun/md.cpp" || { echo "error: plumed patch did not patch md.cpp" >&2; exit 1; }
 
 # ---------------------------------------------------------------- configure, build, install
 mkdir -p "$BUILD_ROOT/build"
