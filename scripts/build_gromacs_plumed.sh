@@ -3,7 +3,7 @@
 # `gmx mdrun -plumed plumed.dat` loads the libtorch PLUMED kernel of scripts/build_plumed_libtorch.sh
 # (PYTORCH_MODEL) and runs the exported GMVAE CV.
 #
-#   bash scripts/build_gromacs_plumed.sh [--mpi] [--prefix PREFIX] [--plumed PLUMED_PREFIX] [--kernel SO]
+#   bash scripts/build_gromacs_plumed.sh [--mpi] [--prefix PREFIX] [--plumed PLUMED_PREFIX] [--kernel SO] [--check]
 #   source external/gromacs-plumed/env.sh        # GMX, PATH, PLUMED_KERNEL
 #
 # Source: the pristine upstream tarball of Debian's source package (gromacs_2022.5.orig.tar.gz,
@@ -30,7 +30,8 @@
 #
 # Cached: the build folder (external/gromacs-build/<variant>) is kept, and a finished build
 # writes PREFIX/.stamp-<variant>; a second call with the same settings only rewrites env.sh.
-# FORCE=1 rebuilds, CLEAN=1 removes the build folder after installing.
+# FORCE=1 rebuilds, CLEAN=1 removes the build folder after installing. --check: exit 0 if built
+# with these settings, 3 if a build would be needed, and change nothing.
 # Time: see examples/gromacs_plumed/README.md (measured with `nice -n 10`, JOBS=2, 2 shared cores).
 #
 # Environment: JOBS (default: number of cores), SIMD (GROMACS' GMX_SIMD, default AUTO: the build
@@ -42,6 +43,7 @@ ROOT=$(pwd)
 
 GMX_VERSION=2022.5
 VARIANT=tmpi
+CHECK=0
 PREFIX=$ROOT/external/gromacs-plumed
 PLUMED_PREFIX=$ROOT/external/plumed-libtorch
 while [ $# -gt 0 ]; do
@@ -50,8 +52,9 @@ while [ $# -gt 0 ]; do
         --prefix) PREFIX=$2; shift ;;
         --plumed) PLUMED_PREFIX=$2; shift ;;
         --kernel) RUN_KERNEL=$2; shift ;;
+        --check) CHECK=1 ;;
         -h|--help) sed -n '2,42p' "$0"; exit 0 ;;
-        *) echo "error: unknown argument '$1' (expected --mpi, --prefix DIR, --plumed DIR, --kernel FILE)" >&2; exit 2 ;;
+        *) echo "error: unknown argument '$1' (expected --mpi, --prefix DIR, --plumed DIR, --kernel FILE, --check)" >&2; exit 2 ;;
     esac
     shift
 done
@@ -135,9 +138,10 @@ write_env() {
 if [ "${FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ -x "$PREFIX/bin/$GMX_BIN" ] \
         && [ "$(head -n 1 "$STAMP")" = "$SETTINGS" ]; then
     echo "GROMACS $GMX_VERSION + PLUMED ($VARIANT) already built in $PREFIX (FORCE=1 rebuilds)"
-    write_env
+    if [ "$CHECK" = 0 ]; then write_env; fi
     exit 0
 fi
+if [ "$CHECK" = 1 ]; then echo "GROMACS $GMX_VERSION + PLUMED ($VARIANT) not built in $PREFIX with these settings"; exit 3; fi
 
 # ---------------------------------------------------------------- build dependencies
 need_pkgs=(cmake g++ make libfftw3-dev pkg-config)

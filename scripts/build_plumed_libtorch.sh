@@ -3,7 +3,7 @@
 # the torch installed in the current Python environment, from the PLUMED 2.11 source that ships in
 # the source distribution of hillclimber (the package that provides the plain kernel the tests use).
 #
-#   bash scripts/build_plumed_libtorch.sh [PREFIX]
+#   bash scripts/build_plumed_libtorch.sh [--check] [PREFIX]
 #
 # PREFIX defaults to external/plumed-libtorch (git-ignored). About 7 minutes on 2 cores. At the end
 # it prints the line to export PLUMED_KERNEL; with it set, tests/test_plumed_libtorch.py runs
@@ -12,11 +12,14 @@
 # Environment: PYTHON (default python3), JOBS (default: number of cores), HILLCLIMBER_VERSION
 # (default 0.1.8), WORKDIR (default: a temporary folder, removed at the end unless KEEP_WORKDIR=1).
 # Cached: a finished build writes PREFIX/.stamp (hillclimber and torch versions, C++ ABI); a second
-# call with the same ones only prints the export line. FORCE=1 rebuilds.
+# call with the same ones only prints the export line. FORCE=1 rebuilds. --check: exit 0 if built
+# (cached), 3 if a build would be needed, and build nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
+CHECK=0
+if [ "${1:-}" = --check ]; then CHECK=1; shift; fi
 PREFIX=${1:-$ROOT/external/plumed-libtorch}
 case "$PREFIX" in /*) ;; *) PREFIX=$ROOT/$PREFIX ;; esac
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
@@ -38,6 +41,7 @@ if [ "${FORCE:-0}" != 1 ] && [ -f "$KERNEL" ] && [ -f "$PREFIX/.stamp" ] && [ "$
     echo "export PLUMED_KERNEL=$KERNEL"
     exit 0
 fi
+if [ "$CHECK" = 1 ]; then echo "PLUMED with libtorch not built in $PREFIX for this torch"; exit 3; fi
 
 if [ -n "${WORKDIR:-}" ]; then
     mkdir -p "$WORKDIR"

@@ -335,3 +335,35 @@ def test_mdrun_with_a_kernel_without_libtorch_fails_and_preflight_says_why(tmp_p
     monkeypatch.setenv("PLUMED_KERNEL", _plain_kernel())
     with pytest.raises(GMVAEInputError, match="PLUMED_KERNEL="):
         run_mdrun(run, "run.tpr", "plumed.dat")
+
+
+@needs_gromacs
+@pytest.mark.slow
+def test_readme_whole_run(tmp_path):
+    """The commands of README section 0 as a user runs them (bash, from the repository root), with
+    the run folder in tmp_path, gmvae-cv from this checkout and mdrun cut to 2000 steps. The two
+    builds must be in external/ already (their --check): then the README's build lines only print
+    what they export."""
+    from md_commands import fenced_blocks, section
+
+    for script in ("build_plumed_libtorch.sh", "build_gromacs_plumed.sh"):
+        res = subprocess.run(["bash", str(ROOT / "scripts" / script), "--check"], capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            pytest.skip(f"scripts/{script} --check: not built in external/ with the README's settings ({res.stdout.strip()[-200:]})")
+    text = (INPUTS / "README.md").read_text()
+    (body,) = [b for _, _, b in fenced_blocks(section(text, "0. The whole run"), "bash")]
+    script = body.replace("run_gromacs", str(tmp_path / "run_gromacs"))
+    script = re.sub(r"^gmvae-cv ", f"{sys.executable} -m gmvae_cv.cli ", script, flags=re.M)
+    script = re.sub(r"^python -m ", f"{sys.executable} -m ", script, flags=re.M)
+    script = re.sub(r"^(gmx mdrun .*)$", r"\1 -nsteps 2000", script, flags=re.M)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")
+    res = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    assert not [e for e in ALLOCATOR_ERRORS if e in out]
+    run = tmp_path / "run_gromacs"
+    col = read_colvar(run / "COLVAR")
+    assert len(col["time"]) == 5 and np.all(np.isfinite(col["cv.node-0"]))
+    assert 4 <= np.loadtxt(run / "HILLS", comments="#", ndmin=2).shape[0] <= 5
+    assert np.isfinite(np.loadtxt(run / "fes_ct.dat", comments="#", ndmin=2)[:, 2]).any()
+    assert (run / "fes_ct.png").is_file() and (run / "fes_ct.json").is_file()
