@@ -130,7 +130,8 @@ def check_gromacs_run(
     Raises
     ------
     GMVAEInputError
-        Naming ``PLUMED_KERNEL``, the missing file or the GROMACS command, and what to do.
+        Every problem found, each naming ``PLUMED_KERNEL``, the missing file or the GROMACS
+        command, and what to do (separated by ``|``).
     """
     run_dir = Path(run_dir)
     inp = run_dir / plumed_input
@@ -144,9 +145,10 @@ def check_gromacs_run(
             if m is None:
                 raise GMVAEInputError(f"{inp}: line {n}: PYTORCH_MODEL without FILE=")
             models.append((n, m.group(1)))
+    problems = []
     for n, f in models:
         if not (run_dir / f).is_file():
-            raise GMVAEInputError(
+            problems.append(
                 f"{run_dir / f}: file not found; {inp.name} line {n} loads it (PYTORCH_MODEL FILE={f}), and PLUMED "
                 f"resolves FILE= relative to the folder mdrun runs in: copy it from the export "
                 f"(gmvae-cv plumed-input EXP --top conf.gro --out {run_dir} writes the inputs and copies the .ptc files)"
@@ -155,32 +157,37 @@ def check_gromacs_run(
     libtorch = None
     if models:
         if not kernel:
-            raise GMVAEInputError(
+            problems.append(
                 f"PLUMED_KERNEL is not set, and {inp.name} uses PYTORCH_MODEL: a runtime-patched GROMACS would load "
                 f"the PLUMED it was patched with, which may lack libtorch. export PLUMED_KERNEL=/path/to/libplumedKernel.so "
                 f"of a PLUMED built with libtorch ({_BUILD_HINT})"
             )
-        if not Path(kernel).is_file():
-            raise GMVAEInputError(f"PLUMED_KERNEL={kernel}: file not found (expected a libplumedKernel.so; {_BUILD_HINT})")
-        ok, detail = kernel_has_libtorch(kernel)
-        if not ok:
-            raise GMVAEInputError(
-                f"PLUMED_KERNEL={kernel}: {detail}, so PYTORCH_MODEL ({inp.name} line {models[0][0]}) is unknown to it. "
-                f"Point PLUMED_KERNEL at a PLUMED built with libtorch ({_BUILD_HINT})"
-            )
-        libtorch = detail
+        elif not Path(kernel).is_file():
+            problems.append(f"PLUMED_KERNEL={kernel}: file not found (expected a libplumedKernel.so; {_BUILD_HINT})")
+        else:
+            ok, detail = kernel_has_libtorch(kernel)
+            if ok:
+                libtorch = detail
+            else:
+                problems.append(
+                    f"PLUMED_KERNEL={kernel}: {detail}, so PYTORCH_MODEL ({inp.name} line {models[0][0]}) is unknown to it. "
+                    f"Point PLUMED_KERNEL at a PLUMED built with libtorch ({_BUILD_HINT})"
+                )
     gmx = gmx or os.environ.get("GMX") or shutil.which("gmx") or shutil.which("gmx_mpi")
     if not gmx:
-        raise GMVAEInputError("no GROMACS: GMX is not set and there is no gmx on PATH (source external/gromacs-plumed/env.sh)")
-    try:
-        res = subprocess.run([gmx, "-quiet", "mdrun", "-h"], capture_output=True, text=True, timeout=120)
-    except OSError as exc:
-        raise GMVAEInputError(f"GMX={gmx}: cannot run it ({exc})") from None
-    if res.returncode != 0 or "-plumed" not in res.stdout + res.stderr:
-        raise GMVAEInputError(
-            f"GMX={gmx}: 'gmx mdrun' has no -plumed option, this GROMACS is not patched with PLUMED "
-            f"(scripts/build_gromacs_plumed.sh builds one; or GROMACS >= 2025 with its own PLUMED interface)"
-        )
+        problems.append("no GROMACS: GMX is not set and there is no gmx on PATH (source external/gromacs-plumed/env.sh)")
+    else:
+        try:
+            res = subprocess.run([gmx, "-quiet", "mdrun", "-h"], capture_output=True, text=True, timeout=120)
+            if res.returncode != 0 or "-plumed" not in res.stdout + res.stderr:
+                problems.append(
+                    f"GMX={gmx}: 'gmx mdrun' has no -plumed option, this GROMACS is not patched with PLUMED "
+                    f"(scripts/build_gromacs_plumed.sh builds one; or GROMACS >= 2025 with its own PLUMED interface)"
+                )
+        except OSError as exc:
+            problems.append(f"GMX={gmx}: cannot run it ({exc})")
+    if problems:
+        raise GMVAEInputError(f"{run_dir}: not ready for gmx mdrun -plumed {plumed_input}: " + " | ".join(problems))
     return {"gmx": gmx, "kernel": kernel, "libtorch": libtorch, "models": [f for _, f in models]}
 
 

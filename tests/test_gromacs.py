@@ -91,6 +91,9 @@ def test_preflight_missing_ptc(tmp_path):
     (run / "model_clusters.ptc").unlink()
     with pytest.raises(GMVAEInputError, match=r"model_clusters.ptc: file not found; plumed.dat line \d+ loads it"):
         check_gromacs_run(run, "plumed.dat", gmx="gmx", kernel="unused")
+    (run / "model_plumed.ptc").unlink()
+    with pytest.raises(GMVAEInputError, match=r"model_plumed.ptc: file not found.*\| .*model_clusters.ptc: file not found"):
+        check_gromacs_run(run, "plumed.dat", gmx="gmx", kernel="unused")
 
 
 @pytest.mark.skipif(_plain_kernel() is None, reason="no PLUMED kernel without libtorch here (the plumed Python package)")
@@ -111,18 +114,80 @@ def _unpatched_gmx() -> str | None:
     """A GROMACS without PLUMED, e.g. Debian's (apt-get install gromacs)."""
     for c in ("/usr/bin/gmx", "/usr/bin/gmx_d"):
         if Path(c).is_file():
+            res = subprocess.run([c, "-quiet", "mdrun", "-h"], capture_output=True, text=True, timeout=120)
+            if res.returncode == 0 and "-plumed" not in res.stdout + res.stderr:
+                return c
+    return None
+
+
+def _any_gmx() -> str | None:
+    """Any GROMACS (patched or not): for the checks of the inputs themselves."""
+    for c in (os.environ.get("GMX"), shutil.which("gmx"), "/usr/bin/gmx"):
+        if c and Path(c).is_file():
             return c
     return None
+
+
+@pytest.mark.skipif(_any_gmx() is None, reason="no GROMACS at all (GMX unset, no gmx on PATH)")
+@pytest.mark.parametrize("system", ["vacuum", "water"])
+def test_gromacs_inputs_reproduce_the_openmm_system(tmp_path, system):
+    """examples/gromacs_plumed/<system>: grompp takes md.mdp as is (no -maxwarn), and the
+    GROMACS potential energy and forces on conf.gro equal OpenMM's for the project's system
+    (amber14 from the OpenMM force field files; flexible water, no constraints, for the forces)."""
+    import openmm
+    from openmm import app, unit
+
+    gmx = _any_gmx()
+    run = tmp_path / system
+    run.mkdir()
+    for f in ("md.mdp", "conf.gro", "topol.top"):
+        shutil.copy(INPUTS / system / f, run / f)
+    subprocess.run([gmx, "-quiet", "grompp", "-f", "md.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "run.tpr"],
+                   cwd=run, check=True, capture_output=True, text=True, timeout=300)
+    _mdp(run / "md.mdp", run / "f.mdp", integrator="md", nsteps=0, nstfout=1, gen_vel="no", constraints="none",
+         tcoupl="no", define="-DFLEXIBLE")
+    text = "\n".join(l for l in (run / "f.mdp").read_text().splitlines() if not re.match(r"^(tc-grps|tau-t|ref-t)\s*=", l))
+    (run / "f.mdp").write_text(text + "\n")
+    # flexible TIP3P with 2 fs: grompp warns about the O-H period; irrelevant for a 0-step force evaluation
+    subprocess.run([gmx, "-quiet", "grompp", "-f", "f.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "f.tpr", "-maxwarn", "1"],
+                   cwd=run, check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run([gmx, "-quiet", "mdrun", "-s", "f.tpr", "-deffnm", "f", "-ntmpi", "1", "-ntomp", "1"], cwd=run, check=True,
+                   capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    subprocess.run([gmx, "-quiet", "traj", "-f", "f.trr", "-s", "f.tpr", "-of", "f.xvg", "-xvg", "none"], cwd=run, check=True,
+                   input="0\n", capture_output=True, text=True, timeout=300)
+    e = subprocess.run([gmx, "-quiet", "energy", "-f", "f.edr", "-o", "e.xvg", "-xvg", "none"], cwd=run, check=True,
+                       input="Potential\n\n", capture_output=True, text=True, timeout=300)
+    e_gmx = float(np.loadtxt(run / "e.xvg", ndmin=2)[0, 1])
+    f_gmx = np.loadtxt(run / "f.xvg")[1:].reshape(-1, 3)
+    traj = md.load(str(run / "conf.gro"))
+    if system == "vacuum":
+        from gmvae_cv.systems import AlanineDipeptide
+
+        omm = AlanineDipeptide().create_system(constraints=None)
+    else:
+        top = traj.topology.to_openmm()
+        top.setPeriodicBoxVectors(traj.unitcell_vectors[0])
+        ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+        omm = ff.createSystem(top, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer, constraints=None,
+                              rigidWater=False, ewaldErrorTolerance=1e-5)
+    ctx = openmm.Context(omm, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(traj.xyz[0].astype(np.float64))
+    state = ctx.getState(getForces=True, getEnergy=True)
+    e_omm = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    f_omm = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    rel = np.linalg.norm(f_gmx - f_omm) / np.linalg.norm(f_omm)
+    if system == "vacuum":  # cut-offs beyond the molecule: the same function, GROMACS in single precision
+        assert abs(e_gmx - e_omm) < 1e-3 and rel < 1e-4, (e_gmx, e_omm, rel)
+    else:  # PME at ewald-rtol 1e-5 in both, GROMACS in single precision
+        assert abs(e_gmx - e_omm) < 1e-4 * abs(e_omm) and rel < 2e-3, (e_gmx, e_omm, rel)
+        assert np.linalg.norm(f_gmx[:22] - f_omm[:22]) / np.linalg.norm(f_omm[:22]) < 5e-4
 
 
 @pytest.mark.skipif(_unpatched_gmx() is None, reason="no GROMACS without PLUMED installed (Debian: apt-get install gromacs)")
 def test_preflight_gromacs_without_plumed(tmp_path):
     run = _run_folder(tmp_path)
-    kernel = os.environ.get("PLUMED_KERNEL")
-    if not kernel or not kernel_has_libtorch(kernel)[0]:
-        pytest.skip("needs PLUMED_KERNEL with libtorch, so that the GROMACS check is reached")
-    with pytest.raises(GMVAEInputError, match=r"GMX=/usr/bin/gmx.*: 'gmx mdrun' has no -plumed option"):
-        check_gromacs_run(run, "plumed.dat", gmx=_unpatched_gmx())
+    with pytest.raises(GMVAEInputError, match=r"GMX=/usr/bin/gmx.*: 'gmx mdrun' has no -plumed option, this GROMACS is not patched"):
+        check_gromacs_run(run, "plumed.dat", gmx=_unpatched_gmx(), kernel=_plain_kernel() or "none.so")
 
 
 # ------------------------------------------------------------------ with GROMACS
