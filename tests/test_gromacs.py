@@ -321,7 +321,8 @@ def test_bias_forces_act_energy_conservation(vacuum_metad):
     e = np.array([[float(v) for v in l.split()[:2]] for l in (nve / "energy.xvg").read_text().splitlines() if l and l[0] not in "#@"])
     col = read_colvar(nve / "COLVAR")
     t_e = {round(t, 4): v for t, v in e}
-    both = np.array([(t_e[round(t, 4)], b) for t, b in zip(col["time"], col["metad.bias"]) if round(t, 4) in t_e])
+    # from 0.1 ps on: leap-frog's first energies (continuing from the sd run's velocities) are transient
+    both = np.array([(t_e[round(t, 4)], b) for t, b in zip(col["time"], col["metad.bias"]) if round(t, 4) in t_e and t > 0.1])
     assert len(both) > 300
     etot, bias = both[:, 0], both[:, 1]
     assert np.std(bias) > 0.3  # the frozen bias varies along the trajectory (kJ/mol)
