@@ -44,9 +44,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gmvae_cv._validation import atomic_write_json  # noqa: E402
-from gmvae_cv.gromacs_run import check_gromacs_run, run_mdrun  # noqa: E402
-from gmvae_cv.plumed_topology import write_plumed_for_topology  # noqa: E402
+from gmvae_cv._core.files import atomic_write_json  # noqa: E402
+from gmvae_cv.deploy.gromacs_run import check_gromacs_run, run_mdrun  # noqa: E402
+from gmvae_cv.deploy.plumed_topology import write_plumed_for_topology  # noqa: E402
 
 WATER = ROOT / "examples" / "gromacs_plumed" / "water"
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"

@@ -16,11 +16,11 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from gmvae_cv._validation import GMVAEInputError
-from gmvae_cv.atom_mapping import map_spec_atoms, remap_spec
-from gmvae_cv.export import read_cv_json
+from gmvae_cv._core.errors import GMVAEInputError
+from gmvae_cv.features.atom_mapping import map_spec_atoms, remap_spec
+from gmvae_cv.deploy import read_cv_json
 from gmvae_cv.features import FeatureSpec
-from gmvae_cv.plumed_topology import write_plumed_for_topology
+from gmvae_cv.deploy.plumed_topology import write_plumed_for_topology
 from gmvae_cv.systems import AlanineDipeptide
 from plumed_tool import needs_plumed, read_colvar, run_driver
 

@@ -30,10 +30,10 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from gmvae_cv._validation import GMVAEInputError
-from gmvae_cv.export import read_cv_json
+from gmvae_cv._core.errors import GMVAEInputError
+from gmvae_cv.deploy import read_cv_json
 from gmvae_cv.features import FeatureSpec
-from gmvae_cv.gromacs_run import ALLOCATOR_ERRORS, check_gromacs_run, kernel_has_libtorch, run_mdrun
+from gmvae_cv.deploy.gromacs_run import ALLOCATOR_ERRORS, check_gromacs_run, kernel_has_libtorch, run_mdrun
 from plumed_tool import python_cv, read_colvar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ needs_gromacs = pytest.mark.skipif(GMX is None, reason=WHY)
 
 # ------------------------------------------------------------------ without GROMACS
 def _run_folder(tmp_path: Path, system: str = "vacuum") -> Path:
-    from gmvae_cv.plumed_topology import write_plumed_for_topology
+    from gmvae_cv.deploy.plumed_topology import write_plumed_for_topology
 
     run = tmp_path / system
     write_plumed_for_topology(REF_EXPORT, INPUTS / system / "conf.gro", run)
@@ -217,13 +217,13 @@ def _grompp(run: Path, mdp: str = "md.mdp", conf: str = "conf.gro", tpr: str = "
 
 
 def _python_model():
-    from gmvae_cv.train import load_run
+    from gmvae_cv.learn.train import load_run
 
     return load_run(REF_EXPORT / "run").model
 
 
 def _spec_on(conf: Path) -> FeatureSpec:
-    from gmvae_cv.atom_mapping import map_spec_atoms, remap_spec
+    from gmvae_cv.features.atom_mapping import map_spec_atoms, remap_spec
 
     spec = FeatureSpec.from_dict(read_cv_json(REF_EXPORT)["feature_spec"])
     return remap_spec(spec, map_spec_atoms(spec, conf))
@@ -280,7 +280,7 @@ def test_mdrun_exits_cleanly(vacuum_metad):
 
 @needs_gromacs
 def test_metad_deposits_hills_and_bias_matches_them(vacuum_metad):
-    from gmvae_cv.hills import Hills
+    from gmvae_cv.analysis.hills import Hills
 
     run, _ = vacuum_metad
     hills = Hills.from_file(run / "HILLS")
@@ -346,8 +346,8 @@ def test_fes_reweights_the_gromacs_run(vacuum_metad, tmp_path):
     """gmvae-cv fes on the COLVAR and HILLS mdrun wrote, both ways: c(t) from the hills and
     PLUMED's on-the-fly metad.rbias; the c(t) weights equal rbias / kT."""
     from gmvae_cv.cli import main
-    from gmvae_cv.hills import GridSpec, Hills
-    from gmvae_cv.reweight import ct_log_weights
+    from gmvae_cv.analysis.hills import GridSpec, Hills
+    from gmvae_cv.analysis.reweight import ct_log_weights
 
     run, _ = vacuum_metad
     for f in ("COLVAR", "HILLS"):
@@ -419,7 +419,8 @@ def test_readme_whole_run(tmp_path):
     text = (INPUTS / "README.md").read_text()
     (body,) = [b for _, _, b in fenced_blocks(section(text, "0. The whole run"), "bash")]
     script = body.replace("run_gromacs", str(tmp_path / "run_gromacs"))
-    script = re.sub(r"^gmvae-cv ", f"{sys.executable} -m gmvae_cv.cli ", script, flags=re.M)
+    gmvae_cv = f"{sys.executable} -c 'import sys; from gmvae_cv.cli import main; sys.exit(main(sys.argv[1:]))' "
+    script = re.sub(r"^gmvae-cv ", gmvae_cv, script, flags=re.M)
     script = re.sub(r"^python -m ", f"{sys.executable} -m ", script, flags=re.M)
     script = re.sub(r"^(gmx mdrun .*)$", r"\1 -nsteps 2000", script, flags=re.M)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2")

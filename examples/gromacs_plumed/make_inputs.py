@@ -206,7 +206,7 @@ def main(argv=None) -> int:
                     "the water equilibration depends on the CPU's floating point)")
     ap.add_argument("--only", choices=["vacuum", "water"], default=None)
     args = ap.parse_args(argv)
-    from gmvae_cv._validation import atomic_write_text
+    from gmvae_cv._core.files import atomic_write_text
 
     sets = {"vacuum": vacuum_files, "water": water_files}
     names = [args.only] if args.only else (["vacuum"] if args.check else list(sets))

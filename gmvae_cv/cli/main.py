@@ -716,7 +716,7 @@ def _add_plumed_input(sub) -> None:
 
 
 def _cmd_plumed_input(args) -> int:
-    from .plumed_topology import write_plumed_for_topology
+    from ..deploy.plumed_topology import write_plumed_for_topology
 
     written, mapping = write_plumed_for_topology(args.exp, args.top, args.out, residue_offset=args.residue_offset)
     moved = sum(o != n for o, n in mapping.old_to_new.items())

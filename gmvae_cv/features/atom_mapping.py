@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ._validation import GMVAEInputError
+from .._core.errors import GMVAEInputError
 
 __all__ = ["RESIDUE_ALIASES", "ATOM_ALIASES", "AtomMapping", "map_spec_atoms", "remap_spec", "canonical_name", "mapping_comment"]
 
@@ -211,7 +211,7 @@ def remap_spec(spec: Any, mapping: AtomMapping, *, description: Optional[str] = 
     The features keep their names, order and parameters; ``atom_labels`` become the new
     topology's labels. ``spec.periodic`` is kept.
     """
-    from .features import FeatureSpec
+    from .spec import FeatureSpec
 
     data = spec.to_dict()
     for f in data["features"]:

@@ -2,7 +2,7 @@
 
 ``gmvae-cv plumed-input EXP --top conf.gro --out DIR`` (:func:`write_plumed_for_topology`): the
 export's features are mapped onto the atoms of ``conf.gro`` by residue and atom name
-(:mod:`gmvae_cv.atom_mapping`, one-to-one or refused), and ``DIR/plumed.dat`` (well-tempered
+(:mod:`gmvae_cv.features.atom_mapping`, one-to-one or refused), and ``DIR/plumed.dat`` (well-tempered
 METAD) and ``DIR/plumed_opes.dat`` (OPES_METAD) are rendered with the same bias settings as the
 export's own files, with the atom numbers of that topology; the two ``.ptc`` files are copied
 beside them (after checking their sha256 against ``cv.json``), so that DIR is a ready run folder
@@ -17,8 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from ._validation import GMVAEInputError, atomic_write_bytes, atomic_write_text
-from .atom_mapping import AtomMapping, map_spec_atoms, mapping_comment, remap_spec
+from .._core.errors import GMVAEInputError
+from .._core.files import atomic_write_bytes, atomic_write_text
+from ..features.atom_mapping import AtomMapping, map_spec_atoms, mapping_comment, remap_spec
 
 __all__ = ["PLUMED_MODEL_FILES", "write_plumed_for_topology"]
 
@@ -66,9 +67,9 @@ def write_plumed_for_topology(
         Not an export, a ``.ptc`` file missing or altered (sha256 differs from ``cv.json``), or
         atoms that do not map one-to-one (the message names them).
     """
-    from .export import read_cv_json
-    from .features import FeatureSpec
-    from .plumed_inputs import render_plumed_dat, render_plumed_opes
+    from ..features import FeatureSpec
+    from .contract import read_cv_json
+    from .plumed import render_plumed_dat, render_plumed_opes
 
     exp_dir = Path(exp_dir)
     info = read_cv_json(exp_dir)

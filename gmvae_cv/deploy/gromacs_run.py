@@ -1,6 +1,6 @@
 """Check a GROMACS + PLUMED run folder before ``gmx mdrun -plumed`` starts, and run mdrun.
 
-    python -m gmvae_cv.gromacs_run RUN_DIR [--plumed plumed.dat] [--gmx gmx]
+    python -m gmvae_cv.deploy.gromacs_run RUN_DIR [--plumed plumed.dat] [--gmx gmx]
 
 :func:`check_gromacs_run` catches, before GROMACS starts (and before it has written anything),
 what otherwise fails deep inside ``mdrun`` or, worse, at its end:
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ._validation import GMVAEInputError
+from .._core.errors import GMVAEInputError
 
 __all__ = ["GromacsRunError", "ALLOCATOR_ERRORS", "kernel_has_libtorch", "check_gromacs_run", "run_mdrun"]
 
@@ -229,7 +229,7 @@ def run_mdrun(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gmvae_cv.gromacs_run", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m gmvae_cv.deploy.gromacs_run", description=__doc__.split("\n")[0])
     ap.add_argument("run_dir")
     ap.add_argument("--plumed", default="plumed.dat", help="PLUMED input in RUN_DIR (default plumed.dat)")
     ap.add_argument("--gmx", default=None, help="gmx command (default $GMX, else gmx on PATH)")
