@@ -290,7 +290,7 @@ def test_metad_deposits_hills_and_bias_matches_them(vacuum_metad):
     s = np.c_[col["cv.node-0"], col["cv.node-1"]]
     exact = hills.bias_at_times(s, col["time"])
     # PLUMED interpolates its bias on the METAD grid; the hills summed exactly agree to grid precision
-    assert np.max(np.abs(exact - col["metad.bias"])) < 2e-2 * hills.heights.max()
+    assert np.max(np.abs(exact - col["metad.bias"])) < 5e-3 * hills.heights.max()  # 1.3e-4 in plumed driver on the export's frames
     assert col["metad.bias"][-1] > 1.0
 
 
@@ -368,7 +368,7 @@ def test_fes_reweights_the_gromacs_run(vacuum_metad, tmp_path):
     info = read_cv_json(REF_EXPORT)["plumed"]["metad"]
     grid = GridSpec(tuple(info["grid_min"]), tuple(info["grid_max"]), tuple(info["grid_bin"]), (False, False))
     lw = ct_log_weights(Hills.from_file(run / "HILLS"), np.c_[col["cv.node-0"], col["cv.node-1"]], col["time"], KT_300, ct_grid=grid)
-    assert np.max(np.abs(lw - col["metad.rbias"] / KT_300)) < 0.05
+    assert np.max(np.abs(lw - col["metad.rbias"] / KT_300)) < 2e-3  # 5e-5 in plumed driver on the export's frames
 
 
 @needs_gromacs
