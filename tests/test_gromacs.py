@@ -438,3 +438,42 @@ def test_readme_whole_run(tmp_path):
     assert 4 <= np.loadtxt(run / "HILLS", comments="#", ndmin=2).shape[0] <= 5
     assert np.isfinite(np.loadtxt(run / "fes_ct.dat", comments="#", ndmin=2)[:, 2]).any()
     assert (run / "fes_ct.png").is_file() and (run / "fes_ct.json").is_file()
+
+
+@pytest.mark.skipif(_any_gmx() is None, reason="no GROMACS at all (GMX unset, no gmx on PATH)")
+def test_plumed_input_for_a_pdb2gmx_topology(tmp_path):
+    """The topology a GROMACS user builds himself: gmx pdb2gmx with amber99sb-ildn on the bundled
+    structure (NME's carbon renamed CH3, as the port wants; hydrogens rebuilt with GROMACS' names
+    and order). Its atom order differs from the export's, so the export's plumed.dat would compute
+    other distances; plumed-input's inputs compute the exported features."""
+    from gmvae_cv.cli import main
+    from gmvae_cv.features.atom_mapping import map_spec_atoms, remap_spec
+    from gmvae_cv.systems import alanine_dipeptide_pdb
+
+    pdb = []
+    for line in alanine_dipeptide_pdb().read_text().splitlines():
+        if line.startswith(("ATOM", "HETATM")) and line[17:20] == "NME" and line[12:16].strip() == "C":
+            line = line[:12] + " CH3" + line[16:]
+        pdb.append(line)
+    (tmp_path / "in.pdb").write_text("\n".join(pdb) + "\n")
+    subprocess.run([_any_gmx(), "-quiet", "pdb2gmx", "-f", "in.pdb", "-o", "conf.gro", "-p", "topol.top", "-ff", "amber99sb-ildn",
+                    "-water", "none", "-ignh"], cwd=tmp_path, check=True, capture_output=True, text=True, timeout=300)
+    spec = FeatureSpec.from_dict(read_cv_json(REF_EXPORT)["feature_spec"])
+    mapping = map_spec_atoms(spec, tmp_path / "conf.gro")
+    assert not mapping.is_identity and mapping.old_to_new[1] == 0  # ACE CH3: 2nd atom in the export, 1st in pdb2gmx's
+    ref = spec.compute(md.load(str(alanine_dipeptide_pdb())))
+    gro = md.load(str(tmp_path / "conf.gro"))
+    gro.unitcell_vectors = None  # pdb2gmx's box is the molecule's extent: no periodic images here
+    assert np.max(np.abs(remap_spec(spec, mapping).compute(gro) - ref)) < 2e-3  # .gro keeps 1e-3 nm
+    # the export's own numbering on this file: ACE's CH3 is read from a methyl hydrogen, HH31
+    wrong = spec.compute(gro)
+    assert np.max(np.abs(wrong - ref)) > 0.02
+    cv_wrong, _ = python_cv(_python_model(), wrong)
+    cv_right, _ = python_cv(_python_model(), remap_spec(spec, mapping).compute(gro))
+    cv_ref, _ = python_cv(_python_model(), ref)
+    assert np.max(np.abs(cv_right - cv_ref)) < 0.05 < np.max(np.abs(cv_wrong - cv_ref)), (cv_ref, cv_right, cv_wrong)
+    assert main(["plumed-input", str(REF_EXPORT), "--top", str(tmp_path / "conf.gro"), "--out", str(tmp_path / "run")]) == 0
+    text = (tmp_path / "run" / "plumed.dat").read_text()
+    i, j = spec.features[0].atoms
+    assert f"f0: DISTANCE ATOMS={mapping.old_to_new[i] + 1},{mapping.old_to_new[j] + 1}" in text
+    assert "#   1 ACE1-CH3 -> 1 ACE1-CH3" in text
