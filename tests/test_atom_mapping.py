@@ -214,3 +214,33 @@ def test_cli_plumed_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "gmvae-cv plumed-input: error:" in err and "ACE1-CH3" in err and "NME3-C" in err
     assert not (tmp_path / "run2").exists()
+
+
+def test_walker_inputs_for_another_topology(tmp_path):
+    """--walkers: walker_i.dat with the mapped feature lines of plumed.dat and WALKERS_N/ID."""
+    from gmvae_cv.cli import main
+
+    top, perm = _other_topology(seed=7)
+    md.Trajectory(_embed(_frames()[:1], perm, 3), top).save_gro(str(tmp_path / "conf.gro"))
+    assert main(["plumed-input", str(REF_EXPORT), "--top", str(tmp_path / "conf.gro"), "--out", str(tmp_path / "run"),
+                 "--walkers", "3"]) == 0
+    feats = lambda text: [l for l in text.splitlines() if re.match(r"^f\d+: ", l)]  # noqa: E731
+    ref = feats((tmp_path / "run" / "plumed.dat").read_text())
+    assert len(ref) == 25
+    for i in range(3):
+        text = (tmp_path / "run" / f"walker_{i}.dat").read_text()
+        assert feats(text) == ref and "WALKERS_N=3" in text and f"WALKERS_ID={i}" in text and f"FILE=COLVAR.{i}" in text
+    assert not (tmp_path / "run" / "walker_3.dat").exists()
+    with pytest.raises(GMVAEInputError, match="'n_walkers' is 1"):
+        write_plumed_for_topology(REF_EXPORT, tmp_path / "conf.gro", tmp_path / "run2", n_walkers=1)
+
+
+def test_gromacs_run_module_exit_status(tmp_path, capsys):
+    """python -m gmvae_cv.deploy.gromacs_run DIR: exit status 2 and the reasons on stderr."""
+    from gmvae_cv.deploy.gromacs_run import main
+
+    write_plumed_for_topology(REF_EXPORT, ROOT / "examples" / "gromacs_plumed" / "vacuum" / "conf.gro", tmp_path)
+    (tmp_path / "model_plumed.ptc").unlink()
+    assert main([str(tmp_path), "--plumed", "plumed.dat", "--gmx", str(tmp_path / "no-gmx")]) == 2
+    err = capsys.readouterr().err
+    assert "model_plumed.ptc: file not found" in err and "no-gmx" in err

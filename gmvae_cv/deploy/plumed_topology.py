@@ -38,6 +38,7 @@ def write_plumed_for_topology(
     out_dir: str | os.PathLike,
     *,
     residue_offset: int = 0,
+    n_walkers: int = 0,
     source: Optional[str] = None,
 ) -> tuple[list[Path], AtomMapping]:
     """Write ``plumed.dat``, ``plumed_opes.dat`` and the ``.ptc`` files for another topology.
@@ -53,6 +54,10 @@ def write_plumed_for_topology(
         The run folder (created).
     residue_offset : int
         Added to the export's residue numbers before comparing.
+    n_walkers : int
+        If at least 2, also ``walker_0.dat`` ... ``walker_{n-1}.dat``: multiple-walkers METAD
+        sharing one bias through ``HILLS.<id>`` in the folder all walkers run in
+        (:func:`gmvae_cv.deploy.plumed.render_walkers`); 0 (default) writes none.
     source : str, optional
         Name of the topology in messages.
 
@@ -69,7 +74,7 @@ def write_plumed_for_topology(
     """
     from ..features import FeatureSpec
     from .contract import read_cv_json
-    from .plumed import render_plumed_dat, render_plumed_opes
+    from .plumed import render_plumed_dat, render_plumed_opes, render_walkers
 
     exp_dir = Path(exp_dir)
     info = read_cv_json(exp_dir)
@@ -84,12 +89,16 @@ def write_plumed_for_topology(
         if want is not None and hashlib.sha256(data).hexdigest() != want:
             raise GMVAEInputError(f"{path}: sha256 differs from the one in {exp_dir / 'cv.json'} (the file was changed after export)")
         models[name] = data
+    n_walkers = int(n_walkers)
+    if n_walkers == 1 or n_walkers < 0:
+        raise GMVAEInputError(f"'n_walkers' is {n_walkers}, expected 0 (no walker inputs) or at least 2")
     mapping = map_spec_atoms(spec, topology, residue_offset=residue_offset, source=source)
     new_spec = remap_spec(spec, mapping, description=f"{spec.description} (atoms mapped onto {mapping.source})")
     out = Path(out_dir)
     texts = {
         "plumed.dat": _with_mapping(render_plumed_dat(info, new_spec), mapping),
         "plumed_opes.dat": _with_mapping(render_plumed_opes(info, new_spec), mapping),
+        **{f"walker_{i}.dat": _with_mapping(render_walkers(info, new_spec, n_walkers, i), mapping) for i in range(n_walkers)},
     }
     written = []
     for name, text in texts.items():
