@@ -712,13 +712,16 @@ def _add_plumed_input(sub) -> None:
     p.add_argument("--top", required=True, help="the topology the MD engine runs, e.g. conf.gro or a PDB (solvent may follow)")
     p.add_argument("--out", required=True, help="run folder to write (created)")
     p.add_argument("--residue-offset", type=int, default=0, help="added to the export's residue numbers before matching (default 0)")
+    p.add_argument("--walkers", type=int, default=0, metavar="N",
+                   help="also walker_0.dat ... walker_{N-1}.dat: N walkers sharing one METAD bias in OUT (default: none)")
     p.set_defaults(func=_cmd_plumed_input)
 
 
 def _cmd_plumed_input(args) -> int:
     from ..deploy.plumed_topology import write_plumed_for_topology
 
-    written, mapping = write_plumed_for_topology(args.exp, args.top, args.out, residue_offset=args.residue_offset)
+    written, mapping = write_plumed_for_topology(args.exp, args.top, args.out, residue_offset=args.residue_offset,
+                                                 n_walkers=args.walkers)
     moved = sum(o != n for o, n in mapping.old_to_new.items())
     print(f"{args.top}: {mapping.n_atoms} atoms; the {len(mapping.old_to_new)} atoms the features use map one-to-one "
           f"({moved} renumbered)")
