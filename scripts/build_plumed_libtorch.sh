@@ -3,7 +3,7 @@
 # the torch installed in the current Python environment, from the PLUMED 2.11 source that ships in
 # the source distribution of hillclimber (the package that provides the plain kernel the tests use).
 #
-#   bash scripts/build_plumed_libtorch.sh [PREFIX]
+#   bash scripts/build_plumed_libtorch.sh [--check] [PREFIX]
 #
 # PREFIX defaults to external/plumed-libtorch (git-ignored). About 7 minutes on 2 cores. At the end
 # it prints the line to export PLUMED_KERNEL; with it set, tests/test_plumed_libtorch.py runs
@@ -11,10 +11,15 @@
 #
 # Environment: PYTHON (default python3), JOBS (default: number of cores), HILLCLIMBER_VERSION
 # (default 0.1.8), WORKDIR (default: a temporary folder, removed at the end unless KEEP_WORKDIR=1).
+# Cached: a finished build writes PREFIX/.stamp (hillclimber and torch versions, C++ ABI); a second
+# call with the same ones only prints the export line. FORCE=1 rebuilds. --check: exit 0 if built
+# (cached), 3 if a build would be needed, and build nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
+CHECK=0
+if [ "${1:-}" = --check ]; then CHECK=1; shift; fi
 PREFIX=${1:-$ROOT/external/plumed-libtorch}
 case "$PREFIX" in /*) ;; *) PREFIX=$ROOT/$PREFIX ;; esac
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
@@ -27,6 +32,16 @@ echo "torch $TORCH_VERSION at $TORCH_DIR (_GLIBCXX_USE_CXX11_ABI=$TORCH_ABI)"
 for d in "$TORCH_DIR/include" "$TORCH_DIR/include/torch/csrc/api/include" "$TORCH_DIR/lib"; do
     [ -d "$d" ] || { echo "error: $d not found: this torch has no C++ headers/libraries" >&2; exit 1; }
 done
+
+KERNEL="$PREFIX/lib/libplumedKernel.so"
+STAMP="hillclimber=$HC_VERSION torch=$TORCH_VERSION torch_dir=$TORCH_DIR abi=$TORCH_ABI"
+if [ "${FORCE:-0}" != 1 ] && [ -f "$KERNEL" ] && [ -f "$PREFIX/.stamp" ] && [ "$(cat "$PREFIX/.stamp")" = "$STAMP" ]; then
+    echo "PLUMED with libtorch already built in $PREFIX for this torch (FORCE=1 rebuilds)"
+    echo
+    echo "export PLUMED_KERNEL=$KERNEL"
+    exit 0
+fi
+if [ "$CHECK" = 1 ]; then echo "PLUMED with libtorch not built in $PREFIX for this torch"; exit 3; fi
 
 if [ -n "${WORKDIR:-}" ]; then
     mkdir -p "$WORKDIR"
@@ -64,7 +79,6 @@ grep -q -- "-D__PLUMED_HAS_LIBTORCH" Makefile.conf || {
 make -j"$JOBS"
 make install
 
-KERNEL="$PREFIX/lib/libplumedKernel.so"
 [ -f "$KERNEL" ] || { echo "error: $KERNEL was not installed" >&2; exit 1; }
 # 4. Check that the kernel knows PYTORCH_MODEL.
 if PLUMED_KERNEL="$KERNEL" "$PREFIX/bin/plumed" manual --action PYTORCH_MODEL >/dev/null 2>&1; then
@@ -72,5 +86,6 @@ if PLUMED_KERNEL="$KERNEL" "$PREFIX/bin/plumed" manual --action PYTORCH_MODEL >/
 else
     echo "warning: 'plumed manual --action PYTORCH_MODEL' failed with $KERNEL" >&2
 fi
+echo "$STAMP" > "$PREFIX/.stamp"
 echo
 echo "export PLUMED_KERNEL=$KERNEL"

@@ -697,6 +697,38 @@ def _cmd_check(args) -> int:
     return 0 if report.passed else 1
 
 
+@_command
+def _add_plumed_input(sub) -> None:
+    p = sub.add_parser(
+        "plumed-input",
+        help="render an export's plumed.dat/plumed_opes.dat for another topology of the same molecule",
+        description="Map the atoms the features use onto TOP by residue name, residue number and atom name "
+        "(GROMACS' Amber names of the caps and protonation variants are accepted; the mapping must be "
+        "one-to-one, or it is refused naming the atoms), write OUT/plumed.dat (METAD) and OUT/plumed_opes.dat "
+        "(OPES_METAD) with TOP's atom numbers and the export's bias settings, and copy model_plumed.ptc and "
+        "model_clusters.ptc beside them. OUT is then a run folder for 'gmx mdrun -plumed plumed.dat'.",
+    )
+    p.add_argument("exp", help="export directory")
+    p.add_argument("--top", required=True, help="the topology the MD engine runs, e.g. conf.gro or a PDB (solvent may follow)")
+    p.add_argument("--out", required=True, help="run folder to write (created)")
+    p.add_argument("--residue-offset", type=int, default=0, help="added to the export's residue numbers before matching (default 0)")
+    p.add_argument("--walkers", type=int, default=0, metavar="N",
+                   help="also walker_0.dat ... walker_{N-1}.dat: N walkers sharing one METAD bias in OUT (default: none)")
+    p.set_defaults(func=_cmd_plumed_input)
+
+
+def _cmd_plumed_input(args) -> int:
+    from ..deploy.plumed_topology import write_plumed_for_topology
+
+    written, mapping = write_plumed_for_topology(args.exp, args.top, args.out, residue_offset=args.residue_offset,
+                                                 n_walkers=args.walkers)
+    moved = sum(o != n for o, n in mapping.old_to_new.items())
+    print(f"{args.top}: {mapping.n_atoms} atoms; the {len(mapping.old_to_new)} atoms the features use map one-to-one "
+          f"({moved} renumbered)")
+    print(f"wrote {args.out}: " + ", ".join(p.name for p in written))
+    return 0
+
+
 # ---------------------------------------------------------------- bias
 @_command
 def _add_bias(sub) -> None:
