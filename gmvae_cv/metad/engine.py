@@ -217,6 +217,16 @@ class WellTemperedMetadynamics(FusedBiasEngine):
         b = v / (g - 1.0)
         return float(kt * (_logsumexp(a) - _logsumexp(b)))
 
+    colvar_fields = ("metad.bias", "metad.rct", "metad.rbias")
+
+    def colvar_columns(self, s: np.ndarray) -> list[float]:
+        """``metad.bias``, ``metad.rct`` and ``metad.rbias`` at CV values ``s`` (rct cached per table version)."""
+        bias = self.bias_at(s)
+        if getattr(self, "_rct_cache", (None,))[0] != self.version:
+            self._rct_cache = (self.version, self.rct())
+        rct = self._rct_cache[1]
+        return [bias, rct, bias - rct]
+
     # ------------------------------------------------------------------ deposition
     def deposit(self, centers: Sequence[np.ndarray], step: int, time_ps: float, walkers: Optional[Sequence[int]] = None) -> list[Hill]:
         """Deposit one hill per walker at the given CV values (all components, shape ``(D,)`` each).

@@ -181,6 +181,10 @@ class _MetadMethod:
         return HillsWriter(path, names, p.bias_factor, p.kernel, periodic, resume_size=resume_size)
 
     @staticmethod
+    def set_callback(meta: WellTemperedMetadynamics, fn: Any) -> None:
+        meta.on_hill = fn
+
+    @staticmethod
     def checkpoint(meta: WellTemperedMetadynamics) -> tuple[dict, dict]:
         """Arrays and JSON entries of the bias for the checkpoint."""
         state = meta.state_dict()
@@ -370,7 +374,7 @@ class _BiasRun:
                 sim.reporters.append(tr)
             self.trajs.append(tr)
         by_id = dict(zip(self.walker_ids, self.hills_writers))
-        self.meta.on_hill = lambda hill: by_id[hill.walker](hill)
+        self.method.set_callback(self.meta, lambda hill: by_id[hill.walker](hill))
 
     def _start(self, sims: list) -> None:
         if self.resume is not None:

@@ -149,7 +149,9 @@ class WalkerSettings:
 
 
 def _bias_classes() -> dict:
-    return {"metad": MetadynamicsSettings}
+    from .opes import OPESParameters
+
+    return {"metad": MetadynamicsSettings, "opes": OPESParameters, "opes-explore": OPESParameters}
 
 
 @dataclass
@@ -201,8 +203,7 @@ class RunSettings:
                 base.method.startswith("opes") and method.startswith("opes")):
             raise GMVAEInputError(f"'method' is {method!r} but the settings' bias is for {base.method!r}")
         if base is None:
-            bias = bias_cls(explore=method == "opes-explore") if method != "metad" else bias_cls()
-            base = cls(bias=bias)
+            base = cls(bias=bias_cls())
         groups = {"bias": base.bias, "md": base.md, "output": base.output, "walkers": base.walkers}
         names = {g: {f.name for f in dataclasses.fields(obj)} for g, obj in groups.items()}
         updates: dict = {g: {} for g in groups}
@@ -211,6 +212,8 @@ class RunSettings:
             if not where:
                 raise GMVAEInputError(_unknown(key, method, classes))
             updates[where[0]][key] = value
+        if method != "metad":
+            updates["bias"].setdefault("explore", method == "opes-explore")
         return cls(**{g: dataclasses.replace(obj, **updates[g]) for g, obj in groups.items()})
 
 
