@@ -344,3 +344,15 @@ def test_walkers_in_one_process_each_deposit_their_kernels(ala, torsion_cv, tmp_
         ours.load_state_dict({k: z[k] for k in z.files if k.startswith("opes.") or k in ("n_deposited", "version")})
     theirs = native.getBias().value_in_unit(unit.kilojoule_per_mole).T
     assert np.max(np.abs(ours.bias_on_grid() - theirs)) / np.max(np.abs(theirs)) < 1e-6
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gmvae_cv.metad.kernels
+    import gmvae_cv.metad.opes
+    import gmvae_cv.metad.settings
+
+    for module in (gmvae_cv.metad.opes, gmvae_cv.metad.kernels, gmvae_cv.metad.settings):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted >= 1 and result.failed == 0, module.__name__

@@ -42,6 +42,8 @@ _NAMES = {
     "RunSettings": "settings",
     "MDSettings": "settings",
     "OutputSettings": "settings",
+    "MetadynamicsSettings": "settings",
+    "WalkerSettings": "settings",
     "OPESBias": "opes",
     "OPESParameters": "opes",
     "MDSystem": "user_system",
@@ -75,5 +77,5 @@ if _TYPE_CHECKING:  # pragma: no cover
     from .opes import OPESBias, OPESParameters
     from .parameters import BiasedVariable, BiasEdgeWarning, MetadynamicsParameters
     from .run import BiasRunResult, run_metadynamics, run_opes
-    from .settings import MDSettings, OutputSettings, RunSettings
+    from .settings import MDSettings, MetadynamicsSettings, OutputSettings, RunSettings, WalkerSettings
     from .user_system import MDSystem, load_md_system

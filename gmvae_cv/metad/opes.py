@@ -141,7 +141,7 @@ class OPESBias(FusedBiasEngine):
     >>> opes = OPESBias(feature_cv(alanine_backbone_torsions(transform="raw")), temperature=300, barrier=30,
     ...                 pace=500, sigma=[0.3, 0.3])
     >>> opes.grid.shape, round(opes.bias_at([0.0, 0.0]), 6)
-    ((101, 101), -30.0)
+    ((106, 106), -30.0)
     """
 
     def __init__(self, cv: CVModel, *, temperature: Any, barrier: Any, pace: int, sigma: Sequence[float],
