@@ -356,3 +356,21 @@ def test_docstring_examples_run():
     for module in (gmvae_cv.metad.opes, gmvae_cv.metad.kernels, gmvae_cv.metad.settings):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted >= 1 and result.failed == 0, module.__name__
+
+
+def test_explore_run_records_its_method_and_unweighted_kernels(ala, torsion_cv, tmp_path):
+    """OPES_METAD_EXPLORE: the KERNELS header names it, its kernels are unweighted (logweight 0,
+    PLUMED's height prod(sigma0 / sigma)), and run.json records the method."""
+    out = tmp_path / "explore"
+    run_opes(torsion_cv, out, system=ala.create_system(), topology=ala.topology, positions=ala.positions, n_steps=200,
+             explore=True, **dict(_COMMON, traj_stride=0))
+    params = json.loads((out / "run.json").read_text())["params"]["opes"]
+    assert params["method"] == "opes-explore"
+    assert "#! SET action OPES_METAD_EXPLORE_kernels" in (out / "KERNELS").read_text()
+    rows = np.loadtxt(out / "KERNELS", comments="#", ndmin=2)
+    assert rows.shape == (4, 7) and np.all(rows[:, -1] == 0.0)
+    # openmm-opes reads sigma as the unbiased width; the explore estimate (of the sampled density) starts
+    # sqrt(gamma) wider and shrinks with the effective sample size
+    sigma0 = 0.3 * math.sqrt(params["bias_factor"])
+    assert np.all(np.diff(rows[:, 3]) < 0) and rows[0, 3] < sigma0
+    np.testing.assert_allclose(rows[:, 5], np.prod(sigma0 / rows[:, 3:5], axis=1), rtol=1e-12)

@@ -51,7 +51,10 @@ class OPESParameters:
     Attributes
     ----------
     sigma : sequence of float
-        Initial kernel widths, CV units (PLUMED's ``SIGMA``; the kernels shrink as samples accumulate).
+        Kernel widths, CV units: ``openmm-opes``' fixed ``biasWidth``, the width of the unbiased
+        distribution. OPES_METAD kernels start at ``sigma`` (PLUMED's ``SIGMA``), OPES_METAD_EXPLORE
+        kernels (an estimate of the sampled density) at :math:`\sqrt{\gamma}` ``sigma``; both
+        shrink with the effective sample size.
     barrier : float
         Free-energy barrier to overcome :math:`\\Delta E`, kJ/mol (``BARRIER``; sets
         :math:`\\gamma = \\Delta E / k_BT` and :math:`\\epsilon`), > 0 and above :math:`k_BT`.
