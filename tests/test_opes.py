@@ -29,7 +29,7 @@ from openmm import app, unit  # noqa: E402
 
 from gmvae_cv._core.errors import GMVAEInputError  # noqa: E402
 from gmvae_cv.analysis.plumed_files import read_plumed  # noqa: E402
-from gmvae_cv.deploy.loaders import feature_cv, load_cv  # noqa: E402
+from gmvae_cv.deploy.loaders import feature_cv  # noqa: E402
 from gmvae_cv.features import alanine_backbone_torsions  # noqa: E402
 from gmvae_cv.metad.opes import OPESBias  # noqa: E402
 from gmvae_cv.metad.run import run_metadynamics, run_opes  # noqa: E402
@@ -196,6 +196,7 @@ def test_run_writes_plumed_colvar_and_kernels(reference_run, torsion_cv):
     assert np.all(np.diff(kernels[:, 0]) > 0)
 
 
+@pytest.mark.slow  # two fresh processes: 86 s on the shared 2-core machine
 def test_kill_9_and_restart_equals_an_uninterrupted_run(reference_run, torsion_cv, tmp_path):
     """SIGKILL an OPES run mid-way and start it again: COLVAR, KERNELS, trajectory and bias grid equal
     those of the uninterrupted run byte for byte (the estimator is rebuilt from its state at
