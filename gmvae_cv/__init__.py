@@ -93,6 +93,9 @@ _PUBLIC = {
     "WellTemperedMetadynamics": "metad",
     "SimulationUnstableError": "_core.errors",
     "run_metadynamics": "metad",
+    "run_opes": "metad",
+    "OPESBias": "metad",
+    "RunSettings": "metad",
     "BiasRunResult": "metad",
     "load_md_system": "metad",
 }

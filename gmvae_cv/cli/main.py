@@ -734,10 +734,11 @@ def _cmd_plumed_input(args) -> int:
 def _add_bias(sub) -> None:
     p = sub.add_parser(
         "bias",
-        help="well-tempered metadynamics in OpenMM on an exported CV",
+        help="well-tempered metadynamics or OPES in OpenMM on an exported CV",
         description="Bias along the CV of EXP (an EXP directory with model_openmm.pt, or the .pt file itself) "
-        "with well-tempered metadynamics. Writes RUN/COLVAR, HILLS (PLUMED format), traj.dcd, bias_grid.dat, "
-        "fes.dat, checkpoint.npz and run.json. Run the same command again to continue a stopped run.",
+        "with well-tempered metadynamics (--method metad) or OPES (--method opes, opes-explore: PLUMED's OPES_METAD, "
+        "OPES_METAD_EXPLORE). Writes RUN/COLVAR, HILLS (metad) or KERNELS (opes), PLUMED format, traj.dcd, "
+        "bias_grid.dat, fes.dat, checkpoint.npz and run.json. Run the same command again to continue a stopped run.",
     )
     p.add_argument("exp", help="EXP directory (model_openmm.pt inside) or a CV .pt file")
     p.add_argument("--out", required=True, help="run directory RUN (continued if it holds the same run)")
@@ -751,17 +752,23 @@ def _add_bias(sub) -> None:
     p.add_argument("--temperature", type=float, default=300.0, help="temperature in K (default 300)")
     p.add_argument("--timestep", type=float, default=2.0, help="time step in fs (default 2)")
     p.add_argument("--friction", type=float, default=1.0, help="Langevin friction in 1/ps (default 1)")
-    p.add_argument("--height", type=float, default=1.2, help="initial hill height in kJ/mol (default 1.2)")
+    p.add_argument("--method", choices=["metad", "opes", "opes-explore"], default="metad",
+                   help="well-tempered metadynamics (default), OPES_METAD or OPES_METAD_EXPLORE")
+    p.add_argument("--height", type=float, default=None, help="metad: initial hill height in kJ/mol (default 1.2)")
     p.add_argument("--sigma", type=float, nargs="+", default=None,
-                   help="hill widths in CV units, one per biased component (default: the METAD SIGMA in EXP/cv.json)")
-    p.add_argument("--bias-factor", type=float, default=10.0, help="well-tempered bias factor gamma > 1 (default 10)")
-    p.add_argument("--pace", type=int, default=500, help="steps between hills (default 500)")
+                   help="hill (metad) or initial kernel (opes) widths in CV units, one per biased component "
+                        "(default: the METAD / OPES_METAD SIGMA in EXP/cv.json)")
+    p.add_argument("--bias-factor", type=float, default=None, help="metad: well-tempered bias factor gamma > 1 (default 10)")
+    p.add_argument("--barrier", type=float, default=None,
+                   help="opes: free-energy barrier in kJ/mol (default: the OPES_METAD BARRIER in EXP/cv.json, else 40)")
+    p.add_argument("--pace", type=int, default=None,
+                   help="steps between hills or kernels (default 500, or the OPES_METAD PACE in EXP/cv.json for opes)")
     p.add_argument("--components", type=int, nargs="+", default=None, help="CV components to bias, 1 to 3 (default all)")
     p.add_argument("--grid-min", type=float, nargs="+", default=None, help="grid minimum per biased component, CV units")
     p.add_argument("--grid-max", type=float, nargs="+", default=None, help="grid maximum per biased component, CV units")
     p.add_argument("--grid-bin", type=int, nargs="+", default=None, help="grid bins per biased component")
-    p.add_argument("--kernel", choices=["stretched-gaussian", "gaussian"], default="stretched-gaussian",
-                   help="hill shape: PLUMED's (default) or openmm.app.Metadynamics' untruncated Gaussian")
+    p.add_argument("--kernel", choices=["stretched-gaussian", "gaussian"], default=None,
+                   help="metad: hill shape: PLUMED's stretched Gaussian (default) or openmm.app.Metadynamics' untruncated Gaussian")
     p.add_argument("--walkers", type=int, default=1, help="walkers sharing one bias in this process, in lock-step (default 1)")
     p.add_argument("--walkers-dir", default=None, metavar="SHARED",
                    help="share the bias with walkers in other processes (each with its own --out and --walker-id) through "
@@ -814,35 +821,65 @@ def _cmd_bias(args) -> int:
         raise GMVAEInputError(f"'--timestep' is {args.timestep}, expected a time step > 0 in fs")
     n_steps = args.steps if args.steps is not None else int(round(args.ns * 1e6 / args.timestep))
     cv = load_cv(args.exp)
-    sigma = args.sigma
-    if sigma is None:
-        exported = ((cv.meta.get("cv_json") or {}).get("plumed") or {}).get("metad", {}).get("sigma")
-        if exported is None:
-            raise GMVAEInputError(f"'--sigma' is missing and {args.exp} has no cv.json with a METAD sigma; give one width per biased component")
-        comps = args.components if args.components is not None else range(len(exported))
-        sigma = [float(exported[c]) for c in comps]
+    bias = _bias_keywords(args, cv)
     res = run_metadynamics(
-        cv, args.out, system=system, topology=topology, positions=positions, n_steps=n_steps,
-        sigma=sigma, temperature=args.temperature, height=args.height, bias_factor=args.bias_factor,
-        pace=args.pace, components=args.components, grid_min=args.grid_min, grid_max=args.grid_max,
-        grid_bin=args.grid_bin, kernel=args.kernel, walkers=args.walkers, seed=args.seed,
+        cv, args.out, system=system, topology=topology, positions=positions, n_steps=n_steps, method=args.method,
+        temperature=args.temperature, components=args.components, grid_min=args.grid_min, grid_max=args.grid_max,
+        grid_bin=args.grid_bin, walkers=args.walkers, seed=args.seed,
         timestep=args.timestep / 1000.0, friction=args.friction, platform=args.platform,
         colvar_stride=args.colvar_stride, traj_stride=args.traj_stride, checkpoint_interval=args.checkpoint_interval,
         route=args.route, dtype=args.precision, torch_threads=args.torch_threads, cpu_threads=args.cpu_threads,
         extra_colvar=extra, description=description, overwrite=args.overwrite, progress=tqdm,
         heating_limit=_heating_limit(args.heating_limit),
-        walkers_dir=args.walkers_dir, walker_id=args.walker_id, walkers_stride=args.walkers_stride,
+        walkers_dir=args.walkers_dir, walker_id=args.walker_id, walkers_stride=args.walkers_stride, **bias,
     )
     again = f" (continued from step {res.resumed_from})" if res.resumed_from is not None else ""
     shared = res.info.get("shared_walkers")
     if shared:
         read = sum(shared["hills_read"].values())
         again += f", walker {shared['walker_id']}: {shared['own_hills']} own hills, {read} read from other walkers"
+    what, files = ("hills", "HILLS") if args.method == "metad" else ("kernels", "KERNELS")
     print(
-        f"{res.path}: {res.steps} steps x {args.walkers} walker(s){again}, {res.n_hills} hills, platform {res.platform}, "
-        f"{res.ns_per_day:.1f} ns/day per walker; COLVAR, HILLS, bias_grid.dat, fes.dat, run.json"
+        f"{res.path}: {res.steps} steps x {args.walkers} walker(s){again}, {res.n_hills} {what}, platform {res.platform}, "
+        f"{res.ns_per_day:.1f} ns/day per walker; COLVAR, {files}, bias_grid.dat, fes.dat, run.json"
     )
     return 0
+
+
+_METAD_ONLY = (("height", "--height"), ("bias_factor", "--bias-factor"), ("kernel", "--kernel"))
+
+
+def _bias_keywords(args, cv) -> dict:
+    """The bias parameters of ``gmvae-cv bias`` for its --method, defaults from EXP/cv.json; a parameter
+    of another method is refused by name."""
+    plumed = (cv.meta.get("cv_json") or {}).get("plumed") or {}
+    if args.method == "metad":
+        if args.barrier is not None:
+            raise GMVAEInputError("'--barrier' is an OPES parameter; it is not used with --method metad "
+                                  "(give --bias-factor and --height, or --method opes)")
+        sigma = _default_sigma(args, plumed.get("metad", {}).get("sigma"), "METAD")
+        return {"sigma": sigma, "height": 1.2 if args.height is None else args.height,
+                "bias_factor": 10.0 if args.bias_factor is None else args.bias_factor,
+                "pace": 500 if args.pace is None else args.pace,
+                "kernel": args.kernel or "stretched-gaussian"}
+    given = [flag for key, flag in _METAD_ONLY if getattr(args, key) is not None]
+    if given:
+        raise GMVAEInputError(f"'{given[0]}' is a metadynamics parameter; --method {args.method} does not take it "
+                              "(OPES sets its bias factor from --barrier: barrier / kT)")
+    opes = plumed.get("opes", {})
+    sigma = _default_sigma(args, opes.get("sigma"), "OPES_METAD")
+    return {"sigma": sigma, "barrier": args.barrier if args.barrier is not None else float(opes.get("barrier", 40.0)),
+            "pace": args.pace if args.pace is not None else int(opes.get("pace", 500))}
+
+
+def _default_sigma(args, exported, action: str) -> list:
+    if args.sigma is not None:
+        return args.sigma
+    if exported is None:
+        raise GMVAEInputError(f"'--sigma' is missing and {args.exp} has no cv.json with a {action} sigma; "
+                              "give one width per biased component")
+    comps = args.components if args.components is not None else range(len(exported))
+    return [float(exported[c]) for c in comps]
 
 
 # ---------------------------------------------------------------- demo

@@ -43,27 +43,17 @@ import torch
 
 from .._core.errors import GMVAEInputError
 from .._core.checks import check_array, check_int
+from .kernels import DP2CUTOFF, KERNELS, GridSpec, HillKernel, wrap_difference as _wrap_difference
+from .splines import hermite_table, natural_slopes as _natural_slopes, scatter_add as _scatter_add, spline_slopes as _spline_slopes
 
 __all__ = ["BiasGrid", "GridBias", "KERNELS", "DP2CUTOFF", "SPLINE_MARGIN", "hermite_table"]
 
-KERNELS = ("stretched-gaussian", "gaussian")
-"""Hill shapes: PLUMED's truncated-and-stretched Gaussian, or OpenMM's plain Gaussian."""
-DP2CUTOFF = 6.25
-"""PLUMED's cut-off of :math:`d^2` (hills vanish beyond about 3.54 sigma)."""
 SPLINE_MARGIN = 32
 """Nodes beyond a hill's window (per side and axis) over which :meth:`BiasGrid.add_hill` updates the
 spline derivatives: their response to the hill has decayed below :math:`0.268^{32} \approx 5\times 10^{-19}`."""
-_GAUSSIAN_TAIL_DP2 = 45.0  # plain Gaussians are added where each axis' 0.5 (dx/sigma)^2 is below this
-_STRETCH_A = 1.0 / (1.0 - math.exp(-DP2CUTOFF))
-_STRETCH_B = -math.exp(-DP2CUTOFF) * _STRETCH_A
 # Hermite basis in powers of u: columns h00, h10, h01, h11 (value at 0, slope at 0, value at 1,
 # slope at 1), ordered as corner * 2 + derivative.
 _HERMITE = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [-3, -2, 3, -1], [2, 1, -2, 1]], dtype=np.float64)
-
-
-def _wrap_difference(d: np.ndarray, period: float) -> np.ndarray:
-    """Minimum image of a difference, in [-L/2, L/2) (PLUMED's convention)."""
-    return d - period * np.floor(d / period + 0.5)
 
 
 class BiasGrid:
@@ -164,6 +154,16 @@ class BiasGrid:
             and np.array_equal(self.upper, other.upper)
         )
 
+    @property
+    def spec(self) -> GridSpec:
+        """The geometry as a :class:`~gmvae_cv.metad.kernels.GridSpec` (what the HILLS analysis takes)."""
+        return GridSpec(tuple(float(x) for x in self.lower), tuple(float(x) for x in self.upper), self.bins, self.periodic)
+
+    @classmethod
+    def from_spec(cls, spec: GridSpec) -> "BiasGrid":
+        """An empty grid with the geometry of ``spec`` (a periodic axis gets its duplicate end node)."""
+        return cls(spec.lower, spec.upper, spec.bins, spec.periodic)
+
     # ------------------------------------------------------------------ hills
     def kernel(self, center: Sequence[float], sigma: Sequence[float], kernel: str = "stretched-gaussian") -> np.ndarray:
         """A unit-height hill evaluated at every node, shape :attr:`shape`.
@@ -174,8 +174,7 @@ class BiasGrid:
             Hill centre and widths in CV units (``sigma > 0``).
         kernel : {'stretched-gaussian', 'gaussian'}
         """
-        if kernel not in KERNELS:
-            raise GMVAEInputError(f"'kernel' is {kernel!r}, expected one of {', '.join(KERNELS)}")
+        shape_k = HillKernel.named(kernel, KERNELS)
         c = np.asarray(center, dtype=np.float64)
         s = np.asarray(sigma, dtype=np.float64)
         terms = []
@@ -190,10 +189,7 @@ class BiasGrid:
             shape = [1] * self.n_dims
             shape[a] = -1
             terms.append((0.5 * (dx / s[a]) ** 2).reshape(shape))
-        dp2 = sum(terms[1:], terms[0])
-        if kernel == "gaussian":
-            return np.exp(-dp2)
-        return np.where(dp2 < DP2CUTOFF, _STRETCH_A * np.exp(-dp2) + _STRETCH_B, 0.0)
+        return shape_k.evaluate(sum(terms[1:], terms[0]))
 
     def add_hill(self, center: Sequence[float], sigma: Sequence[float], height: float,
                  kernel: str = "stretched-gaussian") -> tuple[list, ...]:
@@ -213,12 +209,10 @@ class BiasGrid:
             product; :meth:`gmvae_cv.metad.force.TableFile.write_region` copies those rows); empty
             lists if the hill lies entirely outside a non-periodic range.
         """
-        if kernel not in KERNELS:
-            raise GMVAEInputError(f"'kernel' is {kernel!r}, expected one of {', '.join(KERNELS)}")
+        shape_k = HillKernel.named(kernel, KERNELS)
         c = np.asarray(center, dtype=np.float64)
         s = np.asarray(sigma, dtype=np.float64)
-        cut = DP2CUTOFF if kernel == "stretched-gaussian" else _GAUSSIAN_TAIL_DP2
-        axes = [self._hill_axis(a, float(c[a]), float(s[a]), cut) for a in range(self.n_dims)]
+        axes = [self._hill_axis(a, float(c[a]), float(s[a]), shape_k.window) for a in range(self.n_dims)]
         if any(ax is None for ax in axes):
             return tuple([] for _ in range(self.n_dims))
         terms = []
@@ -226,11 +220,7 @@ class BiasGrid:
             shape = [1] * self.n_dims
             shape[a] = -1
             terms.append((0.5 * (ax["dx"] / s[a]) ** 2).reshape(shape))
-        dp2 = sum(terms[1:], terms[0])  # the same operations as kernel(), on the window
-        if kernel == "gaussian":
-            k = np.exp(-dp2)
-        else:
-            k = np.where(dp2 < DP2CUTOFF, _STRETCH_A * np.exp(-dp2) + _STRETCH_B, 0.0)
+        k = shape_k.evaluate(sum(terms[1:], terms[0]))  # the same operations as kernel(), on the window
         delta = float(height) * k
         self._cache.pop("nodes", None)
         table = self._cache.get("force")
@@ -441,82 +431,6 @@ class BiasGrid:
             lines.append(" ".join(fmt % x for x in row))
             prev = k
         return "\n".join(lines) + "\n"
-
-
-def _spline_slopes(y: np.ndarray, axis: int, h: float, periodic: bool) -> np.ndarray:
-    """First derivatives at the nodes of the cubic spline through ``y`` along ``axis``.
-
-    Natural (zero second derivative at both ends) or periodic (``y`` first == last), uniform
-    spacing ``h``: the spline OpenMM's ``SplineFitter`` builds, solved here for all lines at once
-    (discrete sine transform for the natural spline, FFT for the periodic one).
-    """
-    from scipy.fft import dst, idst
-
-    y = np.moveaxis(y, axis, 0)
-    n = y.shape[0]
-    flat = y.reshape(n, -1)
-    if periodic:
-        m = n - 1
-        yy = flat[:m]
-        rhs = 6.0 / (h * h) * (np.roll(yy, -1, axis=0) - 2.0 * yy + np.roll(yy, 1, axis=0))
-        eig = 4.0 + 2.0 * np.cos(2.0 * np.pi * np.arange(m // 2 + 1) / m)
-        second = np.fft.irfft(np.fft.rfft(rhs, axis=0) / eig[:, None], n=m, axis=0)
-        second = np.vstack([second, second[:1]])
-    else:
-        # interior rows M[i-1] + 4 M[i] + M[i+1] = r[i] with M = 0 at both ends: a symmetric
-        # Toeplitz system that the type-I discrete sine transform diagonalises
-        rhs = 6.0 / (h * h) * (flat[2:] - 2.0 * flat[1:-1] + flat[:-2])
-        second = np.zeros_like(flat)
-        if n > 2:
-            eig = 4.0 + 2.0 * np.cos(np.pi * np.arange(1, n - 1) / (n - 1))
-            second[1:-1] = idst(dst(rhs, type=1, axis=0) / eig[:, None], type=1, axis=0)
-    slope = np.empty_like(flat)
-    slope[:-1] = (flat[1:] - flat[:-1]) / h - h * (2.0 * second[:-1] + second[1:]) / 6.0
-    slope[-1] = (flat[-1] - flat[-2]) / h + h * (second[-2] + 2.0 * second[-1]) / 6.0
-    if periodic:
-        slope[-1] = slope[0]
-    return np.moveaxis(slope.reshape(y.shape), 0, axis)
-
-
-def _scatter_add(target: np.ndarray, source: np.ndarray, pieces: Sequence[Sequence[tuple]]) -> None:
-    """``target[nodes] += source[positions]`` for the product over axes of ``(node, position,
-    length)`` runs (contiguous slices; the runs of one axis address distinct nodes)."""
-    for combo in itertools.product(*pieces):
-        target[tuple(slice(t, t + k) for t, _, k in combo)] += source[tuple(slice(q, q + k) for _, q, k in combo)]
-
-
-def _natural_slopes(y: np.ndarray, axis: int, h: float) -> np.ndarray:
-    """:func:`_spline_slopes` of a natural spline, solved in slope form with LAPACK's tridiagonal
-    ``dgtsv`` (``2 k_0 + k_1 = 3 (y_1 - y_0) / h``, ``k_{i-1} + 4 k_i + k_{i+1} = 3 (y_{i+1} -
-    y_{i-1}) / h``, ``k_{n-2} + 2 k_{n-1} = 3 (y_{n-1} - y_{n-2}) / h``): no BLAS, so the result does
-    not depend on the number of BLAS threads (a run must be reproducible bit for bit)."""
-    from scipy.linalg.lapack import dgtsv
-
-    y = np.moveaxis(y, axis, -1)  # lines along the last axis: the Fortran-ordered right-hand sides of dgtsv
-    n = y.shape[-1]
-    flat = y.reshape(-1, n)
-    rhs = np.empty_like(flat)
-    rhs[:, 0] = flat[:, 1] - flat[:, 0]
-    rhs[:, 1:-1] = flat[:, 2:] - flat[:, :-2]
-    rhs[:, -1] = flat[:, -1] - flat[:, -2]
-    rhs *= 3.0 / h
-    diag = np.full(n, 4.0)
-    diag[0] = diag[-1] = 2.0
-    off = np.ones(n - 1)
-    *_, slope, info = dgtsv(off, diag, off, rhs.T, overwrite_b=True)
-    if info != 0:  # diagonally dominant: cannot happen
-        raise FloatingPointError(f"dgtsv failed (info {info})")
-    return np.moveaxis(slope.T.reshape(y.shape), -1, axis)
-
-
-def hermite_table(values: np.ndarray, spacing: Sequence[float], periodic: Sequence[bool]) -> np.ndarray:
-    """Node values and (mixed) spline derivatives, shape ``(values.size, 2**D)``; see :meth:`BiasGrid.node_table`."""
-    d = values.ndim
-    data = {0: np.asarray(values, dtype=np.float64)}
-    for channel in range(1, 2**d):
-        a = max(b for b in range(d) if (channel >> b) & 1)  # the operators along different axes commute
-        data[channel] = _spline_slopes(data[channel & ~(1 << a)], a, float(spacing[a]), bool(periodic[a]))
-    return np.stack([data[c].reshape(-1) for c in range(2**d)], axis=1)
 
 
 def _gather_offsets(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

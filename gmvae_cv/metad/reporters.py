@@ -10,8 +10,9 @@ Formats (PLUMED's, readable by ``plumed sum_hills`` and :mod:`gmvae_cv` readers)
   ``#! SET kerneltype <kernel>``, ``#! SET min_<cv>/max_<cv>`` for periodic CVs; ``height`` is
   :math:`W\\gamma/(\\gamma - 1)` as PLUMED writes it for well-tempered runs (so that ``sum_hills``
   returns :math:`-F` directly); time in ps.
-- ``COLVAR``: ``#! FIELDS time <cv>... metad.bias metad.rct metad.rbias [extra...]``; energies in
-  kJ/mol, time in ps.
+- ``COLVAR``: ``#! FIELDS time <cv>... metad.bias metad.rct metad.rbias [extra...]`` (OPES:
+  ``opes.bias opes.rct opes.nker``); energies in kJ/mol, time in ps.
+- ``KERNELS`` (OPES): :mod:`gmvae_cv.metad.kernels_file`.
 """
 
 from __future__ import annotations
@@ -140,13 +141,16 @@ class HillsWriter:
 class ColvarReporter:
     """An OpenMM reporter writing a PLUMED ``COLVAR`` row every ``interval`` steps.
 
-    Row: time (ps), every CV component (``cv.0``, ``cv.1``, ...), ``metad.bias`` (the bias the walker feels, kJ/mol),
-    ``metad.rct`` (:math:`c(t)`, kJ/mol), ``metad.rbias`` (bias - rct), then ``extra`` columns.
+    Row: time (ps), every CV component (``cv.0``, ``cv.1``, ...), the engine's bias columns
+    (:attr:`colvar_fields` of the engine: ``metad.bias`` (the bias the walker feels, kJ/mol),
+    ``metad.rct`` (:math:`c(t)`, kJ/mol), ``metad.rbias`` (bias - rct) for metadynamics;
+    ``opes.bias``, ``opes.rct``, ``opes.nker`` for OPES), then ``extra`` columns.
 
     Parameters
     ----------
     path : path
-    meta : WellTemperedMetadynamics
+    meta : WellTemperedMetadynamics or OPESBias
+        The engine: ``colvar_fields``, ``colvar_columns(s)``, ``cv``, ``binding``, ``grid``.
     interval : int
         Steps between rows.
     extra : callable, optional
@@ -163,15 +167,14 @@ class ColvarReporter:
         self.interval = int(interval)
         self.extra = extra
         names = [f"cv.{i}" for i in range(meta.cv.n_cvs)]
-        fields = ["time", *names, "metad.bias", "metad.rct", "metad.rbias", *extra_names]
+        fields = ["time", *names, *meta.colvar_fields, *extra_names]
         # the temperature travels with the file, so reweighting never has to guess it
-        sets = {"temperature": f"{float(meta.params.temperature):.12g}"}
+        sets = {"temperature": f"{float(meta.stability.temperature):.12g}"}
         for n, p in list(zip(names, meta.cv.periodic)) + list(zip(extra_names, extra_periodic)):
             if p is not None:
                 sets[f"min_{n}"] = pi_text(p[0])
                 sets[f"max_{n}"] = pi_text(p[1])
         self.table = PlumedTableWriter(path, fields, sets, fmt="%.12g", resume_size=resume_size)
-        self._rct = (None, 0.0)
         self.outside = 0  # rows whose biased CV lies outside a non-periodic grid
 
     def describeNextReport(self, simulation):
@@ -182,21 +185,16 @@ class ColvarReporter:
         from openmm import unit
 
         pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        box = None
-        if self.meta._builder is not None and self.meta._builder.use_box:
-            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-        s = self.meta.cv(pos, box)
-        bias = self.meta.bias_at(s)
-        if self._rct[0] != self.meta.version:
-            self._rct = (self.meta.version, self.meta.rct())
-        rct = self._rct[1]
-        for a, c in enumerate(self.meta.params.components):
-            if not self.meta.grid.periodic[a] and not (self.meta.grid.lower[a] <= s[c] <= self.meta.grid.upper[a]):
+        s = self.meta.binding.cv_of_state(state, pos)
+        columns = self.meta.colvar_columns(s)
+        grid = self.meta.grid
+        for a, c in enumerate(self.meta.binding.components):
+            if not grid.periodic[a] and not (grid.lower[a] <= s[c] <= grid.upper[a]):
                 self.outside += 1
                 break
         extra = list(self.extra(pos)) if self.extra is not None else []
         t = state.getTime().value_in_unit(unit.picosecond)
-        self.table.write([t, *s, bias, rct, bias - rct, *extra])
+        self.table.write([t, *s, *columns, *extra])
 
     def commit(self) -> int:
         return self.table.commit()

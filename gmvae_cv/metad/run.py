@@ -1,6 +1,8 @@
-"""A restartable metadynamics run in a directory: what ``gmvae-cv bias`` does.
+"""A restartable biased run in a directory: what ``gmvae-cv bias`` does.
 
-:func:`run_metadynamics` writes into ``RUN``:
+:func:`run_metadynamics` (well-tempered metadynamics; ``method="opes"`` or ``"opes-explore"``, or
+:func:`run_opes`, for OPES: then ``KERNELS`` replaces ``HILLS`` and the COLVAR bias columns are
+``opes.bias``, ``opes.rct``) writes into ``RUN``:
 
 ============================  ===================================================================
 ``run.json``                  every parameter, versions, platform (and how it was chosen),
@@ -35,34 +37,29 @@ run with other parameters, is refused unless ``overwrite=True``.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-from .._core.errors import GMVAEInputError
+from .._core.checks import as_value, check_int
+from .._core.errors import GMVAEInputError, SimulationUnstableError
+from .._core.files import atomic_write_json, atomic_write_text
 from .._core.versions import versions
-from .._core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .._core.checks import check_int
-from .engine import SimulationUnstableError, WellTemperedMetadynamics, as_value
-from .reporters import ColvarReporter, DCDWriter, HillsWriter
 from ..deploy.loaders import CVModel
-from ..features import FeatureSpec
+from .engine import WellTemperedMetadynamics
+from .reporters import ColvarReporter, DCDWriter, HillsWriter
+from .rundir import (CHECKPOINT, CHECKPOINT_FORMAT, RUN_FORMAT, TABLE, choose_platform, extra_columns, file_names,
+                     load_checkpoint_info, prepare_directory, read_checkpoint, sha256_hex, walker_seed,
+                     write_checkpoint)
+from .settings import RunSettings
 
-__all__ = ["run_metadynamics", "BiasRunResult", "RUN_FORMAT", "CHECKPOINT_FORMAT", "load_checkpoint_info"]
+__all__ = ["run_metadynamics", "run_opes", "BiasRunResult", "RUN_FORMAT", "CHECKPOINT_FORMAT", "load_checkpoint_info"]
 
-RUN_FORMAT = "gmvae-cv/metadynamics-run"
-CHECKPOINT_FORMAT = "gmvae-cv/metadynamics-checkpoint"
-_CHECKPOINT = "checkpoint.npz"
-_TABLE = ".bias_table.f64"
-_PROBE_PLATFORMS = ("Reference", "CPU")
 
 
 @dataclass
@@ -76,6 +73,7 @@ class BiasRunResult:
     steps : int
         Steps done per walker (in total, over restarts).
     n_hills : int
+        Hills (metadynamics) or kernels deposited (OPES; before compression).
     resumed_from : int or None
         Step of the checkpoint the run continued from.
     platform : str
@@ -94,68 +92,10 @@ class BiasRunResult:
     info: dict
 
 
-def _file_names(n_walkers: int, w: int) -> dict:
-    sfx = "" if n_walkers == 1 else f".{w}"
-    return {"colvar": f"COLVAR{sfx}", "hills": f"HILLS{sfx}", "traj": "traj.dcd" if n_walkers == 1 else f"traj.{w}.dcd"}
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def load_checkpoint_info(path: str | os.PathLike) -> dict:
-    """The JSON part of a checkpoint (step, hills, file sizes, fingerprints), checked for its format."""
-    p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            info = json.loads(bytes(z["info"]).decode("utf-8"))
-    except Exception as exc:  # numpy raises several types for foreign files
-        raise GMVAEInputError(f"{p}: cannot read as a gmvae-cv checkpoint ({type(exc).__name__}: {exc})") from None
-    if info.get("format") != CHECKPOINT_FORMAT:
-        raise GMVAEInputError(f"{p}: 'format' is {info.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    return info
-
-
-def run_metadynamics(
-    cv: CVModel,
-    out: str | os.PathLike,
-    *,
-    system: Any,
-    topology: Any,
-    positions: Any,
-    n_steps: int,
-    sigma: Sequence[float],
-    temperature: Any = 300.0,
-    height: Any = 1.2,
-    bias_factor: float = 10.0,
-    pace: int = 500,
-    components: Optional[Sequence[int]] = None,
-    grid_min: Optional[Sequence[float]] = None,
-    grid_max: Optional[Sequence[float]] = None,
-    grid_bin: Optional[Sequence[int]] = None,
-    kernel: str = "stretched-gaussian",
-    walkers: int = 1,
-    seed: int = 0,
-    timestep: Any = 0.002,
-    friction: Any = 1.0,
-    platform: Optional[str] = None,
-    colvar_stride: Optional[int] = None,
-    traj_stride: Optional[int] = None,
-    checkpoint_interval: Optional[int] = None,
-    route: str = "compiled",
-    dtype: str = "float64",
-    torch_threads: int = 1,
-    cpu_threads: Optional[int] = None,
-    extra_colvar: Optional[FeatureSpec] = None,
-    description: Optional[dict] = None,
-    overwrite: bool = False,
-    progress: Optional[Callable] = None,
-    heating_limit: Optional[float | str] = "auto",
-    walkers_dir: Optional[str | os.PathLike] = None,
-    walker_id: Optional[int] = None,
-    walkers_stride: int = 10,
-) -> BiasRunResult:
-    """Run (or continue) well-tempered metadynamics on an exported CV, writing into ``out``.
+def run_metadynamics(cv: CVModel, out: str | os.PathLike, settings: Optional[RunSettings] = None, *, system: Any,
+                     topology: Any, positions: Any, n_steps: int, method: Optional[str] = None,
+                     **keywords: Any) -> BiasRunResult:
+    """Run (or continue) a biased simulation on an exported CV, writing into ``out``.
 
     Parameters
     ----------
@@ -163,6 +103,9 @@ def run_metadynamics(
         The CV (:func:`gmvae_cv.deploy.loaders.load_cv`).
     out : path
         Run directory (see the module docstring for its files).
+    settings : RunSettings, optional
+        The bias, the dynamics, the outputs and the walkers (:mod:`gmvae_cv.metad.settings`);
+        ``keywords`` override its fields.
     system : openmm.System
         The unbiased system (not modified; each walker gets a copy with the bias force).
     topology : openmm.app.Topology
@@ -170,65 +113,19 @@ def run_metadynamics(
         Starting positions, nm (all walkers start there with their own velocities).
     n_steps : int
         Steps per walker, in total (a restart continues up to it).
-    sigma : sequence of float
-        Hill widths (CV units), one per biased component.
-    temperature : float or Quantity
-        K.
-    height : float or Quantity
-        Initial hill height, kJ/mol.
-    bias_factor : float
-        > 1.
-    pace : int
-        Steps between hills.
-    components, grid_min, grid_max, grid_bin, kernel, route, dtype
-        See :class:`~gmvae_cv.metad.engine.WellTemperedMetadynamics`.
-    walkers : int
-        Walkers sharing one bias.
-    seed : int
-        Seeds velocities and Langevin noise (walker ``w`` uses a seed derived from ``seed`` and
-        ``w``); a run is reproducible on the Reference platform.
-    timestep : float or Quantity
-        ps (LangevinMiddleIntegrator).
-    friction : float or Quantity
-        1/ps.
-    platform : {'Reference', 'CPU', ...}, optional
-        Default: the faster of Reference and CPU for this biased system, measured with a short
-        probe (recorded in ``run.json``).
-    colvar_stride : int, optional
-        Steps between COLVAR rows (default ``pace // 5`` or 1).
-    traj_stride : int, optional
-        Steps between trajectory frames (default ``pace``; 0 for no trajectory).
-    checkpoint_interval : int, optional
-        Steps between checkpoints, a multiple of ``pace`` (default about 10000 steps).
-    torch_threads : int
-        ``torch.set_num_threads`` during the run (restored afterwards; the TorchForce runs in
-        this process's libtorch).
-    cpu_threads : int, optional
-        ``Threads`` property of the CPU platform.
-    extra_colvar : FeatureSpec, optional
-        More COLVAR columns (e.g. phi, psi of :func:`~gmvae_cv.features.alanine_backbone_torsions`
-        with ``transform="raw"``).
-    description : dict, optional
-        Free-form description of the system for ``run.json``.
-    overwrite : bool
-        Replace a run in ``out`` that has other parameters (never done silently).
-    progress : callable, optional
-        tqdm-like class: ``progress(total=n_steps, initial=done, unit="step")``, updated as steps
-        advance, ``set_postfix_str`` shows ns/day.
-    heating_limit : float, 'auto' or None
-        See :class:`~gmvae_cv.metad.engine.WellTemperedMetadynamics`: a walker heated beyond it (or with
-        non-finite positions, energies or CV) stops the run with
-        :class:`~gmvae_cv.metad.engine.SimulationUnstableError`; ``run.json`` then says ``"status":
-        "unstable"`` with the message, and the last checkpoint is kept.
-    walkers_dir : path, optional
-        Share the bias with walkers in other processes through this directory (see the module
-        docstring); needs ``walker_id`` and ``walkers=1``. Walkers with other metadynamics
-        parameters or another CV are refused.
-    walker_id : int, optional
-        This walker's id in ``walkers_dir`` (unique; it also seeds the walker's velocities and noise).
-    walkers_stride : int
-        Own hills between exchanges with the other walkers; every exchange is a checkpoint, so
-        ``checkpoint_interval`` is ``walkers_stride * pace`` (default 10).
+    method : {'metad', 'opes', 'opes-explore'}, optional
+        Default: the method of ``settings``, else ``'metad'``.
+    **keywords
+        Any field of :class:`~gmvae_cv.metad.settings.MetadynamicsSettings` (``sigma``, ``height``,
+        ``bias_factor``, ``pace``, ``components``, ``grid_min``, ``grid_max``, ``grid_bin``,
+        ``kernel``) or, for OPES, :class:`~gmvae_cv.metad.opes.OPESParameters`;
+        :class:`~gmvae_cv.metad.settings.MDSettings` (``temperature``, ``timestep``, ``friction``,
+        ``walkers``, ``seed``, ``platform``, ``cpu_threads``, ``torch_threads``, ``route``, ``dtype``,
+        ``heating_limit``); :class:`~gmvae_cv.metad.settings.OutputSettings` (``colvar_stride``,
+        ``traj_stride``, ``checkpoint_interval``, ``extra_colvar``, ``description``, ``overwrite``,
+        ``progress``); :class:`~gmvae_cv.metad.settings.WalkerSettings` (``walkers_dir``,
+        ``walker_id``, ``walkers_stride``). A parameter of another method (``bias_factor`` with
+        ``method='opes'``) is refused by name.
 
     Returns
     -------
@@ -237,409 +134,385 @@ def run_metadynamics(
     Raises
     ------
     SimulationUnstableError
-        When the biased dynamics became unstable (see ``heating_limit``).
+        When the biased dynamics became unstable (see ``heating_limit``): ``run.json`` then says
+        ``"status": "unstable"`` with the message, and the last checkpoint is kept.
     """
-    from openmm import unit
-
-    out = Path(out)
-    n_steps = check_int(n_steps, "n_steps", minimum=1)
-    walkers = check_int(walkers, "walkers", minimum=1)
-    seed = check_int(seed, "seed", minimum=0)
-    torch_threads = check_int(torch_threads, "torch_threads", minimum=1)
-    timestep_ps = as_value(timestep, unit.picosecond, "timestep")
-    friction_ps = as_value(friction, unit.picosecond**-1, "friction")
-    if not isinstance(cv, CVModel):
-        raise GMVAEInputError(f"'cv' is {type(cv).__name__}, expected a CVModel (gmvae_cv.deploy.loaders.load_cv)")
-    cv.check_system(system.getNumParticles(), topology=topology)
-    pos0 = np.asarray(positions.value_in_unit(unit.nanometer) if hasattr(positions, "value_in_unit") else positions, dtype=np.float64)
-    if pos0.shape != (system.getNumParticles(), 3) or not np.all(np.isfinite(pos0)):
-        raise GMVAEInputError(f"'positions' has shape {pos0.shape}, expected ({system.getNumParticles()}, 3) finite values in nm")
-
-    shared = walkers_dir is not None
-    if shared:
-        if walkers != 1:
-            raise GMVAEInputError(f"'walkers' is {walkers} with 'walkers_dir': a process sharing a walkers directory runs one walker")
-        if walker_id is None:
-            raise GMVAEInputError("'walker_id' is missing: a walker sharing 'walkers_dir' needs its own id (an integer >= 0)")
-        walker_id = check_int(walker_id, "walker_id", minimum=0)
-        walkers_stride = check_int(walkers_stride, "walkers_stride", minimum=1)
-        if Path(walkers_dir).resolve() == out.resolve():
-            raise GMVAEInputError(f"'walkers_dir' is the run directory {out}; give the walkers a directory of their own")
-    elif walker_id is not None:
-        raise GMVAEInputError("'walker_id' is given without 'walkers_dir'")
-
-    # the bias (validates temperature, height, sigma, bias factor, pace, components, grid)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = WellTemperedMetadynamics(
-        cv, temperature=temperature, height=height, sigma=sigma, bias_factor=bias_factor, pace=pace,
-        components=components, grid_min=grid_min, grid_max=grid_max, grid_bin=grid_bin, kernel=kernel,
-        route=route, dtype=dtype, table_path=out / _TABLE, heating_limit=heating_limit,
-        walkers_dir=walkers_dir, walker_id=walker_id, walkers_stride=walkers_stride,
-        walker_info={"run": str(out.resolve())} if shared else None,
-    )
-    meta._auto_exchange = False  # exchanges happen at checkpoints (below)
-    try:
-        return _run(meta, cv, out, system, topology, pos0, n_steps, walkers, seed, torch_threads, timestep_ps, friction_ps,
-                    platform, colvar_stride, traj_stride, checkpoint_interval, route, dtype, cpu_threads, extra_colvar,
-                    description, overwrite, progress, shared, walker_id, walkers_stride)
-    finally:
-        meta.close()
+    if method is None:
+        method = settings.method if settings is not None else "metad"
+    settings = RunSettings.from_keywords(method, base=settings, **keywords)
+    return _BiasRun(cv, Path(out), settings, system, topology, positions, n_steps).run()
 
 
-def _run(meta, cv, out, system, topology, pos0, n_steps, walkers, seed, torch_threads, timestep_ps, friction_ps, platform,
-         colvar_stride, traj_stride, checkpoint_interval, route, dtype, cpu_threads, extra_colvar, description, overwrite,
-         progress, shared, walker_id, walkers_stride) -> BiasRunResult:
-    import openmm
-    import torch
-    from openmm import app
-
-    p = meta.params
-    colvar_stride = check_int(colvar_stride, "colvar_stride", minimum=1) if colvar_stride is not None else max(1, p.pace // 5)
-    traj_stride = check_int(traj_stride, "traj_stride", minimum=0) if traj_stride is not None else p.pace
-    if shared:
-        if checkpoint_interval is not None and checkpoint_interval != walkers_stride * p.pace:
-            raise GMVAEInputError(
-                f"'checkpoint_interval' is {checkpoint_interval}; with 'walkers_dir' every exchange is a checkpoint, "
-                f"every walkers_stride * pace = {walkers_stride * p.pace} steps: set walkers_stride instead")
-        checkpoint_interval = walkers_stride * p.pace
-    if checkpoint_interval is None:
-        checkpoint_interval = p.pace * max(1, round(10000 / p.pace))
-    checkpoint_interval = check_int(checkpoint_interval, "checkpoint_interval", minimum=1)
-    if checkpoint_interval % p.pace:
-        raise GMVAEInputError(f"'checkpoint_interval' is {checkpoint_interval}, expected a multiple of pace = {p.pace}")
-
-    system_xml = openmm.XmlSerializer.serialize(system)
-    params = {
-        "metadynamics": p.to_dict(),
-        "md": {"integrator": "LangevinMiddleIntegrator", "timestep_ps": timestep_ps, "friction_per_ps": friction_ps,
-               "temperature_K": p.temperature},
-        "walkers": walkers,
-        "seed": seed,
-        "colvar_stride": colvar_stride,
-        "traj_stride": traj_stride,
-        "checkpoint_interval": checkpoint_interval,
-        "force": {"route": route, "dtype": dtype},
-        "extra_colvar": extra_colvar.names if extra_colvar is not None else [],
-        "cv_sha256": cv.sha256,
-        "system_sha256": _sha256(system_xml.encode()),
-        "positions_sha256": _sha256(np.ascontiguousarray(pos0).tobytes()),
-    }
-    if shared:
-        params["shared_walkers"] = {"dir": str(meta.walkers.dir), "walker_id": walker_id, "stride_hills": walkers_stride}
-    walker_ids = [walker_id] if shared else list(range(walkers))
-    resume = _prepare_directory(out, params, walkers, overwrite)
-    if resume is not None and resume["step"] > n_steps:
-        raise GMVAEInputError(f"{out / _CHECKPOINT}: the run is at step {resume['step']}, beyond n_steps = {n_steps}")
-
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(torch_threads)
-    writers: list = []
-    try:
-        # walkers: each a copy of the system with the bias force
-        systems = [openmm.XmlSerializer.deserialize(system_xml) for _ in range(walkers)]
-        for s in systems:
-            meta.add_force(s, pos0, topology=topology)
-        chosen, probe = _choose_platform(platform, systems[0], pos0, p.temperature, friction_ps, timestep_ps, meta, cpu_threads)
-        props = {"Threads": str(cpu_threads)} if (chosen == "CPU" and cpu_threads) else {}
-        sims = []
-        for w, s in enumerate(systems):
-            integ = openmm.LangevinMiddleIntegrator(p.temperature, friction_ps, timestep_ps)
-            integ.setRandomNumberSeed(_walker_seed(seed, walker_ids[w]))
-            sim = app.Simulation(topology, s, integ, openmm.Platform.getPlatformByName(chosen), props)
-            sims.append(sim)
-        biased = [f"cv.{c}" for c in p.components]  # PLUMED field names; the CV's own names go to run.json
-        per_biased = [cv.periodic[c] for c in p.components]
-        extra_fn, extra_names, extra_per = _extra_columns(extra_colvar)
-        hills_writers, colvars, trajs = [], [], []
-        for w, sim in enumerate(sims):
-            f = _file_names(walkers, w)
-            sizes = resume["files"][str(w)] if resume is not None else None
-            hw = HillsWriter(out / f["hills"], biased, p.bias_factor, p.kernel, per_biased,
-                             resume_size=sizes["hills"] if sizes else None)
-            cr = ColvarReporter(out / f["colvar"], meta, colvar_stride, extra=extra_fn, extra_names=extra_names,
-                                extra_periodic=extra_per, resume_size=sizes["colvar"] if sizes else None)
-            hills_writers.append(hw)
-            colvars.append(cr)
-            writers += [hw, cr]
-            sim.reporters.append(cr)
-            if traj_stride:
-                tr = DCDWriter(out / f["traj"], topology, timestep_ps, traj_stride,
-                               resume=tuple(sizes["traj"]) if sizes else None)
-                trajs.append(tr)
-                writers.append(tr)
-                sim.reporters.append(tr)
-            else:
-                trajs.append(None)
-        by_id = dict(zip(walker_ids, hills_writers))
-        meta.on_hill = lambda hill: by_id[hill.walker](hill)
-
-        if resume is not None:
-            _restore(out / _CHECKPOINT, meta, sims, resume)
-            for cr in colvars:
-                cr.outside = int(resume.get("colvar_outside", 0))
-        else:
-            for w, sim in enumerate(sims):
-                sim.context.setPositions(pos0)
-                sim.context.setVelocitiesToTemperature(p.temperature, _walker_seed(seed, walker_ids[w]))
-        if shared:  # publish what the checkpoint holds and the file may lack; feel the others from the start
-            meta.publish_hills()
-            meta.read_walkers()
-            meta.sync([s.context for s in sims])
-        start_step = sims[0].currentStep
-        info = _run_info(params, n_steps, start_step, meta, chosen, probe, torch_threads, cpu_threads, description,
-                         cv, walkers, "running", None, colvars, resume)
-        atomic_write_json(out / "run.json", info)
-
-        bar = progress(total=n_steps, initial=start_step, unit="step") if progress is not None else None
-        t0 = time.perf_counter()
-        try:
-            while sims[0].currentStep < n_steps:
-                current = sims[0].currentStep
-                boundary = min(n_steps, (current // checkpoint_interval + 1) * checkpoint_interval)
-                while sims[0].currentStep < boundary:
-                    k = min(boundary - sims[0].currentStep, p.pace - sims[0].currentStep % p.pace)
-                    meta.step(sims, k)
-                    if bar is not None:
-                        bar.update(k)
-                        elapsed = time.perf_counter() - t0
-                        if elapsed > 0 and hasattr(bar, "set_postfix_str"):
-                            done = sims[0].currentStep - start_step
-                            bar.set_postfix_str(f"{done * timestep_ps * 86.4 / elapsed:.1f} ns/day, {len(meta.hills)} hills")
-                if shared:
-                    meta.read_walkers()
-                    meta.sync([s.context for s in sims])
-                _checkpoint(out, meta, sims, hills_writers, colvars, trajs, params, walkers)
-                if shared:
-                    meta.publish_hills()  # only hills a checkpoint holds: a restart never withdraws them
-        except SimulationUnstableError as exc:
-            info = _run_info(params, n_steps, start_step, meta, chosen, probe, torch_threads, cpu_threads, description,
-                             cv, walkers, "unstable", None, colvars, resume)
-            info["error"] = {"step": int(sims[0].currentStep), "message": str(exc)}
-            atomic_write_json(out / "run.json", info)
-            raise
-        finally:
-            if bar is not None and hasattr(bar, "close"):
-                bar.close()
-        wall = time.perf_counter() - t0
-        steps_done = sims[0].currentStep - start_step
-        speed = steps_done / wall if wall > 0 else float("nan")
-        perf = {"wall_s": wall, "steps_this_invocation": steps_done, "steps_per_s_per_walker": speed,
-                "ns_per_day_per_walker": speed * timestep_ps * 86.4}
-        _write_grids(out, meta, biased)
-        info = _run_info(params, n_steps, start_step, meta, chosen, probe, torch_threads, cpu_threads, description,
-                         cv, walkers, "complete", perf, colvars, resume)
-        atomic_write_json(out / "run.json", info)
-    finally:
-        for wr in writers:
-            wr.close()
-        torch.set_num_threads(old_threads)
-    return BiasRunResult(path=out, steps=sims[0].currentStep, n_hills=len(meta.hills),
-                         resumed_from=None if resume is None else int(resume["step"]), platform=chosen,
-                         ns_per_day=perf["ns_per_day_per_walker"], info=info)
+def run_opes(cv: CVModel, out: str | os.PathLike, settings: Optional[RunSettings] = None, *, system: Any, topology: Any,
+             positions: Any, n_steps: int, explore: bool = False, **keywords: Any) -> BiasRunResult:
+    """:func:`run_metadynamics` with ``method="opes"`` (``"opes-explore"`` if ``explore``): OPES_METAD or
+    OPES_METAD_EXPLORE through the fused force (see :class:`~gmvae_cv.metad.opes.OPESBias`)."""
+    return run_metadynamics(cv, out, settings, system=system, topology=topology, positions=positions, n_steps=n_steps,
+                            method="opes-explore" if explore else "opes", **keywords)
 
 
-def _walker_seed(seed: int, w: int) -> int:
-    return (seed * 7919 + w * 104729) % 2_147_483_646 + 1  # OpenMM reads 0 as "random"
+class _MetadMethod:
+    """What a run of well-tempered metadynamics adds to the generic run: engine, HILLS, grids."""
 
+    deposits = "HILLS"
+    record_key = "metadynamics"
 
-def _extra_columns(spec: Optional[FeatureSpec]):
-    if spec is None:
-        return None, [], []
-    per = [(-math.pi, math.pi) if (f.kind == "torsion" and f.transform == "raw") else None for f in spec.features]
+    def engine(self, cv: CVModel, settings: RunSettings, out: Path, shared: bool) -> WellTemperedMetadynamics:
+        b, md, wk = settings.bias, settings.md, settings.walkers
+        if b.sigma is None:
+            raise GMVAEInputError("'sigma' is missing: give one hill width per biased component, in CV units")
+        meta = WellTemperedMetadynamics(
+            cv, temperature=md.temperature, height=b.height, sigma=b.sigma, bias_factor=b.bias_factor, pace=b.pace,
+            components=b.components, grid_min=b.grid_min, grid_max=b.grid_max, grid_bin=b.grid_bin, kernel=b.kernel,
+            route=md.route, dtype=md.dtype, table_path=out / TABLE, heating_limit=md.heating_limit,
+            walkers_dir=wk.walkers_dir, walker_id=wk.walker_id, walkers_stride=wk.walkers_stride,
+            walker_info={"run": str(out.resolve())} if shared else None,
+        )
+        meta._auto_exchange = False  # exchanges happen at checkpoints (the run does them)
+        return meta
 
-    def fn(pos: np.ndarray) -> list:
-        return spec.compute(pos[None])[0].tolist()
+    @staticmethod
+    def record(meta: WellTemperedMetadynamics) -> dict:
+        return meta.params.to_dict()
 
-    return fn, spec.names, per
+    @staticmethod
+    def writer(meta: WellTemperedMetadynamics, path: Path, names: list, periodic: list, resume_size: Optional[int]):
+        p = meta.params
+        return HillsWriter(path, names, p.bias_factor, p.kernel, periodic, resume_size=resume_size)
 
+    @staticmethod
+    def set_callback(meta: WellTemperedMetadynamics, fn: Any) -> None:
+        meta.on_hill = fn
 
-def _prepare_directory(out: Path, params: dict, walkers: int, overwrite: bool) -> Optional[dict]:
-    """Check what ``out`` holds; return the checkpoint info to resume from, or None for a fresh run."""
-    ours = {"run.json", _CHECKPOINT, _TABLE, "bias_grid.dat", "fes.dat", *_file_names(1, 0).values()}
-    for w in range(max(walkers, 256)):
-        ours.update(_file_names(2, w).values())
-    for q in out.iterdir():  # temporary files of atomic writes interrupted by a kill
-        if q.name.endswith(".tmp") and any(q.name.startswith(f".{n}.") for n in ours):
-            q.unlink()
-    present = [q for q in out.iterdir() if q.name != _TABLE]  # the table is rewritten at every start
-    if not present:
-        return None
-    run_json = out / "run.json"
-    foreign = [q.name for q in present if q.name not in ours]
-    if not run_json.is_file() or foreign:
-        if not overwrite:
-            what = f"files that are not a gmvae-cv bias run ({', '.join(sorted(foreign)[:5])})" if foreign else "no run.json"
-            raise GMVAEInputError(f"{out}: exists and holds {what}; choose another output directory")
-        if foreign:
-            raise GMVAEInputError(f"{out}: holds files gmvae-cv did not write ({', '.join(sorted(foreign)[:5])}); not overwriting them")
-    try:
-        prev = json.loads(run_json.read_text(encoding="utf-8")) if run_json.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GMVAEInputError(f"{run_json}: not valid JSON ({exc}); cannot tell what run the directory holds") from None
-    if prev and prev.get("format") != RUN_FORMAT:
-        raise GMVAEInputError(f"{run_json}: 'format' is {prev.get('format')!r}, expected {RUN_FORMAT!r}")
-    same = prev.get("params") == json.loads(json.dumps(params))
-    if not same or overwrite:
-        if not overwrite:
-            old = prev.get("params", {})
-            for key, label in (("system_sha256", "another system (its System XML differs)"),
-                               ("cv_sha256", "another CV file"), ("positions_sha256", "other starting positions")):
-                if old.get(key) != params[key]:
-                    raise GMVAEInputError(
-                        f"{out}: holds a run (and its checkpoint) made with {label}; cannot continue it with this one: "
-                        "choose another output directory, or --overwrite to replace it"
-                    )
-            diff = _dict_diff(prev.get("params", {}), json.loads(json.dumps(params)))
-            raise GMVAEInputError(
-                f"{out}: holds a run with other parameters ({'; '.join(diff[:4])}); give the same parameters to continue it, "
-                "another output directory, or overwrite=True (--overwrite) to replace it"
-            )
-        for q in present:
-            q.unlink()
-        return None
-    ckpt = out / _CHECKPOINT
-    if not ckpt.is_file():
-        return None  # killed before the first checkpoint: start again (outputs are recreated)
-    info = load_checkpoint_info(ckpt)
-    for key, label in (("system_sha256", "system"), ("cv_sha256", "CV file"), ("positions_sha256", "starting positions")):
-        if info.get(key) != params[key]:
-            raise GMVAEInputError(f"{ckpt}: the checkpoint was written for another {label} ('{key}' differs); cannot continue it")
-    if info.get("walkers") != walkers:
-        raise GMVAEInputError(f"{ckpt}: 'walkers' is {info.get('walkers')}, this run has {walkers}")
-    return info
+    @staticmethod
+    def checkpoint(meta: WellTemperedMetadynamics) -> tuple[dict, dict]:
+        """Arrays and JSON entries of the bias for the checkpoint."""
+        state = meta.state_dict()
+        info = {"n_hills": len(meta.hills), "bias_version": int(meta.version), "edge_events": meta.edge_events[-100:]}
+        if "walkers" in state:
+            info["shared_walkers"] = state["walkers"]
+        return {"grid_values": state["grid_values"], "hills": state["hills"]}, info
 
-
-def _dict_diff(a: Any, b: Any, prefix: str = "") -> list:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _dict_diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
-
-
-def _choose_platform(platform: Optional[str], system: Any, pos0: np.ndarray, temperature: float, friction: float,
-                     timestep: float, meta: WellTemperedMetadynamics, cpu_threads: Optional[int]) -> tuple[str, dict]:
-    import openmm
-
-    available = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
-    if platform is not None:
-        if platform not in available:
-            raise GMVAEInputError(f"'platform' is {platform!r}, expected one of {sorted(available)}")
-        return platform, {"chosen_by": "user"}
-    probe = {}
-    for name in _PROBE_PLATFORMS:
-        if name not in available:
-            continue
-        integ = openmm.LangevinMiddleIntegrator(temperature, friction, timestep)
-        props = {"Threads": str(cpu_threads)} if (name == "CPU" and cpu_threads) else {}
-        ctx = openmm.Context(system, integ, openmm.Platform.getPlatformByName(name), props)
-        ctx.setPositions(pos0)
-        ctx.setVelocitiesToTemperature(temperature, 1)
-        meta.sync([ctx])
-        integ.step(10)
-        ctx.getState(getEnergy=True)
-        steps, t0 = 0, time.perf_counter()
-        while True:
-            integ.step(20)
-            ctx.getState(getEnergy=True)
-            steps += 20
-            elapsed = time.perf_counter() - t0
-            if elapsed > 0.3 or steps >= 20000:
-                break
-        probe[name] = steps / elapsed
-        del ctx
-    return max(probe, key=probe.get), {"chosen_by": "measurement (biased system, ~0.3 s per platform)", "probe_steps_per_s": probe}
-
-
-def _checkpoint(out: Path, meta: WellTemperedMetadynamics, sims: list, hills_writers: list, colvars: list, trajs: list,
-                params: dict, walkers: int) -> None:
-    files = {}
-    for w in range(walkers):
-        files[str(w)] = {"hills": hills_writers[w].commit(), "colvar": colvars[w].commit(),
-                         "traj": list(trajs[w].commit()) if trajs[w] is not None else None}
-    state = meta.state_dict()
-    info = {
-        "format": CHECKPOINT_FORMAT, "version": 1, "step": int(sims[0].currentStep), "n_hills": len(meta.hills),
-        "walkers": walkers, "files": files, "system_sha256": params["system_sha256"], "cv_sha256": params["cv_sha256"],
-        "positions_sha256": params["positions_sha256"], "bias_version": int(meta.version),
-        "colvar_outside": int(sum(c.outside for c in colvars)), "edge_events": meta.edge_events[-100:],
-    }
-    if "walkers" in state:
-        info["shared_walkers"] = state["walkers"]
-    arrays = {"info": np.frombuffer(json.dumps(info).encode("utf-8"), dtype=np.uint8),
-              "grid_values": state["grid_values"], "hills": state["hills"]}
-    for w, sim in enumerate(sims):
-        arrays[f"context_{w}"] = np.frombuffer(sim.context.createCheckpoint(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(out / _CHECKPOINT, buf.getvalue())
-    # hills update the table locally (equal to a recomputation to rounding, not bit for bit); a run
-    # continued from this checkpoint recomputes it from the grid values, so this one does too
-    meta.refresh_table()
-    meta.sync([s.context for s in sims])
-
-
-def _restore(path: Path, meta: WellTemperedMetadynamics, sims: list, info: dict) -> None:
-    with np.load(path, allow_pickle=False) as z:
-        state = {"grid_values": z["grid_values"], "hills": z["hills"], "version": info["bias_version"]}
+    @staticmethod
+    def restore(meta: WellTemperedMetadynamics, arrays: dict, info: dict, path: Path) -> None:
+        state = {"grid_values": arrays["grid_values"], "hills": arrays["hills"], "version": info["bias_version"]}
         if meta.walkers is not None:
             if "shared_walkers" not in info:
                 raise GMVAEInputError(f"{path}: the checkpoint has no record of the hills read from other walkers")
             state["walkers"] = info["shared_walkers"]
         meta.load_state_dict(state, source=str(path))
+        meta.edge_events = list(info.get("edge_events", []))
+
+    @staticmethod
+    def count(meta: WellTemperedMetadynamics) -> int:
+        return len(meta.hills)
+
+    @staticmethod
+    def write_outputs(out: Path, meta: WellTemperedMetadynamics, names: list) -> None:
+        g = meta.params.bias_factor
+        header = {"bias_factor": g, "temperature_K": meta.params.temperature, "n_hills": len(meta.hills),
+                  "kernel": meta.params.kernel, "units": "kJ/mol"}
+        atomic_write_text(out / "bias_grid.dat", meta.grid.to_plumed_text(names, "metad.bias", header=header))
+        fes = meta.grid.copy()
+        fes.values = meta.free_energy()
+        atomic_write_text(out / "fes.dat", fes.to_plumed_text(names, "file.free", header=header))
+
+    @staticmethod
+    def shared_info(meta: WellTemperedMetadynamics) -> Optional[dict]:
+        if meta.walkers is None:
+            return None
+        return {"dir": str(meta.walkers.dir), "walker_id": meta.walker_id, "stride_hills": meta.walkers_stride,
+                "own_hills": len(meta._own_hills), "published": meta.walkers.published,
+                "hills_read": {k: v[1] for k, v in meta.walkers.state()["read"].items()}}
+
+    @staticmethod
+    def edge_events(meta: WellTemperedMetadynamics) -> list:
+        return meta.edge_events
+
+
+def _method(name: str):
+    if name == "metad":
+        return _MetadMethod()
+    from .opes import OPESRunMethod
+
+    return OPESRunMethod()
+
+
+class _BiasRun:
+    """One invocation of a run in a directory: set-up, the stepping loop with checkpoints, the end."""
+
+    def __init__(self, cv: CVModel, out: Path, settings: RunSettings, system: Any, topology: Any, positions: Any,
+                 n_steps: int) -> None:
+        from openmm import unit
+
+        md, wk = settings.md, settings.walkers
+        self.cv, self.out, self.settings, self.system, self.topology = cv, out, settings, system, topology
+        self.n_steps = check_int(n_steps, "n_steps", minimum=1)
+        self.walkers = check_int(md.walkers, "walkers", minimum=1)
+        self.seed = check_int(md.seed, "seed", minimum=0)
+        self.torch_threads = check_int(md.torch_threads, "torch_threads", minimum=1)
+        self.timestep_ps = as_value(md.timestep, unit.picosecond, "timestep")
+        self.friction_ps = as_value(md.friction, unit.picosecond**-1, "friction")
+        if not isinstance(cv, CVModel):
+            raise GMVAEInputError(f"'cv' is {type(cv).__name__}, expected a CVModel (gmvae_cv.deploy.loaders.load_cv)")
+        cv.check_system(system.getNumParticles(), topology=topology)
+        pos0 = np.asarray(positions.value_in_unit(unit.nanometer) if hasattr(positions, "value_in_unit") else positions,
+                          dtype=np.float64)
+        if pos0.shape != (system.getNumParticles(), 3) or not np.all(np.isfinite(pos0)):
+            raise GMVAEInputError(f"'positions' has shape {pos0.shape}, expected ({system.getNumParticles()}, 3) finite values in nm")
+        self.pos0 = pos0
+        self.shared = wk.walkers_dir is not None
+        self.walker_id = wk.walker_id
+        self._check_walkers()
+        self.method = _method(settings.method)
+
+    def _check_walkers(self) -> None:
+        wk = self.settings.walkers
+        if self.shared:
+            if self.walkers != 1:
+                raise GMVAEInputError(f"'walkers' is {self.walkers} with 'walkers_dir': a process sharing a walkers directory runs one walker")
+            if wk.walker_id is None:
+                raise GMVAEInputError("'walker_id' is missing: a walker sharing 'walkers_dir' needs its own id (an integer >= 0)")
+            self.walker_id = check_int(wk.walker_id, "walker_id", minimum=0)
+            self.walkers_stride = check_int(wk.walkers_stride, "walkers_stride", minimum=1)
+            if Path(wk.walkers_dir).resolve() == self.out.resolve():
+                raise GMVAEInputError(f"'walkers_dir' is the run directory {self.out}; give the walkers a directory of their own")
+        elif wk.walker_id is not None:
+            raise GMVAEInputError("'walker_id' is given without 'walkers_dir'")
+        self.walkers_stride = wk.walkers_stride
+
+    def run(self) -> BiasRunResult:
+        # the bias (validates temperature, height, sigma, bias factor, pace, components, grid)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.meta = self.method.engine(self.cv, self.settings, self.out, self.shared)
+        try:
+            return self._run()
+        finally:
+            self.meta.close()
+
+    # ------------------------------------------------------------------ set-up
+    def _strides(self) -> tuple[int, int, int]:
+        o, pace = self.settings.output, self.meta._pace
+        colvar_stride = check_int(o.colvar_stride, "colvar_stride", minimum=1) if o.colvar_stride is not None else max(1, pace // 5)
+        traj_stride = check_int(o.traj_stride, "traj_stride", minimum=0) if o.traj_stride is not None else pace
+        interval = o.checkpoint_interval
+        if self.shared:
+            if interval is not None and interval != self.walkers_stride * pace:
+                raise GMVAEInputError(
+                    f"'checkpoint_interval' is {interval}; with 'walkers_dir' every exchange is a checkpoint, "
+                    f"every walkers_stride * pace = {self.walkers_stride * pace} steps: set walkers_stride instead")
+            interval = self.walkers_stride * pace
+        if interval is None:
+            interval = pace * max(1, round(10000 / pace))
+        interval = check_int(interval, "checkpoint_interval", minimum=1)
+        if interval % pace:
+            raise GMVAEInputError(f"'checkpoint_interval' is {interval}, expected a multiple of pace = {pace}")
+        return colvar_stride, traj_stride, interval
+
+    def _params(self, system_xml: str) -> dict:
+        md, o = self.settings.md, self.settings.output
+        temperature = self.meta.stability.temperature
+        params = {
+            self.method.record_key: self.method.record(self.meta),
+            "md": {"integrator": "LangevinMiddleIntegrator", "timestep_ps": self.timestep_ps,
+                   "friction_per_ps": self.friction_ps, "temperature_K": temperature},
+            "walkers": self.walkers,
+            "seed": self.seed,
+            "colvar_stride": self.colvar_stride,
+            "traj_stride": self.traj_stride,
+            "checkpoint_interval": self.checkpoint_interval,
+            "force": {"route": md.route, "dtype": md.dtype},
+            "extra_colvar": o.extra_colvar.names if o.extra_colvar is not None else [],
+            "cv_sha256": self.cv.sha256,
+            "system_sha256": sha256_hex(system_xml.encode()),
+            "positions_sha256": sha256_hex(np.ascontiguousarray(self.pos0).tobytes()),
+        }
+        if self.shared:
+            params["shared_walkers"] = {"dir": str(self.meta.walkers.dir), "walker_id": self.walker_id,
+                                        "stride_hills": self.walkers_stride}
+        return params
+
+    def _simulations(self, systems: list) -> list:
+        import openmm
+        from openmm import app
+
+        md = self.settings.md
+        temperature = self.meta.stability.temperature
+        self.chosen, self.probe = choose_platform(md.platform, systems[0], self.pos0, temperature, self.friction_ps,
+                                                  self.timestep_ps, self.meta, md.cpu_threads)
+        props = {"Threads": str(md.cpu_threads)} if (self.chosen == "CPU" and md.cpu_threads) else {}
+        sims = []
+        for w, s in enumerate(systems):
+            integ = openmm.LangevinMiddleIntegrator(temperature, self.friction_ps, self.timestep_ps)
+            integ.setRandomNumberSeed(walker_seed(self.seed, self.walker_ids[w]))
+            sims.append(app.Simulation(self.topology, s, integ, openmm.Platform.getPlatformByName(self.chosen), props))
+        return sims
+
+    def _writers(self, sims: list) -> None:
+        comps = self.meta._components
+        self.biased = [f"cv.{c}" for c in comps]  # PLUMED field names; the CV's own names go to run.json
+        per_biased = [self.cv.periodic[c] for c in comps]
+        extra_fn, extra_names, extra_per = extra_columns(self.settings.output.extra_colvar)
+        self.hills_writers, self.colvars, self.trajs, self.writers = [], [], [], []
         for w, sim in enumerate(sims):
-            key = f"context_{w}"
-            if key not in z:
-                raise GMVAEInputError(f"{path}: has no state for walker {w}")
-            try:
-                sim.context.loadCheckpoint(bytes(z[key]))
-            except Exception as exc:  # OpenMM raises its own exception type for a foreign checkpoint
-                raise GMVAEInputError(f"{path}: OpenMM cannot load the state of walker {w} into this system ({exc})") from None
-            sim.currentStep = sim.context.getStepCount()
-    meta.edge_events = list(info.get("edge_events", []))
-    meta.sync([s.context for s in sims])
+            f = file_names(self.walkers, w, self.method.deposits)
+            sizes = self.resume["files"][str(w)] if self.resume is not None else None
+            hw = self.method.writer(self.meta, self.out / f["hills"], self.biased, per_biased,
+                                    sizes["hills"] if sizes else None)
+            cr = ColvarReporter(self.out / f["colvar"], self.meta, self.colvar_stride, extra=extra_fn,
+                                extra_names=extra_names, extra_periodic=extra_per,
+                                resume_size=sizes["colvar"] if sizes else None)
+            self.hills_writers.append(hw)
+            self.colvars.append(cr)
+            self.writers += [hw, cr]
+            sim.reporters.append(cr)
+            tr = None
+            if self.traj_stride:
+                tr = DCDWriter(self.out / f["traj"], self.topology, self.timestep_ps, self.traj_stride,
+                               resume=tuple(sizes["traj"]) if sizes else None)
+                self.writers.append(tr)
+                sim.reporters.append(tr)
+            self.trajs.append(tr)
+        by_id = dict(zip(self.walker_ids, self.hills_writers))
+        self.method.set_callback(self.meta, lambda hill: by_id[hill.walker](hill))
 
+    def _start(self, sims: list) -> None:
+        if self.resume is not None:
+            path = self.out / CHECKPOINT
+            arrays = read_checkpoint(path, sims)
+            self.method.restore(self.meta, arrays, self.resume, path)
+            self.meta.sync([s.context for s in sims])
+            for cr in self.colvars:
+                cr.outside = int(self.resume.get("colvar_outside", 0))
+        else:
+            temperature = self.meta.stability.temperature
+            for w, sim in enumerate(sims):
+                sim.context.setPositions(self.pos0)
+                sim.context.setVelocitiesToTemperature(temperature, walker_seed(self.seed, self.walker_ids[w]))
+        if self.shared:  # publish what the checkpoint holds and the file may lack; feel the others from the start
+            self.meta.publish_hills()
+            self.meta.read_walkers()
+            self.meta.sync([s.context for s in sims])
 
-def _write_grids(out: Path, meta: WellTemperedMetadynamics, names: list) -> None:
-    g = meta.params.bias_factor
-    header = {"bias_factor": g, "temperature_K": meta.params.temperature, "n_hills": len(meta.hills),
-              "kernel": meta.params.kernel, "units": "kJ/mol"}
-    atomic_write_text(out / "bias_grid.dat", meta.grid.to_plumed_text(names, "metad.bias", header=header))
-    fes = meta.grid.copy()
-    fes.values = meta.free_energy()
-    atomic_write_text(out / "fes.dat", fes.to_plumed_text(names, "file.free", header=header))
+    # ------------------------------------------------------------------ the run
+    def _run(self) -> BiasRunResult:
+        import openmm
+        import torch
 
+        self.colvar_stride, self.traj_stride, self.checkpoint_interval = self._strides()
+        system_xml = openmm.XmlSerializer.serialize(self.system)
+        self.params = self._params(system_xml)
+        self.walker_ids = [self.walker_id] if self.shared else list(range(self.walkers))
+        self.resume = prepare_directory(self.out, self.params, self.walkers, self.settings.output.overwrite)
+        if self.resume is not None and self.resume["step"] > self.n_steps:
+            raise GMVAEInputError(f"{self.out / CHECKPOINT}: the run is at step {self.resume['step']}, beyond n_steps = {self.n_steps}")
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(self.torch_threads)
+        self.writers = []
+        try:
+            systems = [openmm.XmlSerializer.deserialize(system_xml) for _ in range(self.walkers)]
+            for s in systems:  # walkers: each a copy of the system with the bias force
+                self.meta.add_force(s, self.pos0, topology=self.topology)
+            sims = self._simulations(systems)
+            self._writers(sims)
+            self._start(sims)
+            self.start_step = sims[0].currentStep
+            atomic_write_json(self.out / "run.json", self._info("running", None))
+            perf = self._loop(sims)
+            self.method.write_outputs(self.out, self.meta, self.biased)
+            info = self._info("complete", perf)
+            atomic_write_json(self.out / "run.json", info)
+        finally:
+            for wr in self.writers:
+                wr.close()
+            torch.set_num_threads(old_threads)
+        return BiasRunResult(path=self.out, steps=sims[0].currentStep, n_hills=self.method.count(self.meta),
+                             resumed_from=None if self.resume is None else int(self.resume["step"]),
+                             platform=self.chosen, ns_per_day=perf["ns_per_day_per_walker"], info=info)
 
-def _run_info(params, n_steps, start_step, meta, chosen, probe, torch_threads, cpu_threads, description, cv, walkers,
-              status, perf, colvars, resume) -> dict:
-    import torch
+    def _loop(self, sims: list) -> dict:
+        meta, pace, interval = self.meta, self.meta._pace, self.checkpoint_interval
+        progress = self.settings.output.progress
+        bar = progress(total=self.n_steps, initial=self.start_step, unit="step") if progress is not None else None
+        t0 = time.perf_counter()
+        try:
+            while sims[0].currentStep < self.n_steps:
+                boundary = min(self.n_steps, (sims[0].currentStep // interval + 1) * interval)
+                while sims[0].currentStep < boundary:
+                    k = min(boundary - sims[0].currentStep, pace - sims[0].currentStep % pace)
+                    meta.step(sims, k)
+                    if bar is not None:
+                        self._update_bar(bar, k, sims[0].currentStep - self.start_step, time.perf_counter() - t0)
+                if self.shared:
+                    meta.read_walkers()
+                    meta.sync([s.context for s in sims])
+                self._checkpoint(sims)
+                if self.shared:
+                    meta.publish_hills()  # only hills a checkpoint holds: a restart never withdraws them
+        except SimulationUnstableError as exc:
+            info = self._info("unstable", None)
+            info["error"] = {"step": int(sims[0].currentStep), "message": str(exc)}
+            atomic_write_json(self.out / "run.json", info)
+            raise
+        finally:
+            if bar is not None and hasattr(bar, "close"):
+                bar.close()
+        wall = time.perf_counter() - t0
+        steps_done = sims[0].currentStep - self.start_step
+        speed = steps_done / wall if wall > 0 else float("nan")
+        return {"wall_s": wall, "steps_this_invocation": steps_done, "steps_per_s_per_walker": speed,
+                "ns_per_day_per_walker": speed * self.timestep_ps * 86.4}
 
-    files = {str(w): _file_names(walkers, w) for w in range(walkers)}
-    return {
-        "format": RUN_FORMAT,
-        "version": 1,
-        "status": status,
-        "params": json.loads(json.dumps(params)),
-        "n_steps": n_steps,
-        "steps_done": int(start_step if perf is None else start_step + perf["steps_this_invocation"]),
-        "resumed_from_step": None if resume is None else int(resume["step"]),
-        "n_hills": len(meta.hills),
-        "cv": {"path": str(cv.path) if cv.path else None, "sha256": cv.sha256, "names": cv.names,
-               "periodic": [None if q is None else list(q) for q in cv.periodic], "format": cv.meta.get("format")},
-        "platform": {"name": chosen, **probe, "cpu_threads": cpu_threads},
-        "force": meta.force_info,
-        "torch": {"num_threads": torch_threads, "version": torch.__version__},
-        "performance": perf,
-        "kinetic_temperature_this_invocation": meta.kinetic_temperature_summary(),
-        "shared_walkers": None if meta.walkers is None else {
-            "dir": str(meta.walkers.dir), "walker_id": meta.walker_id, "stride_hills": meta.walkers_stride,
-            "own_hills": len(meta._own_hills), "published": meta.walkers.published,
-            "hills_read": {k: v[1] for k, v in meta.walkers.state()["read"].items()}},
-        "warnings": {"edge_events": len(meta.edge_events), "first_edge_events": meta.edge_events[:10],
-                     "colvar_rows_outside_grid": int(sum(c.outside for c in colvars))},
-        "files": {"per_walker": files, "checkpoint": _CHECKPOINT, "bias_grid": "bias_grid.dat", "fes": "fes.dat"},
-        "units": {"time": "ps", "energy": "kJ/mol", "temperature": "K", "cv": "as the CV file", "length": "nm"},
-        "system": description or {},
-        "versions": versions("openmm", "openmmtorch", "torch"),
-    }
+    def _update_bar(self, bar: Any, k: int, done: int, elapsed: float) -> None:
+        bar.update(k)
+        if elapsed > 0 and hasattr(bar, "set_postfix_str"):
+            what = "hills" if self.method.deposits == "HILLS" else "kernels"
+            bar.set_postfix_str(f"{done * self.timestep_ps * 86.4 / elapsed:.1f} ns/day, {self.method.count(self.meta)} {what}")
+
+    def _checkpoint(self, sims: list) -> None:
+        files = {}
+        for w in range(self.walkers):
+            files[str(w)] = {"hills": self.hills_writers[w].commit(), "colvar": self.colvars[w].commit(),
+                             "traj": list(self.trajs[w].commit()) if self.trajs[w] is not None else None}
+        arrays, bias_info = self.method.checkpoint(self.meta)
+        p = self.params
+        info = {"format": CHECKPOINT_FORMAT, "version": 1, "step": int(sims[0].currentStep), "walkers": self.walkers,
+                "files": files, "system_sha256": p["system_sha256"], "cv_sha256": p["cv_sha256"],
+                "positions_sha256": p["positions_sha256"],
+                "colvar_outside": int(sum(c.outside for c in self.colvars)), **bias_info}
+        write_checkpoint(self.out / CHECKPOINT, info, arrays, sims)
+        # depositions update the table locally (equal to a recomputation to rounding, not bit for bit);
+        # a run continued from this checkpoint recomputes it from the grid values, so this one does too
+        self.meta.refresh_table()
+        self.meta.sync([s.context for s in sims])
+
+    def _info(self, status: str, perf: Optional[dict]) -> dict:
+        import torch
+
+        meta, md = self.meta, self.settings.md
+        files = {str(w): file_names(self.walkers, w, self.method.deposits) for w in range(self.walkers)}
+        outside = int(sum(c.outside for c in self.colvars))
+        edges = self.method.edge_events(meta)
+        return {
+            "format": RUN_FORMAT,
+            "version": 1,
+            "status": status,
+            "params": json.loads(json.dumps(self.params)),
+            "n_steps": self.n_steps,
+            "steps_done": int(self.start_step if perf is None else self.start_step + perf["steps_this_invocation"]),
+            "resumed_from_step": None if self.resume is None else int(self.resume["step"]),
+            "n_hills": self.method.count(meta),
+            "cv": {"path": str(self.cv.path) if self.cv.path else None, "sha256": self.cv.sha256, "names": self.cv.names,
+                   "periodic": [None if q is None else list(q) for q in self.cv.periodic], "format": self.cv.meta.get("format")},
+            "platform": {"name": self.chosen, **self.probe, "cpu_threads": md.cpu_threads},
+            "force": meta.force_info,
+            "torch": {"num_threads": self.torch_threads, "version": torch.__version__},
+            "performance": perf,
+            "kinetic_temperature_this_invocation": meta.kinetic_temperature_summary(),
+            "shared_walkers": self.method.shared_info(meta),
+            "warnings": {"edge_events": len(edges), "first_edge_events": edges[:10], "colvar_rows_outside_grid": outside},
+            "files": {"per_walker": files, "checkpoint": CHECKPOINT, "bias_grid": "bias_grid.dat", "fes": "fes.dat"},
+            "units": {"time": "ps", "energy": "kJ/mol", "temperature": "K", "cv": "as the CV file", "length": "nm"},
+            "system": self.settings.output.description or {},
+            "versions": versions("openmm", "openmmtorch", "torch"),
+        }
