@@ -40,7 +40,7 @@ def _add_simulate(sub) -> None:
         description="Toy systems (four-well, muller-brown) write .npy arrays; alanine-dipeptide runs "
         "OpenMM (amber14, vacuum) and writes DIR/traj.dcd, topology.pdb, state.csv, simulation.json.",
     )
-    p.add_argument("system", choices=["four-well", "muller-brown", "alanine-dipeptide"], help="the system")
+    p.add_argument("system", choices=["four-well", "muller-brown", "alanine-dipeptide", "aaqaa3"], help="the system")
     p.add_argument("--steps", type=int, required=True, help="integration steps (per walker)")
     p.add_argument(
         "--out",
@@ -61,6 +61,9 @@ def _add_simulate(sub) -> None:
     p.add_argument(
         "--equilibration", type=int, default=5000, help="alanine-dipeptide: unsaved steps before the first frame (default 5000)"
     )
+    p.add_argument("--start", choices=["helix", "extended"], default="helix",
+                   help="aaqaa3 (amber14 + GBn2 implicit solvent): start conformation (default helix); "
+                   "the OpenMM options are alanine-dipeptide's")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_simulate)
 
@@ -68,7 +71,7 @@ def _add_simulate(sub) -> None:
 def _cmd_simulate(args) -> int:
     from tqdm import tqdm
 
-    if args.system == "alanine-dipeptide":
+    if args.system in ("alanine-dipeptide", "aaqaa3"):
         return _simulate_alanine(args, tqdm)
 
     from ..systems import SYSTEMS
@@ -90,12 +93,14 @@ def _cmd_simulate(args) -> int:
 
 def _simulate_alanine(args, progress) -> int:
     from ..systems import AlanineDipeptide
+    from ..systems.aaqaa3 import AAQAA3
 
     if args.walkers != 1:
-        raise GMVAEInputError(f"'--walkers' is {args.walkers}, expected 1 for alanine-dipeptide (run several seeds instead)")
+        raise GMVAEInputError(f"'--walkers' is {args.walkers}, expected 1 for {args.system} (run several seeds instead)")
     if args.kT is not None or args.dt is not None:
-        raise GMVAEInputError("'--kT'/'--dt' are for toy systems; use --temperature (K) and --timestep (fs) for alanine-dipeptide")
-    run = AlanineDipeptide().simulate(
+        raise GMVAEInputError(f"'--kT'/'--dt' are for toy systems; use --temperature (K) and --timestep (fs) for {args.system}")
+    peptide = AAQAA3(args.start) if args.system == "aaqaa3" else AlanineDipeptide()
+    run = peptide.simulate(
         args.steps,
         args.stride,
         args.out,
