@@ -152,3 +152,19 @@ def test_other_bad_input(tmp_path):
         AAQAA3(pdb=alanine_dipeptide_pdb())
     with pytest.raises(GMVAEInputError, match="nothere.pdb: file not found"):
         AAQAA3(pdb=tmp_path / "nothere.pdb")
+
+
+def test_hydrogen_mass_repartitioning_keeps_the_total_mass(helix):
+    import copy
+
+    def masses(system):
+        return np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+
+    heavy = copy.copy(helix)
+    heavy.hydrogen_mass = 1.5
+    m0, m1 = masses(helix.create_system()), masses(heavy.create_system())
+    is_h = np.array([a.element.symbol == "H" for a in helix.topology.atoms()])
+    np.testing.assert_allclose(m1[is_h], 1.5)
+    assert m1.sum() == pytest.approx(m0.sum(), rel=1e-12)
+    with pytest.raises(GMVAEInputError, match="'hydrogen_mass' is 12.0"):
+        AAQAA3("helix", hydrogen_mass=12.0, minimize_tolerance=None)

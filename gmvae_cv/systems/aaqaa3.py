@@ -61,6 +61,10 @@ class AAQAA3:
         Start from this structure instead (all 183 atoms, hydrogens included).
     minimize_tolerance : float
         L-BFGS tolerance (kJ/mol/nm) of the minimisation after the build; ``None`` skips it.
+    hydrogen_mass : float, optional
+        Hydrogen mass repartitioning for :meth:`create_system` (amu, e.g. 1.5 for 4 fs steps
+        with ``HBonds`` constraints); the mass moves from the bonded heavy atom, the total stays.
+        Default: none (1.008 amu).
 
     Attributes
     ----------
@@ -96,12 +100,16 @@ class AAQAA3:
         *,
         pdb: str | os.PathLike | None = None,
         minimize_tolerance: Optional[float] = 10.0,
+        hydrogen_mass: Optional[float] = None,
     ) -> None:
         import openmm
         from openmm import app, unit
 
         ff = app.ForceField(*self.forcefield_files)
         self.energy: Optional[float] = None
+        if hydrogen_mass is not None and not (isinstance(hydrogen_mass, (int, float)) and 1.0 <= hydrogen_mass <= 4.0):
+            raise GMVAEInputError(f"'hydrogen_mass' is {hydrogen_mass!r}, expected a mass in amu between 1 and 4")
+        self.hydrogen_mass = None if hydrogen_mass is None else float(hydrogen_mass)
         if pdb is not None:
             path = Path(pdb)
             if not path.is_file():
@@ -159,9 +167,9 @@ class AAQAA3:
         Returns
         -------
         openmm.System
-            With a ``GBSAOBCForce``-like ``CustomGBForce`` (GBn2) and no cut-off.
+            Hydrogen masses as ``hydrogen_mass``. With a ``GBSAOBCForce``-like ``CustomGBForce`` (GBn2) and no cut-off.
         """
-        from openmm import app
+        from openmm import app, unit
 
         if constraints not in ("HBonds", None):
             raise GMVAEInputError(f"'constraints' is {constraints!r}, expected 'HBonds' or None")
@@ -170,6 +178,7 @@ class AAQAA3:
             self.topology,
             nonbondedMethod=app.NoCutoff,
             constraints=app.HBonds if constraints == "HBonds" else None,
+            hydrogenMass=None if self.hydrogen_mass is None else self.hydrogen_mass * unit.amu,
         )
 
     def write_pdb(self, path: str | os.PathLike) -> None:
