@@ -296,6 +296,33 @@ def _cmd_train(args) -> int:
 
 
 @_command
+def _add_explain(sub) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="what each CV component and each cluster of a trained run depends on",
+        description="Sensitivity of each CV component to each feature (mlcolvar), per-cluster feature "
+        "means/spreads and standardised differences, and (for peptide specs) both folded per residue. "
+        "Writes DIR/explain.json, sensitivity.csv, clusters.csv, sensitivity.png, cluster_separation.png "
+        "(and residues.png).",
+    )
+    p.add_argument("run", help="run directory written by 'gmvae-cv train'")
+    p.add_argument("--data", nargs="+", default=None, metavar="X.npy",
+                   help="feature matrices (frames x features) to explain on; default: the run's training files")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_explain)
+
+
+def _cmd_explain(args) -> int:
+    from .explain import explain
+
+    rep = explain(args.run, args.data, out=args.out)
+    tops = ", ".join(f"{j}: {r[0]}" for j, r in rep["ranking"].items())
+    print(f"wrote {args.out}/explain.json ({rep['n_frames']} frames; names from {rep['feature_names_from']}); "
+          f"most sensitive feature per component {tops}")
+    return 0
+
+
+@_command
 def _add_transform(sub) -> None:
     p = sub.add_parser("transform", help="embedding z and cluster probabilities of frames, from a trained run")
     p.add_argument("run", help="run directory written by 'gmvae-cv train'")
