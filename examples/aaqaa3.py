@@ -24,6 +24,16 @@ Writes figures and ``summary.json`` into OUT (default ``docs/figures/aaqaa3``) a
 trained run into WORK (default ``aaqaa3_work``). ``--md DIR`` reuses trajectories made with the
 same settings (``DIR/helix_s0``, ``DIR/extended_s1`` with their ``simulation.json``).
 
+Measured (2-core shared machine, load 9-34, OpenMM 8.5 CPU platform): the MD costs 132 steps per
+CPU-second per run (46 ns/day per free core at 4 fs; 10 ns/day at 2 fs without HMR, wall, at load
+9); the stored result (``docs/figures/aaqaa3/summary.json``) comes from two runs stopped at
+73,700 / 74,000 of 100,000 steps (0.295 ns each, 1477 frames; the rest would have taken another
+hour at that load), reused with ``--md``; the analysis took 9 min wall (3 selection fits 332 s,
+the final fit 63 s, explain 9 s). With these two runs the state count saturates at k_max = 6 for
+all three seeds: the helix-start and extended-start runs never exchange and the extended chain
+drifts one way through its coil clusters, so every cluster is its own metastable set; k = 6 is a
+lower bound, used as such.
+
 Usage: ``python examples/aaqaa3.py [--out DIR] [--work DIR] [--md DIR] [--steps N] [--quick]``
 """
 

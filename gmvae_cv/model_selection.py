@@ -325,7 +325,10 @@ def select_n_clusters(
     Returns
     -------
     dict
-        ``k``: the chosen number of states; ``per_seed``: for each seed its ``n_states``, the
+        ``k``: the chosen number of states; ``saturated``: True when ``k`` reaches ``k_max`` (the
+        trajectories resolve at least as many metastable sets as there are components, so the
+        count is a lower bound: raise ``k_max``, or the data hold no exchange that merges them, as
+        for short runs that drift one way); ``per_seed``: for each seed its ``n_states``, the
         cluster populations and the spectrum of each connected set; ``rule`` (text).
     """
     from .train import fit
@@ -351,6 +354,7 @@ def select_n_clusters(
     k = counts[(len(counts) - 1) // 2]
     return {
         "k": int(max(k, 2)),
+        "saturated": bool(k >= k_max),
         "n_states_per_seed": [p["n_states"] for p in per_seed],
         "per_seed": per_seed,
         "k_max": k_max,
