@@ -11,7 +11,7 @@ Steps:
    far beyond this budget), so the latent "free energy" below is that of the sampled frames.
 2. Features: ``backbone_torsions`` (sin/cos of the 30 phi/psi of the 15 residues = 60); DSSP
    per frame and residue (:func:`gmvae_cv.systems.dssp_helicity`, 'H' = alpha/3-10/pi helix).
-3. Number of states: :func:`gmvae_cv.model_selection.select_n_clusters`, as on the toys: a GMVAE
+3. Number of states: :func:`gmvae_cv.learn.selection.select_n_clusters`, as on the toys: a GMVAE
    with k_max = 6 components, then the slow eigenvalues (>= 1/e at a lag of 10 frames = 4 ps) of
    the cluster transition matrix in each strongly connected set, median over 3 seeds.
 4. GMVAE 60D -> 2D with that k; latent FES coloured by helicity; per cluster: population, mean
@@ -95,10 +95,10 @@ def main(argv=None) -> dict:
     import mdtraj as md
 
     from gmvae_cv import cluster_confusion, fit
-    from gmvae_cv.explain import explain
-    from gmvae_cv.model_selection import select_n_clusters
-    from gmvae_cv.peptide_features import backbone_torsions, feature_residues
-    from gmvae_cv.plots import _pyplot, plot_confusion_matrix, save_figure
+    from gmvae_cv.analysis.explain import explain
+    from gmvae_cv.learn.selection import select_n_clusters
+    from gmvae_cv.features.peptide import backbone_torsions, feature_residues
+    from gmvae_cv.analysis.plots import _pyplot, plot_confusion_matrix, save_figure
     from gmvae_cv.systems import dssp_helicity
 
     out, work = Path(args.out), Path(args.work)

@@ -11,7 +11,7 @@ import openmm
 import pytest
 from openmm import app, unit
 
-from gmvae_cv._validation import GMVAEInputError
+from gmvae_cv import GMVAEInputError
 from gmvae_cv.systems.aaqaa3 import AAQAA3, AAQAA3_SEQUENCE, dssp_helicity
 
 KJ = unit.kilojoule_per_mole

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gmvae_cv import FourWell, GMVAEInputError, MullerBrown, fit
-from gmvae_cv.explain import cluster_statistics, explain, sensitivity
+from gmvae_cv.analysis.explain import cluster_statistics, explain, sensitivity
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
@@ -105,7 +105,7 @@ def test_peptide_spec_is_folded_per_residue(tmp_path):
     import mdtraj as md
     from openmm import app
 
-    from gmvae_cv.peptide_features import backbone_torsions
+    from gmvae_cv.features.peptide import backbone_torsions
     from gmvae_cv.systems._peptide_build import build_capped_peptide
     from gmvae_cv.systems.aaqaa3 import AAQAA3, AAQAA3_SEQUENCE
 

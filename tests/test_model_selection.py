@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gmvae_cv import FourWell, GMVAEInputError, MullerBrown, fit
-from gmvae_cv.model_selection import choose_k, count_metastable_states, elbo_across_k, select_n_clusters, validation_elbo
+from gmvae_cv.learn.selection import choose_k, count_metastable_states, elbo_across_k, select_n_clusters, validation_elbo
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 

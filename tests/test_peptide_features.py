@@ -6,9 +6,9 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from gmvae_cv._validation import GMVAEInputError
+from gmvae_cv import GMVAEInputError
 from gmvae_cv.features import FeatureSpec, alanine_backbone_torsions
-from gmvae_cv.peptide_features import backbone_torsions, feature_residues
+from gmvae_cv.features.peptide import backbone_torsions, feature_residues
 from gmvae_cv.systems import AlanineDipeptide
 from gmvae_cv.systems._peptide_build import build_capped_peptide
 from gmvae_cv.systems.aaqaa3 import AAQAA3, AAQAA3_SEQUENCE

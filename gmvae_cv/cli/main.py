@@ -313,7 +313,7 @@ def _add_explain(sub) -> None:
 
 
 def _cmd_explain(args) -> int:
-    from .explain import explain
+    from ..analysis.explain import explain
 
     rep = explain(args.run, args.data, out=args.out)
     tops = ", ".join(f"{j}: {r[0]}" for j, r in rep["ranking"].items())

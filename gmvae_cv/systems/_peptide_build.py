@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .._validation import GMVAEInputError
+from .._core.errors import GMVAEInputError
 
 __all__ = ["peptide_heavy_atoms", "build_capped_peptide", "HELIX_PHI_PSI", "EXTENDED_PHI_PSI"]
 

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .._validation import GMVAEInputError
+from .._core.errors import GMVAEInputError
 from ._peptide_build import EXTENDED_PHI_PSI, HELIX_PHI_PSI, build_capped_peptide
 from .alanine import AlanineDipeptide
 
@@ -184,7 +184,7 @@ class AAQAA3:
     def write_pdb(self, path: str | os.PathLike) -> None:
         """Write the structure (``positions``) as PDB, atomically."""
         from ._alanine_build import write_pdb
-        from .._validation import atomic_write_text
+        from .._core.files import atomic_write_text
 
         atomic_write_text(path, write_pdb(self.topology, self.positions, [self.system_label[:69], str(self.pdb_path)[:69]]))
 

@@ -42,7 +42,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ._validation import GMVAEInputError, atomic_write_json, atomic_write_text, check_array, load_array_file
+from .._core.checks import check_array, load_array_file
+from .._core.errors import GMVAEInputError
+from .._core.files import atomic_write_json, atomic_write_text
 
 __all__ = ["explain", "sensitivity", "cluster_statistics", "load_explain_data"]
 
@@ -182,7 +184,7 @@ def load_explain_data(run: Any, data: Any = None) -> tuple[np.ndarray, str]:
 def _feature_names(run: Any) -> tuple[list[str], str, Optional[list[Optional[str]]]]:
     spec = run.feature_spec
     if spec is not None:
-        from .peptide_features import feature_residues
+        from ..features.peptide import feature_residues
 
         res = feature_residues(spec)
         return spec.names, "feature spec", res if all(r is not None for r in res) and len(set(res)) > 1 else None
@@ -209,7 +211,7 @@ def _fold(values: np.ndarray, residues: list[str], how: str) -> tuple[list[str],
 
 
 def _plot_sensitivity(sens: np.ndarray, names: list[str], path: Path, title: str, max_features: int = 30) -> None:
-    from .plots import _pyplot, save_figure
+    from .._core.figures import _pyplot, save_figure
 
     plt = _pyplot()
     n_cv, m = sens.shape
@@ -227,7 +229,7 @@ def _plot_sensitivity(sens: np.ndarray, names: list[str], path: Path, title: str
 
 def _plot_heatmap(d: np.ndarray, rows: list[int], names: list[str], path: Path, title: str, label: str,
                   diverging: bool = True) -> None:
-    from .plots import _pyplot, save_figure
+    from .._core.figures import _pyplot, save_figure
 
     plt = _pyplot()
     mat = d[rows]
@@ -274,7 +276,7 @@ def explain(
         ``|d|``; ``residues`` (or None): sensitivity per residue and RMS ``d`` per cluster and
         residue.
     """
-    from .train import GMVAERun, load_run
+    from ..learn.train import GMVAERun, load_run
 
     if not isinstance(run, GMVAERun):
         run = load_run(run)
@@ -353,7 +355,7 @@ def explain(
         _plot_heatmap(np.nan_to_num(stats["d"]), stats["populated"], names, out / "cluster_separation.png",
                       f"standardised difference, cluster vs the rest{note}", "d")
         if residues is not None:
-            from .plots import _pyplot, save_figure
+            from .._core.figures import _pyplot, save_figure
 
             plt = _pyplot()
             rn = report["residues"]["names"]

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from ._validation import GMVAEInputError
-from .features import Feature, FeatureSpec, _as_mdtraj_topology, _atom_label, torsion, torsion_sincos
+from .._core.errors import GMVAEInputError
+from .spec import Feature, FeatureSpec, _as_mdtraj_topology, _atom_label, torsion, torsion_sincos
 
 __all__ = ["backbone_torsions", "feature_residues", "CAP_RESIDUES"]
 

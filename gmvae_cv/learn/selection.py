@@ -43,7 +43,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ._validation import GMVAEInputError, as_list_of_arrays, check_int, check_positive
+from .._core.checks import as_list_of_arrays, check_int, check_positive
+from .._core.errors import GMVAEInputError
 
 __all__ = ["validation_elbo", "elbo_across_k", "choose_k", "select_n_clusters", "count_metastable_states"]
 
