@@ -107,3 +107,21 @@ def test_a_torsion_that_does_not_exist_names_the_residue(aaqaa3_frames):
     sel = backbone_torsions(top, residues=[4, 9])
     assert sel.names == ["sin_phi_GLN4", "cos_phi_GLN4", "sin_psi_GLN4", "cos_psi_GLN4",
                          "sin_phi_GLN9", "cos_phi_GLN9", "sin_psi_GLN9", "cos_psi_GLN9"]
+
+
+def test_cli_ready_spec_backbone_torsions(aaqaa3_frames, tmp_path):
+    from gmvae_cv.cli import main
+
+    top = tmp_path / "aaqaa3.pdb"
+    aaqaa3_frames[0].save_pdb(str(top))
+    dcd = tmp_path / "t.dcd"
+    aaqaa3_frames.save_dcd(str(dcd))
+    spec_file, out = tmp_path / "spec.json", tmp_path / "x.npy"
+    assert main(["features", "--spec", "backbone-torsions", "--top", str(top), "--traj", str(dcd),
+                 "--out", str(out), "--write-spec", str(spec_file), "--dtype", "float64"]) == 0
+    spec = FeatureSpec.load(spec_file)
+    assert spec.n_features == 60 and spec.names[0] == "sin_phi_ALA2"
+    x = np.load(out)
+    traj = md.load(str(dcd), top=str(top))
+    np.testing.assert_allclose(x[:, 0::4], np.sin(md.compute_phi(traj)[1]), atol=1e-5)
+    assert main(["features", "--spec", "backbone-torsions", "--write-spec", str(spec_file)]) == 2  # no --top

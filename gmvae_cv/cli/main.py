@@ -120,7 +120,7 @@ def _simulate_alanine(args, progress) -> int:
 
 
 # ---------------------------------------------------------------- features
-_READY_SPECS = ("alanine-distances", "alanine-torsions", "alanine-torsions-raw")
+_READY_SPECS = ("alanine-distances", "alanine-torsions", "alanine-torsions-raw", "backbone-torsions")
 
 
 @_command
@@ -132,7 +132,8 @@ def _add_features(sub) -> None:
         "for a feature spec, and/or save a ready spec as JSON. Ready specs: alanine-distances (25 "
         "heavy-atom distances beyond 1-3, nm), alanine-torsions (sin/cos of phi, psi), "
         "alanine-torsions-raw (phi, psi in rad); they are built on --top (default: the bundled "
-        "alanine dipeptide).",
+        "alanine dipeptide). backbone-torsions: sin/cos of every phi/psi of any peptide on --top "
+        "(60 for ACE-(AAQAA)3-NME).",
     )
     p.add_argument("--traj", nargs="+", default=None, metavar="T", help="trajectory files")
     p.add_argument("--top", default=None, help="topology file (PDB or any mdtraj topology)")
@@ -197,6 +198,12 @@ def _resolve_spec(name: str, top: Optional[str]):
         return alanine_backbone_torsions(top, transform="sincos")
     if name == "alanine-torsions-raw":
         return alanine_backbone_torsions(top, transform="raw")
+    if name == "backbone-torsions":
+        from ..features.peptide import backbone_torsions
+
+        if top is None:
+            raise GMVAEInputError("'--top' is missing: backbone-torsions is built on the peptide's topology (a PDB)")
+        return backbone_torsions(top)
     return FeatureSpec.load(name)
 
 
