@@ -40,7 +40,7 @@ def _add_simulate(sub) -> None:
         description="Toy systems (four-well, muller-brown) write .npy arrays; alanine-dipeptide runs "
         "OpenMM (amber14, vacuum) and writes DIR/traj.dcd, topology.pdb, state.csv, simulation.json.",
     )
-    p.add_argument("system", choices=["four-well", "muller-brown", "alanine-dipeptide"], help="the system")
+    p.add_argument("system", choices=["four-well", "muller-brown", "alanine-dipeptide", "aaqaa3"], help="the system")
     p.add_argument("--steps", type=int, required=True, help="integration steps (per walker)")
     p.add_argument(
         "--out",
@@ -61,6 +61,9 @@ def _add_simulate(sub) -> None:
     p.add_argument(
         "--equilibration", type=int, default=5000, help="alanine-dipeptide: unsaved steps before the first frame (default 5000)"
     )
+    p.add_argument("--start", choices=["helix", "extended"], default="helix",
+                   help="aaqaa3 (amber14 + GBn2 implicit solvent): start conformation (default helix); "
+                   "the OpenMM options are alanine-dipeptide's")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_simulate)
 
@@ -68,7 +71,7 @@ def _add_simulate(sub) -> None:
 def _cmd_simulate(args) -> int:
     from tqdm import tqdm
 
-    if args.system == "alanine-dipeptide":
+    if args.system in ("alanine-dipeptide", "aaqaa3"):
         return _simulate_alanine(args, tqdm)
 
     from ..systems import SYSTEMS
@@ -90,12 +93,14 @@ def _cmd_simulate(args) -> int:
 
 def _simulate_alanine(args, progress) -> int:
     from ..systems import AlanineDipeptide
+    from ..systems.aaqaa3 import AAQAA3
 
     if args.walkers != 1:
-        raise GMVAEInputError(f"'--walkers' is {args.walkers}, expected 1 for alanine-dipeptide (run several seeds instead)")
+        raise GMVAEInputError(f"'--walkers' is {args.walkers}, expected 1 for {args.system} (run several seeds instead)")
     if args.kT is not None or args.dt is not None:
-        raise GMVAEInputError("'--kT'/'--dt' are for toy systems; use --temperature (K) and --timestep (fs) for alanine-dipeptide")
-    run = AlanineDipeptide().simulate(
+        raise GMVAEInputError(f"'--kT'/'--dt' are for toy systems; use --temperature (K) and --timestep (fs) for {args.system}")
+    peptide = AAQAA3(args.start) if args.system == "aaqaa3" else AlanineDipeptide()
+    run = peptide.simulate(
         args.steps,
         args.stride,
         args.out,
@@ -115,7 +120,7 @@ def _simulate_alanine(args, progress) -> int:
 
 
 # ---------------------------------------------------------------- features
-_READY_SPECS = ("alanine-distances", "alanine-torsions", "alanine-torsions-raw")
+_READY_SPECS = ("alanine-distances", "alanine-torsions", "alanine-torsions-raw", "backbone-torsions")
 
 
 @_command
@@ -127,7 +132,8 @@ def _add_features(sub) -> None:
         "for a feature spec, and/or save a ready spec as JSON. Ready specs: alanine-distances (25 "
         "heavy-atom distances beyond 1-3, nm), alanine-torsions (sin/cos of phi, psi), "
         "alanine-torsions-raw (phi, psi in rad); they are built on --top (default: the bundled "
-        "alanine dipeptide).",
+        "alanine dipeptide). backbone-torsions: sin/cos of every phi/psi of any peptide on --top "
+        "(60 for ACE-(AAQAA)3-NME).",
     )
     p.add_argument("--traj", nargs="+", default=None, metavar="T", help="trajectory files")
     p.add_argument("--top", default=None, help="topology file (PDB or any mdtraj topology)")
@@ -192,6 +198,12 @@ def _resolve_spec(name: str, top: Optional[str]):
         return alanine_backbone_torsions(top, transform="sincos")
     if name == "alanine-torsions-raw":
         return alanine_backbone_torsions(top, transform="raw")
+    if name == "backbone-torsions":
+        from ..features.peptide import backbone_torsions
+
+        if top is None:
+            raise GMVAEInputError("'--top' is missing: backbone-torsions is built on the peptide's topology (a PDB)")
+        return backbone_torsions(top)
     return FeatureSpec.load(name)
 
 
@@ -288,6 +300,33 @@ def _cmd_train(args) -> int:
         + (" (resumed)" if t["resumed_from_checkpoint"] else "")
     )
     print(f"wrote {args.out}/ (gmvae_run.json, model.pt, loss.png, history.json, checkpoints/)")
+    return 0
+
+
+@_command
+def _add_explain(sub) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="what each CV component and each cluster of a trained run depends on",
+        description="Sensitivity of each CV component to each feature (mlcolvar), per-cluster feature "
+        "means/spreads and standardised differences, and (for peptide specs) both folded per residue. "
+        "Writes DIR/explain.json, sensitivity.csv, clusters.csv, sensitivity.png, cluster_separation.png "
+        "(and residues.png).",
+    )
+    p.add_argument("run", help="run directory written by 'gmvae-cv train'")
+    p.add_argument("--data", nargs="+", default=None, metavar="X.npy",
+                   help="feature matrices (frames x features) to explain on; default: the run's training files")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_explain)
+
+
+def _cmd_explain(args) -> int:
+    from ..analysis.explain import explain
+
+    rep = explain(args.run, args.data, out=args.out)
+    tops = ", ".join(f"{j}: {r[0]}" for j, r in rep["ranking"].items())
+    print(f"wrote {args.out}/explain.json ({rep['n_frames']} frames; names from {rep['feature_names_from']}); "
+          f"most sensitive feature per component {tops}")
     return 0
 
 

@@ -5,7 +5,12 @@
 :class:`AlanineDipeptide`
     ACE-ALA-NME in vacuum with amber14 (OpenMM), the bundled C7eq structure;
     :func:`alanine_basin` labels (phi, psi) with the C7eq/C7ax core sets.
+:class:`AAQAA3`
+    ACE-(AAQAA)3-NME in amber14 + GBn2 implicit solvent, built helical or extended;
+    :func:`dssp_helicity` gives DSSP helicity per frame and residue.
 """
+
+from .aaqaa3 import AAQAA3, dssp_helicity
 
 from .alanine import (
     BASIN_NAMES,
@@ -33,4 +38,6 @@ __all__ = [
     "C7AX_CENTER_DEG",
     "BASIN_RADIUS_DEG",
     "BASIN_NAMES",
+    "AAQAA3",
+    "dssp_helicity",
 ]

@@ -155,6 +155,8 @@ class AlanineDipeptide:
     """
 
     forcefield_files = ("amber14-all.xml",)
+    system_label = "alanine dipeptide (ACE-ALA-NME), vacuum"
+    """What ``simulation.json`` calls the system (subclasses and borrowers of :meth:`simulate` set their own)."""
 
     def __init__(self, pdb: str | os.PathLike | None = None) -> None:
         from openmm import app, unit
@@ -331,7 +333,7 @@ class AlanineDipeptide:
                     step = (frame + 1) * report_interval
                     if not (np.isfinite(epot) and np.all(np.isfinite(pos.value_in_unit(unit.nanometer)))):
                         raise FloatingPointError(
-                            f"alanine dipeptide simulation diverged by step {step} (energy {epot}); "
+                            f"{self.system_label}: simulation diverged by step {step} (energy {epot}); "
                             f"reduce the timestep ({timestep_ps} ps)"
                         )
                     dcd.writeModel(pos)
@@ -358,7 +360,7 @@ class AlanineDipeptide:
         atomic_write_text(out / "state.csv", text)
         speed = n_steps / wall if wall > 0 else float("inf")
         meta = {
-            "system": "alanine dipeptide (ACE-ALA-NME), vacuum",
+            "system": self.system_label,
             "structure": str(self.pdb_path),
             "forcefield": list(self.forcefield_files),
             "nonbonded_method": "NoCutoff",
