@@ -9,6 +9,7 @@ torch over positions, :meth:`FeatureSpec.plumed_input` as PLUMED lines), selecti
 Imports only :mod:`gmvae_cv._core`.
 """
 
+from .peptide import backbone_torsions, feature_residues
 from .presets import alanine_backbone_torsions, alanine_heavy_atom_distances, phi_psi
 from .selection import features_from_selection
 from .spec import SPEC_FORMAT, SPEC_VERSION, FeatureSpec, PlumedFeatures
@@ -21,5 +22,5 @@ __all__ = [
     "Feature", "Distance", "Angle", "Torsion", "Contact", "distance", "angle", "torsion", "torsion_sincos",
     "contact", "FeatureSpec", "FeatureModule", "PlumedFeatures", "SPEC_FORMAT", "SPEC_VERSION",
     "check_length_units", "features_from_selection", "alanine_heavy_atom_distances",
-    "alanine_backbone_torsions", "phi_psi", "load_trajectory_features",
+    "alanine_backbone_torsions", "phi_psi", "load_trajectory_features", "backbone_torsions", "feature_residues",
 ]

@@ -20,7 +20,9 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from .._core.errors import GMVAEInputError
-from .spec import Feature, FeatureSpec, _as_mdtraj_topology, _atom_label, torsion, torsion_sincos
+from .spec import FeatureSpec
+from .topology import _as_mdtraj_topology, _atom_label
+from .types import Feature, torsion, torsion_sincos
 
 __all__ = ["backbone_torsions", "feature_residues", "CAP_RESIDUES"]
 
