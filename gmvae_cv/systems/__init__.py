@@ -5,6 +5,9 @@
 :class:`AlanineDipeptide`
     ACE-ALA-NME in vacuum with amber14 (OpenMM), the bundled C7eq structure;
     :func:`alanine_basin` labels (phi, psi) with the C7eq/C7ax core sets.
+:class:`Polystyrene`
+    One polystyrene chain (syndiotactic, isotactic or atactic), TraPPE-UA united atoms, vacuum;
+    zigzag (TT) and helical (TTGG) conformers.
 """
 
 from .alanine import (
@@ -17,6 +20,7 @@ from .alanine import (
     alanine_basin,
     alanine_dipeptide_pdb,
 )
+from .polystyrene import TACTICITIES, Polystyrene, PolystyreneRun, polystyrene_forcefield
 from .toy import SYSTEMS, FourWell, MullerBrown, ToySystem, overdamped_langevin
 
 __all__ = [
@@ -33,4 +37,8 @@ __all__ = [
     "C7AX_CENTER_DEG",
     "BASIN_RADIUS_DEG",
     "BASIN_NAMES",
+    "Polystyrene",
+    "PolystyreneRun",
+    "polystyrene_forcefield",
+    "TACTICITIES",
 ]
