@@ -7,6 +7,7 @@ compare OpenMM's energies with it.
 
 from __future__ import annotations
 
+import json
 import re
 
 import mdtraj as md
@@ -329,3 +330,25 @@ def test_forcefield_without_virtual_sites_names_the_atom(tmp_path):
 def test_missing_forcefield_file(tmp_path):
     with pytest.raises(GMVAEInputError, match="file not found"):
         Polystyrene(5, forcefield=tmp_path / "nope.xml")
+
+
+# ------------------------------------------------------------------ simulate (API and CLI)
+def test_cli_simulate_polystyrene(tmp_path, capsys):
+    from gmvae_cv.cli import main
+
+    out = tmp_path / "ps"
+    rc = main(["simulate", "polystyrene", "--monomers", "4", "--steps", "400", "--stride", "100", "--out", str(out),
+               "--timestep", "4", "--temperature", "400", "--platform", "Reference", "--equilibration", "200"])
+    assert rc == 0
+    traj = md.load(str(out / "traj.dcd"), top=str(out / "topology.pdb"))
+    assert traj.n_frames == 4 and traj.n_atoms == 33
+    meta = json.loads((out / "simulation.json").read_text())
+    assert meta["n_monomers"] == 4 and meta["chirality"] == [1, -1, 1, -1] and meta["timestep_ps"] == 0.004
+    # constraints hold in the written frames (DCD float32 in Angstrom: 1e-4 nm)
+    ps = Polystyrene(4, minimize=False)
+    b = ps.backbone
+    d = np.linalg.norm(traj.xyz[:, b[1:]] - traj.xyz[:, b[:-1]], axis=-1)
+    assert np.allclose(d, 0.154, atol=2e-4)
+    assert "wrote" in capsys.readouterr().out
+    assert main(["simulate", "polystyrene", "--monomers", "2", "--steps", "10", "--out", str(out)]) == 2
+    assert "at least 3" in capsys.readouterr().err
