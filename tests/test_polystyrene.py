@@ -352,3 +352,95 @@ def test_cli_simulate_polystyrene(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert main(["simulate", "polystyrene", "--monomers", "2", "--steps", "10", "--out", str(out)]) == 2
     assert "at least 3" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ features and labels
+from gmvae_cv.systems.polystyrene import (  # noqa: E402
+    backbone_torsion_atoms,
+    chain_state,
+    diad_labels,
+    polystyrene_backbone_torsions,
+    torsion_states,
+    tt_fraction,
+    ttgg_fraction,
+)
+
+T, GP, GM = 180.0, 60.0, -60.0
+
+
+def _rad(*deg):
+    return np.radians(np.array(deg, dtype=float))
+
+
+def test_torsion_states_boundaries_and_wrapping():
+    deg = [180, -180, 120.01, 119.99, 0, -0.01, -119.99, -120.01, 200, 300, 359.9]
+    assert torsion_states(np.radians(deg)).tolist() == [[0, 0, 0, 1, 1, 2, 2, 0, 0, 2, 2]]
+
+
+def test_diad_labels_and_fractions_on_hand_built_chains():
+    zig = _rad(*[T] * 18)
+    hel = _rad(*[T, T, GM, GM] * 4, T, T)  # 9 diads: TT GG TT GG TT GG TT GG TT
+    half = _rad(*[T] * 8, GM, GM, T, T, GP, GP, T, T, GM, GM)  # TT TT TT TT GG TT GG TT GG
+    tg = _rad(*[T, GM] * 9)  # the isotactic 3/1 helix: every diad TG
+    mixed_gauche = _rad(*[T, T, GP, GM] * 4, T, T)  # g+g- diads: GG but no helix
+    phi = np.stack([zig, hel, half, tg, mixed_gauche])
+    assert diad_labels(phi).tolist() == [
+        [0] * 9, [0, 2] * 4 + [0], [0, 0, 0, 0, 2, 0, 2, 0, 2], [1] * 9, [0, 2] * 4 + [0]]
+    assert tt_fraction(phi) == pytest.approx([1.0, 5 / 9, 6 / 9, 0.0, 5 / 9])
+    assert ttgg_fraction(phi) == pytest.approx([0.0, 1.0, 5 / 8, 0.0, 0.0])
+    assert chain_state(phi).tolist() == [0, 1, 1, -1, -1]
+    assert chain_state(phi, helix=0.7).tolist() == [0, 1, -1, -1, -1]
+    # one frame as a 1-D array, and the minimised conformers of the built chain
+    assert diad_labels(zig).shape == (1, 9)
+
+
+def test_labels_of_built_conformers(zigzag, helix):
+    assert tt_fraction(zigzag.backbone_torsion_angles()).tolist() == [1.0]
+    assert ttgg_fraction(helix.backbone_torsion_angles()).tolist() == [1.0]
+    assert chain_state(np.stack([zigzag.backbone_torsion_angles(), helix.backbone_torsion_angles()])).tolist() == [0, 1]
+
+
+def test_label_bad_input():
+    with pytest.raises(GMVAEInputError, match="radians"):
+        tt_fraction(np.full((2, 18), 180.0))
+    with pytest.raises(GMVAEInputError, match="even number"):
+        diad_labels(np.zeros((2, 7)))
+    with pytest.raises(GMVAEInputError, match="at least 4"):
+        ttgg_fraction(np.zeros((1, 2)))
+    with pytest.raises(GMVAEInputError, match="'helix' is 1.5"):
+        chain_state(np.zeros((1, 8)), helix=1.5)
+
+
+def test_backbone_torsion_spec_matches_mdtraj(zigzag, helix, tmp_path):
+    spec = polystyrene_backbone_torsions(zigzag.topology)
+    assert spec.n_features == 36 and spec.names[:4] == ["sin_t00", "cos_t00", "sin_t01", "cos_t01"]
+    assert np.array_equal(backbone_torsion_atoms(zigzag.topology), zigzag.backbone_torsions)
+    xyz = np.stack([zigzag.positions, helix.positions])
+    traj = md.Trajectory(xyz.astype(np.float32), zigzag.mdtraj_topology)
+    phi = md.compute_dihedrals(traj, zigzag.backbone_torsions)
+    want = np.stack([np.sin(phi), np.cos(phi)], axis=-1).reshape(2, -1)
+    assert np.allclose(spec.compute(traj), want, atol=1e-5)
+    import torch
+
+    module = spec.torch_module()
+    got = module(torch.tensor(xyz[1], dtype=torch.float64)).detach().numpy()
+    assert np.allclose(got.ravel(), want[1], atol=1e-6)
+    raw = polystyrene_backbone_torsions(zigzag.topology, transform="raw")
+    assert np.allclose(tt_fraction(raw.compute(traj)), [1.0, 5 / 9])
+    # the same atoms from a PDB as simulate writes it
+    from openmm import app
+
+    pdb = tmp_path / "ps.pdb"
+    with open(pdb, "w") as fh:
+        app.PDBFile.writeFile(zigzag.topology, zigzag.positions * unit.nanometer, fh, keepIds=True)
+    assert polystyrene_backbone_torsions(str(pdb)) == spec
+    assert "TORSION ATOMS=" in polystyrene_backbone_torsions(str(pdb)).plumed_input().text
+
+
+def test_backbone_torsion_spec_rejects_other_topologies():
+    from gmvae_cv.systems import AlanineDipeptide
+
+    with pytest.raises(GMVAEInputError, match="expected a polystyrene chain"):
+        polystyrene_backbone_torsions(AlanineDipeptide().topology)
+    with pytest.raises(GMVAEInputError, match="'transform'"):
+        polystyrene_backbone_torsions(Polystyrene(3, minimize=False).topology, transform="both")

@@ -7,7 +7,8 @@
     :func:`alanine_basin` labels (phi, psi) with the C7eq/C7ax core sets.
 :class:`Polystyrene`
     One polystyrene chain (syndiotactic, isotactic or atactic), TraPPE-UA united atoms, vacuum;
-    zigzag (TT) and helical (TTGG) conformers.
+    zigzag (TT) and helical (TTGG) conformers; :func:`polystyrene_backbone_torsions` (FeatureSpec
+    preset), :func:`diad_labels`, :func:`tt_fraction`, :func:`ttgg_fraction`, :func:`chain_state`.
 """
 
 from .alanine import (
@@ -20,7 +21,17 @@ from .alanine import (
     alanine_basin,
     alanine_dipeptide_pdb,
 )
-from .polystyrene import TACTICITIES, Polystyrene, PolystyreneRun, polystyrene_forcefield
+from .polystyrene import (
+    TACTICITIES,
+    Polystyrene,
+    PolystyreneRun,
+    chain_state,
+    diad_labels,
+    polystyrene_backbone_torsions,
+    polystyrene_forcefield,
+    tt_fraction,
+    ttgg_fraction,
+)
 from .toy import SYSTEMS, FourWell, MullerBrown, ToySystem, overdamped_langevin
 
 __all__ = [
@@ -41,4 +52,9 @@ __all__ = [
     "PolystyreneRun",
     "polystyrene_forcefield",
     "TACTICITIES",
+    "polystyrene_backbone_torsions",
+    "diad_labels",
+    "tt_fraction",
+    "ttgg_fraction",
+    "chain_state",
 ]
