@@ -444,3 +444,32 @@ def test_backbone_torsion_spec_rejects_other_topologies():
         polystyrene_backbone_torsions(AlanineDipeptide().topology)
     with pytest.raises(GMVAEInputError, match="'transform'"):
         polystyrene_backbone_torsions(Polystyrene(3, minimize=False).topology, transform="both")
+
+
+# ------------------------------------------------------------------ the example
+@pytest.mark.slow  # about 70 s on a loaded 2-core machine
+def test_example_quick(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "polystyrene.py"
+    spec = importlib.util.spec_from_file_location("polystyrene_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = module.main(["--out", str(tmp_path), "--quick"])
+    assert summary["export_check_passed"]
+    # the training data hold both conformer families, and the clusters separate them
+    assert summary["training_labels"]["zigzag-rich"] > 0 and summary["training_labels"]["helix-rich"] > 0
+    rows = np.array(summary["confusion"]["matrix"])
+    assert rows.sum() == summary["training_frames"] == 40
+    zig_cluster = int(np.argmax(rows[0]))
+    hel_cluster = int(np.argmax(rows[1]))
+    assert zig_cluster != hel_cluster
+    assert summary["clusters"][str(zig_cluster)]["mean_tt_fraction"] > summary["clusters"][str(hel_cluster)]["mean_tt_fraction"]
+    # metadynamics and the unbiased run cover the same time, labelled frame by frame
+    for key in ("metadynamics", "unbiased"):
+        part = summary[key]
+        assert part["fraction_zigzag_rich"] + part["fraction_helix_rich"] + part["fraction_other"] == pytest.approx(1.0)
+    assert summary["metadynamics"]["n_hills"] == 10
+    for name in ("latent.png", "confusion.png", "transitions.png", "summary.json"):
+        assert (tmp_path / name).stat().st_size > 0
