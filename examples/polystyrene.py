@@ -30,7 +30,8 @@ took the wall time recorded there; ``--quick`` (20 ps per run, 5 epochs, 10 ps b
 unbiased) is the form the tests run.
 
 Usage: ``python examples/polystyrene.py [--out DIR] [--quick] [--monomers N] [--temperature K]
-[--train-ns NS] [--bias-ns NS] [--seed S] [--figures DIR]``
+[--train-ns NS] [--bias-ns NS] [--seed S] [--figures DIR]``; ``--summarize OUT0 OUT1 OUT2
+--figures DIR`` puts finished runs of several seeds side by side (``DIR/seeds.json``).
 """
 
 from __future__ import annotations
@@ -68,15 +69,70 @@ def _transitions(labels: np.ndarray) -> int:
     return int(np.count_nonzero(np.diff(core) != 0))
 
 
-def _state_summary(labels: np.ndarray, ns: float) -> dict:
+def _state_summary(phi: np.ndarray, ns: float) -> dict:
+    """Core-set occupancy, transitions and TT/TTGG statistics of backbone torsions ``phi`` (rad)."""
+    from gmvae_cv.systems.polystyrene import chain_state, tt_fraction, ttgg_fraction
+
+    labels = chain_state(phi)
+    tt, ttgg = tt_fraction(phi), ttgg_fraction(phi)
+    in_helix = labels == 1
+    exits = int(np.count_nonzero(in_helix[:-1] & ~in_helix[1:]))
+    first_exit = next((k for k in range(1, len(labels)) if in_helix[k - 1] and not in_helix[k]), None)
     return {
         "transitions": _transitions(labels),
         "transitions_per_ns": _transitions(labels) / ns,
         "fraction_zigzag_rich": float(np.mean(labels == 0)),
         "fraction_helix_rich": float(np.mean(labels == 1)),
         "fraction_other": float(np.mean(labels == -1)),
+        "exits_from_helix_rich": exits,
+        "first_exit_from_helix_rich_ps": None if first_exit is None else (first_exit + 1) * _FRAME_STEPS * _TIMESTEP_PS,
+        "mean_tt_fraction": float(tt.mean()),
+        "max_tt_fraction": float(tt.max()),
+        "mean_ttgg_fraction": float(ttgg.mean()),
         "ns": ns,
     }
+
+
+def _bias_and_unbiased_torsions(out: Path, raw) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone torsions (rad) of OUT's metadynamics COLVAR and of its unbiased comparison run."""
+    from gmvae_cv import load_trajectory_features, read_plumed
+
+    colvar = read_plumed(out / "bias" / "COLVAR")
+    phi_b = np.column_stack([colvar[name] for name in raw.names])
+    phi_u = load_trajectory_features([out / "md_unbiased" / "traj.dcd"], out / "md_unbiased" / "topology.pdb", raw)[0]
+    return phi_b, phi_u
+
+
+def summarize(dirs, dest) -> dict:
+    """Seeds side by side: every OUT's summary.json numbers, recomputed from its runs, with mean and spread."""
+    from gmvae_cv.systems.polystyrene import polystyrene_backbone_torsions
+
+    rows = []
+    for d in map(Path, dirs):
+        s = json.loads((d / "summary.json").read_text())
+        raw = polystyrene_backbone_torsions(d / "md_unbiased" / "topology.pdb", transform="raw")
+        phi_b, phi_u = _bias_and_unbiased_torsions(d, raw)
+        ns = s["parameters"]["bias_ns"]
+        rows.append({"out": str(d), "seed": s["parameters"]["seed"], "cluster_accuracy": s["confusion"]["accuracy"],
+                     "confusion": s["confusion"]["matrix"], "export_check_passed": s["export_check_passed"],
+                     "metadynamics": {**_state_summary(phi_b, ns), "ns_per_day": s["metadynamics"]["ns_per_day"]},
+                     "unbiased": {**_state_summary(phi_u, ns), "ns_per_day": s["unbiased"]["ns_per_day"]},
+                     "wall_s": s["wall_s"], "training_labels": s["training_labels"]})
+    spread = {}
+    for part in ("metadynamics", "unbiased"):
+        for key in ("transitions_per_ns", "fraction_helix_rich", "fraction_zigzag_rich", "exits_from_helix_rich",
+                    "mean_tt_fraction", "max_tt_fraction", "mean_ttgg_fraction", "ns_per_day"):
+            v = np.array([r[part][key] for r in rows], dtype=float)
+            spread[f"{part}.{key}"] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+                                       "min": float(v.min()), "max": float(v.max())}
+    v = np.array([r["cluster_accuracy"] for r in rows])
+    spread["cluster_accuracy"] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+                                  "min": float(v.min()), "max": float(v.max())}
+    result = {"n_seeds": len(rows), "seeds": rows, "spread": spread,
+              "machine_note": "wall times and speeds from a shared 2-core machine running the seeds side by side"}
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    (Path(dest) / "seeds.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 def main(argv=None) -> dict:
@@ -90,11 +146,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 150; 5 with --quick)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figures", default=None, help="also copy the figures and summary.json into this folder")
+    ap.add_argument("--summarize", nargs="+", default=None, metavar="OUT",
+                    help="no runs: put finished OUT folders (one per seed) side by side in FIGURES/seeds.json")
     args = ap.parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize, args.figures or ".")
 
     import mdtraj as md
 
-    from gmvae_cv import check_export, cluster_confusion, export, fit, load_cv, load_trajectory_features, read_plumed, run_metadynamics
+    from gmvae_cv import check_export, cluster_confusion, export, fit, load_cv, load_trajectory_features, run_metadynamics
     from gmvae_cv.plots import _pyplot, save_figure
     from gmvae_cv.systems.polystyrene import (
         CHAIN_STATE_NAMES,
@@ -209,17 +269,13 @@ def main(argv=None) -> dict:
         description={"name": f"polystyrene, {args.monomers} monomers, syndiotactic, TraPPE-UA, vacuum"},
     )
     wall["metadynamics"] = time.perf_counter() - t0
-    colvar = read_plumed(bias_dir / "COLVAR")
-    phi_b = np.column_stack([colvar[name] for name in raw.names])
-    lab_b = chain_state(phi_b)
     t0 = time.perf_counter()
     unb = helix.simulate(n_bias, _FRAME_STEPS, out / "md_unbiased", temperature=T, timestep=_TIMESTEP_PS,
                          seed=args.seed + 10, equilibration_steps=0, platform=_PLATFORM)
     wall["unbiased_md"] = time.perf_counter() - t0
-    phi_u = load_trajectory_features([unb.trajectory], top, raw)[0]
-    lab_u = chain_state(phi_u)
-    ns_b = float(colvar["time"][-1] - colvar["time"][0]) / 1000.0 if len(colvar["time"]) > 1 else bias_ns
-    ns_u = n_bias * _TIMESTEP_PS / 1000.0
+    phi_b, phi_u = _bias_and_unbiased_torsions(out, raw)
+    lab_b, lab_u = chain_state(phi_b), chain_state(phi_u)
+    ns_b = ns_u = n_bias * _TIMESTEP_PS / 1000.0
 
     fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, layout="constrained")
     for ax, (p, lab, title) in zip(axes, ((phi_b, lab_b, "metadynamics on the GMVAE CV"),
@@ -260,9 +316,9 @@ def main(argv=None) -> dict:
         "confusion": {"rows": ["zigzag-rich", "helix-rich", "other"], "matrix": matrix.astype(int).tolist(),
                       "accuracy": float(conf["accuracy"]), "matching": {str(k): int(v) for k, v in dict(conf["matching"]).items()}},
         "export_check_passed": bool(report.passed),
-        "metadynamics": {**_state_summary(lab_b, ns_b), "n_hills": int(bias.n_hills), "ns_per_day": float(bias.ns_per_day),
+        "metadynamics": {**_state_summary(phi_b, ns_b), "n_hills": int(bias.n_hills), "ns_per_day": float(bias.ns_per_day),
                          "platform": bias.platform},
-        "unbiased": {**_state_summary(lab_u, ns_u), "ns_per_day": float(unb.steps_per_second * _TIMESTEP_PS * 86.4),
+        "unbiased": {**_state_summary(phi_u, ns_u), "ns_per_day": float(unb.steps_per_second * _TIMESTEP_PS * 86.4),
                      "platform": unb.platform},
         "training": run.info["training"],
         "wall_s": wall,

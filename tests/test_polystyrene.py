@@ -473,3 +473,8 @@ def test_example_quick(tmp_path):
     assert summary["metadynamics"]["n_hills"] == 10
     for name in ("latent.png", "confusion.png", "transitions.png", "summary.json"):
         assert (tmp_path / name).stat().st_size > 0
+    # --summarize recomputes the same numbers from the run folders
+    seeds = module.summarize([tmp_path], tmp_path / "sum")
+    for part in ("metadynamics", "unbiased"):
+        for key in ("transitions", "fraction_helix_rich", "exits_from_helix_rich", "mean_tt_fraction", "max_tt_fraction"):
+            assert seeds["seeds"][0][part][key] == summary[part][key], (part, key)
