@@ -24,10 +24,12 @@ Writes to OUT (default ``polystyrene_out/``): ``md_zigzag/``, ``md_helix/`` (tra
 figures, the costs in wall seconds, the commands' parameters). ``--figures DIR`` also copies the
 figures and the JSON there.
 
-Cost, measured on a shared 2-core machine (see ``docs/figures/polystyrene/summary.json``,
-``wall_s``): the full form (1 ns per training run, 150 epochs, 1 ns biased and 1 ns unbiased)
-took the wall time recorded there; ``--quick`` (20 ps per run, 5 epochs, 10 ps biased and
-unbiased) is the form the tests run.
+Cost, measured on a shared, heavily loaded 2-core machine with three seeds running side by side
+(``docs/figures/polystyrene/README.md``, ``seeds.json``): the full form (1 ns per training run,
+150 epochs, 1 ns biased and 1 ns unbiased) took 1988-2637 s per seed: 750 s training MD, 480 s
+GMVAE, 100 s export and check, 535-745 s metadynamics (122-168 ns/day), 80-520 s unbiased MD.
+``--quick`` (20 ps per run, 5 epochs, 10 ps biased and unbiased) is the form the tests run
+(about 70 s there).
 
 Usage: ``python examples/polystyrene.py [--out DIR] [--quick] [--monomers N] [--temperature K]
 [--train-ns NS] [--bias-ns NS] [--seed S] [--figures DIR]``; ``--summarize OUT0 OUT1 OUT2
