@@ -29,8 +29,10 @@ ring about CH-C(aro) has no torsion term (only Lennard-Jones); the rigid ring is
 sites (CG, CE1, CE2, each a third of the ring mass, held by a constrained triangle) and three
 OpenMM virtual sites (CD1, CZ, CD2), which keeps the ring's mass, centre and inertia; the CH-C(aro)
 bond stays on the ring's axis through two 120 deg harmonic angles and two trans torsions
-``k (1 + cos phi)`` (both with TraPPE's bending constant, 62500 K) instead of a rigid attachment; the torsion constant ``c0`` is dropped, so energies are
-the published ones minus ``c0`` per backbone-type torsion.
+``k (1 + cos phi)`` (both with TraPPE's bending constant, 62500 K) instead of a rigid
+attachment; the torsion constant ``c0`` is dropped, so energies are the published ones minus
+``c0`` per backbone-type torsion. ``tests/test_polystyrene.py`` checks OpenMM's energies against
+the published parameters evaluated in NumPy (conformers and a backbone torsion scan).
 
 Atom names and residues. Backbone CH ``CA``, CH2 ``CB``, end methyls ``CT``; phenyl ``CG``
 (ipso), ``CD1``, ``CE1``, ``CZ``, ``CE2``, ``CD2``. Residues ``STB`` (first monomer, with the start
@@ -43,6 +45,12 @@ diad ``k`` (monomers k and k + 1), the pair that the rotational-isomeric-state p
 polymers labels tt, tg, gg. The configuration of each CH is the sign
 ``s = sign(((B_prev - CH) x (B_next - CH)) . (CG - CH))``: equal signs on both monomers make a
 meso diad (isotactic chains), opposite signs a racemo diad (syndiotactic chains).
+
+Features and labels. :func:`polystyrene_backbone_torsions` is the FeatureSpec of the backbone
+torsions (sin/cos or raw); :func:`torsion_states` (T, G+, G-), :func:`diad_labels` (TT, TG, GG),
+:func:`tt_fraction`, :func:`ttgg_fraction` and :func:`chain_state` (zigzag-rich, helix-rich
+core sets) label frames for analysis. ``gmvae-cv simulate polystyrene --monomers N --steps S
+--out DIR`` writes a trajectory; ``examples/polystyrene.py`` runs the whole GMVAE route.
 """
 
 from __future__ import annotations
