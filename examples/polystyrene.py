@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
     import mdtraj as md
 
     from gmvae_cv import check_export, cluster_confusion, export, fit, load_cv, load_trajectory_features, run_metadynamics
-    from gmvae_cv.plots import _pyplot, save_figure
+    from gmvae_cv.analysis.plots import _pyplot, save_figure
     from gmvae_cv.systems.polystyrene import (
         CHAIN_STATE_NAMES,
         Polystyrene,

@@ -16,7 +16,7 @@ import openmm
 import pytest
 from openmm import unit
 
-from gmvae_cv._validation import GMVAEInputError
+from gmvae_cv._core.errors import GMVAEInputError
 from gmvae_cv.systems.polystyrene import Polystyrene, polystyrene_forcefield
 
 KJ = unit.kilojoule_per_mole

@@ -102,7 +102,7 @@ def _simulate_alanine(args, progress) -> int:
     if args.kT is not None or args.dt is not None:
         raise GMVAEInputError(f"'--kT'/'--dt' are for toy systems; use --temperature (K) and --timestep (fs) for {args.system}")
     if args.system == "polystyrene":
-        from .systems import Polystyrene
+        from ..systems import Polystyrene
 
         system = Polystyrene(args.monomers, args.tacticity, conformation=args.conformation, seed=args.seed)
     else:

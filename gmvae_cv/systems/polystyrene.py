@@ -66,7 +66,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .._validation import GMVAEInputError, as_value, atomic_write_json, atomic_write_text, check_int
+from .._core.checks import as_value, check_array, check_int
+from .._core.errors import GMVAEInputError
+from .._core.files import atomic_write_json, atomic_write_text
 from ._alanine_build import _place
 
 __all__ = [
@@ -505,7 +507,8 @@ class Polystyrene:
         import openmm
         from openmm import app, unit
 
-        from .alanine import _probe_speed, _versions
+        from .._core.versions import versions
+        from .alanine import _probe_speed
 
         n_steps = check_int(n_steps, "n_steps", minimum=1)
         report_interval = check_int(report_interval, "report_interval", minimum=1)
@@ -618,7 +621,7 @@ class Polystyrene:
             "temperature_summary_K": {"mean": float(log[:, 4].mean()), "std": float(log[:, 4].std())},
             "files": {"trajectory": "traj.dcd", "topology": "topology.pdb", "state_log": "state.csv"},
             "units": {"length": "nm (DCD stores Angstrom; mdtraj/OpenMM convert)", "time": "ps", "energy": "kJ/mol"},
-            "versions": _versions(),
+            "versions": versions("openmm", "mdtraj"),
         }
         atomic_write_json(out / "simulation.json", meta)
         return PolystyreneRun(
@@ -679,7 +682,7 @@ def backbone_torsion_atoms(topology: Any) -> np.ndarray:
     topology : mdtraj.Topology, openmm.app.Topology or path
         A chain written by :meth:`Polystyrene.simulate` (``topology.pdb``) or built by it.
     """
-    from ..features import _as_mdtraj_topology
+    from ..features.spec import _as_mdtraj_topology
 
     top = _as_mdtraj_topology(topology)
     order = {"STB": ("CT", "CA", "CB"), "STY": ("CA", "CB"), "STE": ("CA", "CT")}
@@ -731,7 +734,7 @@ def polystyrene_backbone_torsions(topology: Any, *, transform: str = "sincos", p
     >>> spec.n_features, spec.names[:3]
     (12, ['sin_t00', 'cos_t00', 'sin_t01'])
     """
-    from ..features import FeatureSpec, _as_mdtraj_topology, _atom_label, torsion, torsion_sincos
+    from ..features.spec import FeatureSpec, _as_mdtraj_topology, _atom_label, torsion, torsion_sincos
 
     top = _as_mdtraj_topology(topology)
     quads = backbone_torsion_atoms(top)
@@ -750,8 +753,6 @@ def polystyrene_backbone_torsions(topology: Any, *, transform: str = "sincos", p
 
 
 def _torsion_array(phi: Any, name: str = "phi", *, even: bool = True) -> np.ndarray:
-    from .._validation import check_array
-
     arr = check_array(phi, name)
     if arr.ndim not in (1, 2):
         raise GMVAEInputError(f"'{name}' has shape {arr.shape}, expected (n_torsions,) or (n_frames, n_torsions)")
