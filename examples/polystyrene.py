@@ -29,7 +29,7 @@ Cost, measured on a shared, heavily loaded 2-core machine with three seeds runni
 150 epochs, 1 ns biased and 1 ns unbiased) took 1988-2637 s per seed: 750 s training MD, 480 s
 GMVAE, 100 s export and check, 535-745 s metadynamics (122-168 ns/day), 80-520 s unbiased MD.
 ``--quick`` (20 ps per run, 5 epochs, 10 ps biased and unbiased) is the form the tests run
-(70-130 s there).
+(70-240 s there, by the machine's load).
 
 Usage: ``python examples/polystyrene.py [--out DIR] [--quick] [--monomers N] [--temperature K]
 [--train-ns NS] [--bias-ns NS] [--seed S] [--figures DIR]``; ``--summarize OUT0 OUT1 OUT2

@@ -447,7 +447,7 @@ def test_backbone_torsion_spec_rejects_other_topologies():
 
 
 # ------------------------------------------------------------------ the example
-@pytest.mark.slow  # 70-130 s on a loaded 2-core machine
+@pytest.mark.slow  # 70-240 s on a loaded 2-core machine
 def test_example_quick(tmp_path):
     import importlib.util
     from pathlib import Path
