@@ -403,6 +403,9 @@ class Polystyrene:
     def create_system(self):
         """The OpenMM system: the force field, ``NoCutoff``, all bonds and ring triangles constrained.
 
+        The Lennard-Jones exclusions are rebuilt from the bond graph (1-2, 1-3, 1-4 excluded,
+        TraPPE's rule), whatever 1-4 scales the force-field file states.
+
         Returns
         -------
         openmm.System
