@@ -60,6 +60,7 @@ _PUBLIC = {
     "phi_psi": "features",
     "backbone_torsions": "features",
     "AAQAA3": "systems",
+    "Polystyrene": "systems",
     "explain": "analysis.explain",
     "select_n_clusters": "learn.selection",
     "FourWell": "systems",

@@ -124,7 +124,7 @@ def test_page_commands_parse():
     assert {"msm", "export", "check", "bias", "fes", "train", "check_with_driver"} <= set(seen), seen
 
 
-@pytest.mark.parametrize("name", ["examples/gromacs_plumed/README.md", "examples/time_lagged.py"])
+@pytest.mark.parametrize("name", ["examples/gromacs_plumed/README.md", "examples/time_lagged.py", "examples/polystyrene.py"])
 def test_page_links(name):
     """Files the page points to: the GROMACS page exists; time_lagged.py is being written
     elsewhere, so only its mention is checked."""

@@ -38,9 +38,10 @@ def _add_simulate(sub) -> None:
         "simulate",
         help="simulate a built-in system and write its trajectory",
         description="Toy systems (four-well, muller-brown) write .npy arrays; alanine-dipeptide runs "
-        "OpenMM (amber14, vacuum) and writes DIR/traj.dcd, topology.pdb, state.csv, simulation.json.",
+        "OpenMM (amber14, vacuum) and polystyrene (one TraPPE-UA united-atom chain, vacuum) write "
+        "DIR/traj.dcd, topology.pdb, state.csv, simulation.json.",
     )
-    p.add_argument("system", choices=["four-well", "muller-brown", "alanine-dipeptide", "aaqaa3"], help="the system")
+    p.add_argument("system", choices=["four-well", "muller-brown", "alanine-dipeptide", "aaqaa3", "polystyrene"], help="the system")
     p.add_argument("--steps", type=int, required=True, help="integration steps (per walker)")
     p.add_argument(
         "--out",
@@ -52,18 +53,23 @@ def _add_simulate(sub) -> None:
     p.add_argument("--walkers", type=int, default=1, help="toy systems: independent walkers (default 1)")
     p.add_argument("--kT", type=float, default=None, help="toy systems: thermal energy in the potential's units")
     p.add_argument("--dt", type=float, default=None, help="toy systems: time step in reduced units")
-    p.add_argument("--temperature", type=float, default=300.0, help="alanine-dipeptide: temperature in K (default 300)")
-    p.add_argument("--timestep", type=float, default=2.0, help="alanine-dipeptide: time step in fs (default 2)")
-    p.add_argument("--friction", type=float, default=1.0, help="alanine-dipeptide: friction in 1/ps (default 1)")
+    p.add_argument("--temperature", type=float, default=300.0, help="alanine-dipeptide, polystyrene: temperature in K (default 300)")
+    p.add_argument("--timestep", type=float, default=2.0, help="alanine-dipeptide, polystyrene: time step in fs (default 2)")
+    p.add_argument("--friction", type=float, default=1.0, help="alanine-dipeptide, polystyrene: friction in 1/ps (default 1)")
     p.add_argument(
-        "--platform", default=None, help="alanine-dipeptide: OpenMM platform (default: the faster of Reference and CPU, measured)"
+        "--platform", default=None, help="alanine-dipeptide, polystyrene: OpenMM platform (default: the faster of Reference and CPU, measured)"
     )
     p.add_argument(
-        "--equilibration", type=int, default=5000, help="alanine-dipeptide: unsaved steps before the first frame (default 5000)"
+        "--equilibration", type=int, default=5000, help="alanine-dipeptide, polystyrene: unsaved steps before the first frame (default 5000)"
     )
     p.add_argument("--start", choices=["helix", "extended"], default="helix",
                    help="aaqaa3 (amber14 + GBn2 implicit solvent): start conformation (default helix); "
                    "the OpenMM options are alanine-dipeptide's")
+    p.add_argument("--monomers", type=int, default=10, help="polystyrene: styrene units (default 10)")
+    p.add_argument(
+        "--tacticity", default="syndiotactic", help="polystyrene: syndiotactic (default), isotactic or atactic"
+    )
+    p.add_argument("--conformation", default="zigzag", help="polystyrene: start conformation, zigzag (default) or helix")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_simulate)
 
@@ -71,7 +77,7 @@ def _add_simulate(sub) -> None:
 def _cmd_simulate(args) -> int:
     from tqdm import tqdm
 
-    if args.system in ("alanine-dipeptide", "aaqaa3"):
+    if args.system in ("alanine-dipeptide", "aaqaa3", "polystyrene"):
         return _simulate_alanine(args, tqdm)
 
     from ..systems import SYSTEMS
@@ -99,8 +105,15 @@ def _simulate_alanine(args, progress) -> int:
         raise GMVAEInputError(f"'--walkers' is {args.walkers}, expected 1 for {args.system} (run several seeds instead)")
     if args.kT is not None or args.dt is not None:
         raise GMVAEInputError(f"'--kT'/'--dt' are for toy systems; use --temperature (K) and --timestep (fs) for {args.system}")
-    peptide = AAQAA3(args.start) if args.system == "aaqaa3" else AlanineDipeptide()
-    run = peptide.simulate(
+    if args.system == "polystyrene":
+        from ..systems import Polystyrene
+
+        system = Polystyrene(args.monomers, args.tacticity, conformation=args.conformation, seed=args.seed)
+    elif args.system == "aaqaa3":
+        system = AAQAA3(args.start)
+    else:
+        system = AlanineDipeptide()
+    run = system.simulate(
         args.steps,
         args.stride,
         args.out,

@@ -8,6 +8,10 @@
 :class:`AAQAA3`
     ACE-(AAQAA)3-NME in amber14 + GBn2 implicit solvent, built helical or extended;
     :func:`dssp_helicity` gives DSSP helicity per frame and residue.
+:class:`Polystyrene`
+    One polystyrene chain (syndiotactic, isotactic or atactic), TraPPE-UA united atoms, vacuum;
+    zigzag (TT) and helical (TTGG) conformers; :func:`polystyrene_backbone_torsions` (FeatureSpec
+    preset), :func:`diad_labels`, :func:`tt_fraction`, :func:`ttgg_fraction`, :func:`chain_state`.
 """
 
 from .aaqaa3 import AAQAA3, dssp_helicity
@@ -21,6 +25,17 @@ from .alanine import (
     AlanineRun,
     alanine_basin,
     alanine_dipeptide_pdb,
+)
+from .polystyrene import (
+    TACTICITIES,
+    Polystyrene,
+    PolystyreneRun,
+    chain_state,
+    diad_labels,
+    polystyrene_backbone_torsions,
+    polystyrene_forcefield,
+    tt_fraction,
+    ttgg_fraction,
 )
 from .toy import SYSTEMS, FourWell, MullerBrown, ToySystem, overdamped_langevin
 
@@ -40,4 +55,13 @@ __all__ = [
     "BASIN_NAMES",
     "AAQAA3",
     "dssp_helicity",
+    "Polystyrene",
+    "PolystyreneRun",
+    "polystyrene_forcefield",
+    "TACTICITIES",
+    "polystyrene_backbone_torsions",
+    "diad_labels",
+    "tt_fraction",
+    "ttgg_fraction",
+    "chain_state",
 ]
