@@ -55,3 +55,77 @@ def test_errors_name_the_file(tmp_path, capsys):
     assert "w.npy" in err and "19 entries, expected 20" in err
     assert main(["transform", str(tmp_path), "--data", str(ok), "--out", str(tmp_path / "o.npz")]) == 2
     assert "not a gmvae-cv run directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the parser is light
+HEAVY = ("torch", "lightning", "mlcolvar", "openmm", "mdtraj", "deeptime", "matplotlib", "sklearn", "scipy")
+
+
+def _verbs():
+    import argparse
+
+    from gmvae_cv.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return list(sub.choices)
+
+
+def test_help_and_argument_errors_import_nothing_heavy(tmp_path):
+    """--help, VERB --help and argument errors (missing, unknown, badly typed options) answer
+    before torch, Lightning, mlcolvar, OpenMM, mdtraj or deeptime are imported: checked in a fresh
+    interpreter through sys.modules, not by timing."""
+    import subprocess
+    import sys
+
+    verbs = _verbs()
+    assert {"simulate", "features", "train", "transform", "fes", "msm", "export", "check", "bias", "demo"} <= set(verbs)
+    argvs = [["--help"], *[[v, "--help"] for v in verbs],
+             ["train", "--data", "x.npy"],  # required options missing
+             ["train", "--data", "x.npy", "--n-clusters", "2", "--latent-dim", "1", "--out", "r", "--qy-layers", "a,b"],
+             ["fes", "COLVAR", "--cv", "phi", "--weights", "none", "--out", "f.dat", "--range=-pi:tau"],
+             ["msm", "--dtraj", "d.npy", "--lags", "1,x", "--lag", "1", "--dt", "1", "--out", "m"],
+             ["bias", "EXP", "--out", "r"],  # --steps/--ns missing
+             ["nosuchverb"]]
+    code = (
+        "import json, sys\n"
+        "from gmvae_cv.cli import main\n"
+        f"codes = []\n"
+        f"for argv in {argvs!r}:\n"
+        "    try:\n        main(argv)\n        codes.append(None)\n"
+        "    except SystemExit as e:\n        codes.append(e.code)\n"
+        f"print(json.dumps({{'codes': codes, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == [], f"imported before any command ran: {out['heavy']}"
+    n_help = 1 + len(verbs)
+    assert out["codes"] == [0] * n_help + [2] * (len(argvs) - n_help), out["codes"]
+    # the errors are argparse's, naming the option
+    assert "--qy-layers: expected comma-separated integers, got 'a,b'" in res.stderr
+    assert "--range: value is 'tau', expected a number (or a multiple of pi)" in res.stderr
+
+
+def test_train_defaults_are_trainconfig_defaults():
+    """The parser writes TrainConfig's defaults into --help without importing torch; they must be
+    TrainConfig's (the command passes only the options given, so TrainConfig decides)."""
+    import dataclasses
+
+    from gmvae_cv import TrainConfig
+    from gmvae_cv.cli.train import TRAIN_DEFAULTS
+
+    config = dataclasses.asdict(TrainConfig())
+    assert TRAIN_DEFAULTS == {k: config[k] for k in TRAIN_DEFAULTS}
+
+
+def test_n_clusters_and_old_k_option():
+    from gmvae_cv.cli import build_parser
+
+    p = build_parser()
+    base = ["train", "--data", "x.npy", "--latent-dim", "1", "--out", "r"]
+    assert p.parse_args(base + ["--n-clusters", "3"]).n_clusters == 3
+    assert p.parse_args(base + ["--k", "5"]).n_clusters == 5
+    args = p.parse_args(base + ["--k", "5", "--epochs", "7"])
+    assert args.epochs == 7 and args.lr is None  # unset options stay unset: TrainConfig's defaults apply
+    assert p.parse_args(["-v", "demo"]).verbose and p.parse_args(["demo", "-v"]).verbose
+    assert not p.parse_args(["demo"]).verbose
