@@ -4,6 +4,7 @@ import json
 import logging
 
 import numpy as np
+from pathlib import Path
 
 from gmvae_cv.cli import main
 
@@ -129,3 +130,94 @@ def test_n_clusters_and_old_k_option():
     assert args.epochs == 7 and args.lr is None  # unset options stay unset: TrainConfig's defaults apply
     assert p.parse_args(["-v", "demo"]).verbose and p.parse_args(["demo", "-v"]).verbose
     assert not p.parse_args(["demo"]).verbose
+
+
+# ---------------------------------------------------------------- output for a person
+PDB = Path(__file__).resolve().parents[1] / "gmvae_cv" / "data" / "alanine-dipeptide.pdb"
+
+
+def _dcd(tmp_path, n_frames=60):
+    import mdtraj as md
+
+    t = md.load(str(PDB))
+    rng = np.random.default_rng(0)
+    xyz = t.xyz[0] + 0.01 * rng.standard_normal((n_frames, t.n_atoms, 3))
+    path = tmp_path / "x.dcd"
+    md.Trajectory(xyz.astype(np.float32), t.topology).save_dcd(str(path))
+    return path
+
+
+def test_dcd_reads_print_no_dcdplugin_lines_unless_verbose(tmp_path, capfd):
+    """mdtraj's DCD reader prints 'dcdplugin) ...' from C code at every read (file descriptor 1,
+    past sys.stdout): the command line keeps it off the terminal, -v shows it."""
+    dcd = _dcd(tmp_path)
+    capfd.readouterr()
+    argv = ["features", "--traj", str(dcd), "--top", str(PDB), "--spec", "alanine-torsions", "--out", str(tmp_path / "f.npy")]
+    assert main(argv) == 0
+    quiet = capfd.readouterr()
+    assert "dcdplugin" not in quiet.out + quiet.err
+    assert "wrote" in quiet.out and "60 frames x 4 features" in quiet.out  # what the command prints still shows
+    assert main(["-v", *argv]) == 0
+    loud = capfd.readouterr()
+    assert "dcdplugin" in loud.out + loud.err
+
+
+def test_run_folder_log_keeps_the_noise_the_terminal_does_not_show(tmp_path, capfd):
+    """train writes RUN/gmvae-cv.log: what the command printed, mdtraj's C-level lines and
+    Lightning's INFO banners ('GPU available'), none of which but the first reach the terminal."""
+    dcd = _dcd(tmp_path)
+    run = tmp_path / "run"
+    light = logging.getLogger("lightning.pytorch")
+    level = light.level
+    light.setLevel(logging.INFO)  # as in a fresh process (this module quiets it for the other tests)
+    try:
+        capfd.readouterr()
+        rc = main(["train", "--traj", str(dcd), "--top", str(PDB), "--spec", "alanine-torsions", "--n-clusters", "2",
+                   "--latent-dim", "1", "--epochs", "1", "--batch-size", "16", "--out", str(run), "--no-progress"])
+    finally:
+        light.setLevel(level)
+    assert rc == 0
+    term = capfd.readouterr()
+    shown = term.out + term.err
+    assert "trained GMVAE n_clusters=2 latent_dim=1 on 60 frames" in term.out
+    assert "dcdplugin" not in shown and "GPU available" not in shown
+    log = (run / "gmvae-cv.log").read_text()
+    assert log.startswith("# ") and "gmvae-cv train --traj" in log.splitlines()[0]
+    assert "dcdplugin" in log and "GPU available" in log and "trained GMVAE n_clusters=2" in log
+
+
+def test_quiet_output_restores_descriptors_and_streams(tmp_path, capfd):
+    """After the block, C-level writes reach the terminal again and sys.stdout is what it was."""
+    import os
+    import sys
+
+    from gmvae_cv._core.quiet import quiet_output
+
+    before = sys.stdout, sys.stderr
+    with quiet_output(log_file=tmp_path / "a.log", title="t"):
+        os.write(1, b"from C inside\n")
+        print("printed inside")
+    os.write(1, b"from C after\n")
+    assert (sys.stdout, sys.stderr) == before
+    out = capfd.readouterr().out
+    assert "from C inside" not in out and "printed inside" in out and "from C after" in out
+    log = (tmp_path / "a.log").read_text()
+    assert "from C inside" in log and "printed inside" in log and "from C after" not in log
+
+
+def test_demo_summary_is_for_a_person():
+    """Numbers to their precision with units, not 42.749999996152496."""
+    from gmvae_cv.cli.demo import format_summary
+
+    text = format_summary({
+        "check_passed": True, "transitions_biased": 171, "biased_ns": 4.0, "transitions_per_ns_biased": 42.749999996152496,
+        "transitions_per_ns_unbiased": 0.0, "delta_f_c7ax_minus_c7eq_kjmol": 4.3721, "delta_f_c7ax_minus_c7eq_error_kjmol": None,
+        "slowest_its_ps": 812.3456, "msm_lag_ps": 5.0,
+    })
+    assert "171 in 4 ns (42.7 per ns" in text and "42.749" not in text
+    assert "4.4 kJ/mol" in text and "812 ps at lag 5 ps" in text
+    assert "not computed" not in text
+    text = format_summary({"check_passed": True, "transitions_biased": 0, "biased_ns": 1.0, "transitions_per_ns_biased": 0.0,
+                           "transitions_per_ns_unbiased": 0.0, "delta_f_c7ax_minus_c7eq_kjmol": None,
+                           "delta_f_c7ax_minus_c7eq_error_kjmol": None, "slowest_its_ps": 1.0, "msm_lag_ps": 5.0})
+    assert "F(C7ax) - F(C7eq), reweighted:" in text and "not computed" in text

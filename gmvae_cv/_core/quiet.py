@@ -9,7 +9,8 @@ to descriptor 2. :func:`quiet_output` is the context manager the command line wr
   the log, and to the terminal only with ``verbose``;
 - ``sys.stdout`` and ``sys.stderr`` (what the command prints, warnings, progress bars) still reach
   the terminal, and are copied to the log (a progress bar as its last state);
-- Python logging below WARNING (INFO with ``verbose``) goes to the log only.
+- Python logging below WARNING (INFO with ``verbose``) goes to the log only, and so do warnings
+  about a library's internals (deprecations; Lightning's and torch's own categories).
 
 At the end the log is appended to ``log_file`` when its folder exists (a command that writes a run
 folder names a file in it). Library code does not call this: configuring logging and output is the
@@ -24,20 +25,38 @@ import logging
 import os
 import sys
 import tempfile
+import re
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Optional
 
-__all__ = ["LOG_NAME", "quiet_output"]
+__all__ = ["LOG_NAME", "quiet_output", "route_library_loggers"]
 
 #: File name of the log that a command writes into its run folder.
 LOG_NAME = "gmvae-cv.log"
 
 # Loggers that install their own terminal handler at import (Lightning does when the root logger
 # has none); inside quiet_output they hand their records to the root handlers instead.
-_SELF_HANDLED = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+_SELF_HANDLED = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+
+
+def route_library_loggers() -> None:
+    """Hand the records of Lightning's loggers to the root handlers that :func:`quiet_output`
+    installed, removing the terminal handlers they added at import.
+
+    ``import lightning`` adds a terminal handler whatever the root logger has, so a command that
+    imports Lightning inside :func:`quiet_output` calls this once it is imported (before training).
+    Only handlers bound to the streams of the running :func:`quiet_output` are removed.
+    """
+    for name in _SELF_HANDLED:
+        lg = logging.getLogger(name)
+        mine = [h for h in lg.handlers if isinstance(h, logging.StreamHandler) and isinstance(h.stream, _Tee)]
+        if mine:
+            lg.handlers = [h for h in lg.handlers if h not in mine]
+            lg.propagate = True
 
 
 class _Log:
@@ -61,6 +80,21 @@ class _Log:
             return self.file.read()
 
 
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# warnings about a library's own internals: the log keeps them, the terminal shows them with -v
+_NOISE_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+_NOISE_MODULES = ("lightning", "pytorch_lightning", "torch", "mlcolvar")
+
+
+def _is_library_noise(category: type) -> bool:
+    return issubclass(category, _NOISE_CATEGORIES) or category.__module__.split(".")[0] in _NOISE_MODULES
+
+
+def _log_line(line: str) -> str:
+    """A terminal line as the log keeps it: its last carriage-return state, without escapes."""
+    return _ESCAPES.sub("", line.rsplit("\r", 1)[-1])
+
+
 class _Tee(io.TextIOBase):
     """A text stream that writes to ``stream`` and copies whole lines to the log; a line rewritten
     with carriage returns (a progress bar) is logged as its last state."""
@@ -75,15 +109,17 @@ class _Tee(io.TextIOBase):
         self._line += s
         if "\n" in self._line:
             *lines, self._line = self._line.split("\n")
-            self._log.text("".join(line.rsplit("\r", 1)[-1] + "\n" for line in lines))
+            # a line that only moved the cursor (a progress bar's) is not kept; an empty print is
+            kept = [(_log_line(line), line) for line in lines]
+            self._log.text("".join(k + "\n" for k, line in kept if k.strip() or not line))
         return len(s) if n is None else n
 
     def flush(self) -> None:
         self._stream.flush()
 
     def close_line(self) -> None:
-        if self._line.strip("\r"):
-            self._log.text(self._line.rsplit("\r", 1)[-1] + "\n")
+        if _log_line(self._line).strip():
+            self._log.text(_log_line(self._line) + "\n")
         self._line = ""
 
     def isatty(self) -> bool:
@@ -223,6 +259,15 @@ def quiet_output(verbose: bool = False, log_file: Optional[str | os.PathLike] = 
     to_log = _ToStream(lambda: _LogText(log), logging.INFO)
     root.handlers = [to_terminal, to_log]
     root.setLevel(logging.INFO)
+    show_warning = warnings.showwarning
+
+    def route_warning(message, category, filename, lineno, file=None, line=None):
+        if file is None and not verbose and _is_library_noise(category):
+            log.text(warnings.formatwarning(message, category, filename, lineno, line))
+        else:
+            show_warning(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = route_warning
     saved_loggers = []
     for name in _SELF_HANDLED:
         lg = logging.getLogger(name)
@@ -232,6 +277,7 @@ def quiet_output(verbose: bool = False, log_file: Optional[str | os.PathLike] = 
     try:
         yield
     finally:
+        route_library_loggers()  # handlers created inside: they would write to streams closed below
         for tee in (tee_out, tee_err):
             tee.flush()
             tee.close_line()
@@ -242,6 +288,7 @@ def quiet_output(verbose: bool = False, log_file: Optional[str | os.PathLike] = 
         for s in reopened:
             s.flush()
             s.close()
+        warnings.showwarning = show_warning
         root.handlers = saved_root[1]
         root.setLevel(saved_root[0])
         for lg, handlers, propagate in saved_loggers:

@@ -26,7 +26,12 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
+    import lightning.pytorch  # noqa: F401  (imported here so that its loggers are routed before training)
+
+    from .._core.quiet import route_library_loggers
     from ..workflows import DemoSettings, run_demo
+
+    route_library_loggers()
 
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     if args.train_temperature is not None:

@@ -56,7 +56,10 @@ def add_train(sub) -> None:
 
 def train(args) -> int:
     from .._core.checks import load_array_file
+    from .._core.quiet import route_library_loggers
     from ..learn import TrainConfig, fit
+
+    route_library_loggers()  # Lightning is imported now
 
     arrays, names, spec = read_inputs(args)
     weights = None
