@@ -51,6 +51,7 @@ from .._core.errors import GMVAEInputError
 from .._core.versions import versions
 from .._core.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .._core.checks import check_int
+from .._core.quiet import LOG_NAME
 from .engine import SimulationUnstableError, WellTemperedMetadynamics, as_value
 from .reporters import ColvarReporter, DCDWriter, HillsWriter
 from ..deploy.loaders import CVModel
@@ -455,7 +456,7 @@ def _extra_columns(spec: Optional[FeatureSpec]):
 
 def _prepare_directory(out: Path, params: dict, walkers: int, overwrite: bool) -> Optional[dict]:
     """Check what ``out`` holds; return the checkpoint info to resume from, or None for a fresh run."""
-    ours = {"run.json", _CHECKPOINT, _TABLE, "bias_grid.dat", "fes.dat", *_file_names(1, 0).values()}
+    ours = {"run.json", _CHECKPOINT, _TABLE, "bias_grid.dat", "fes.dat", LOG_NAME, *_file_names(1, 0).values()}
     for w in range(max(walkers, 256)):
         ours.update(_file_names(2, w).values())
     for q in out.iterdir():  # temporary files of atomic writes interrupted by a kill
