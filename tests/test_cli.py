@@ -221,3 +221,38 @@ def test_demo_summary_is_for_a_person():
                            "transitions_per_ns_unbiased": 0.0, "delta_f_c7ax_minus_c7eq_kjmol": None,
                            "delta_f_c7ax_minus_c7eq_error_kjmol": None, "slowest_its_ps": 1.0, "msm_lag_ps": 5.0})
     assert "F(C7ax) - F(C7eq), reweighted:" in text and "not computed" in text
+
+
+def test_input_errors_name_the_file_and_the_option(tmp_path, capsys):
+    """A feature matrix with the wrong column count, or weights of the wrong shape: the message
+    names the file (not only 'data'), for transform, msm --run --data and train --weights."""
+    rng = np.random.default_rng(1)
+    three, four = tmp_path / "three.npy", tmp_path / "four.npy"
+    np.save(three, rng.standard_normal((200, 3)))
+    np.save(four, rng.standard_normal((50, 4)))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(three), "--n-clusters", "2", "--latent-dim", "1", "--out", str(run),
+                 "--epochs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["transform", str(run), "--data", str(four), "--out", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert f"{four}: 'data' has 4 features, the model in {run} expects 3" in err, err
+    assert main(["msm", "--run", str(run), "--data", str(four), "--lags", "1", "--lag", "1", "--dt", "1",
+                 "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert f"{four}: 'data' has 4 features, the model expects 3" in err, err
+    w2 = tmp_path / "w2.npy"
+    np.save(w2, np.ones((200, 2)))
+    assert main(["train", "--data", str(three), "--weights", str(w2), "--n-clusters", "2", "--latent-dim", "1",
+                 "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert f"{w2}: 'weights' has 2 dimension(s)" in err, err
+    # the API names the file when it is told which one
+    from gmvae_cv import load_run
+    import pytest
+    from gmvae_cv._core.errors import GMVAEInputError
+
+    with pytest.raises(GMVAEInputError, match="x.npy: 'data' has 4 features, the model expects 3"):
+        load_run(run).transform(np.load(four), source="x.npy")
+    with pytest.raises(GMVAEInputError, match="^'data' has 4 features, the model expects 3"):
+        load_run(run).transform(np.load(four))

@@ -100,8 +100,11 @@ def resolve_spec(name: str, top: Optional[str]):
     return FeatureSpec.load(name)
 
 
-def read_inputs(args) -> tuple[list, list[str], object]:
-    """Feature matrices from --data files, or from --traj/--top/--spec; returns (arrays, names, spec)."""
+def read_inputs(args, n_features: Optional[int] = None, expected_by: str = "the feature spec") -> tuple[list, list[str], object]:
+    """Feature matrices from --data files, or from --traj/--top/--spec; returns (arrays, names, spec).
+
+    ``n_features`` (e.g. a trained model's) is checked for every --data file, the message naming
+    the file and ``expected_by``; a --spec given with --data sets it otherwise."""
     from ..features import load_trajectory_features
     from ..learn import load_trajectories
 
@@ -109,7 +112,9 @@ def read_inputs(args) -> tuple[list, list[str], object]:
         raise GMVAEInputError("give either --data (feature matrices) or --traj with --top and --spec (trajectories)")
     if args.data:
         spec = resolve_spec(args.spec, None) if args.spec else None
-        arrays = load_trajectories(args.data, "data", n_features=spec.n_features if spec is not None else None)
+        if n_features is None and spec is not None:
+            n_features = spec.n_features
+        arrays = load_trajectories(args.data, "data", n_features=n_features, expected_by=expected_by)
         return arrays, [str(p) for p in args.data], spec
     if args.top is None or args.spec is None:
         raise GMVAEInputError("--traj needs --top (topology file) and --spec (feature spec JSON or a ready spec name)")

@@ -178,7 +178,7 @@ def _dtrajs(args, out: Path) -> tuple[list, list[str]]:
         raise GMVAEInputError("--run needs --data (the features of each trajectory)")
     run = load_run(args.run)
     data = [load_array_file(pth, "data", ndim=2, min_rows=2) for pth in args.data]
-    dtrajs = gmvae_states(run, data, method=args.states, n_clusters=args.n_clusters, seed=args.seed)
+    dtrajs = gmvae_states(run, data, method=args.states, n_clusters=args.n_clusters, seed=args.seed, sources=list(args.data))
     out.mkdir(parents=True, exist_ok=True)
     for pth, d in zip(args.data, dtrajs):
         np.save(out / f"states_{Path(pth).stem}.npy", d)

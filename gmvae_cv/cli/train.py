@@ -111,9 +111,9 @@ def transform(args) -> int:
         arrays = load_trajectory_features(args.traj, args.top, run.feature_spec, stride=args.stride)
         names = [str(p) for p in args.traj]
     else:
-        arrays, names, _ = read_inputs(args)
+        arrays, names, _ = read_inputs(args, n_features=run.n_features, expected_by=f"the model in {args.run}")
     x = np.concatenate(arrays)
-    out = run.transform(x, dtype=np.float32 if args.float32 else np.float64)
+    out = run.transform(x, dtype=np.float32 if args.float32 else np.float64, source=names[0] if len(names) == 1 else None)
     buf = io.BytesIO()
     np.savez(buf, **out)
     atomic_write_bytes(args.out, buf.getvalue())
