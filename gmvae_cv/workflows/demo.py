@@ -161,7 +161,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
 
     from ..metad.run import run_metadynamics
     from ..deploy.loaders import load_cv
-    from ..deploy.writer import check_export, export
+    from ..deploy import check_export, export
     from ..features.spec import alanine_backbone_torsions, alanine_heavy_atom_distances, load_trajectory_features
     from ..analysis.hills import Hills
     from ..analysis.msm import MarkovAnalysis, gmvae_states
