@@ -282,12 +282,12 @@ def quiet_output(verbose: bool = False, log_file: Optional[str | os.PathLike] = 
             tee.flush()
             tee.close_line()
         _flush_c_stdio()
-        for cap in reversed(captures):
-            cap.restore()
         sys.stdout, sys.stderr = old_out, old_err
-        for s in reopened:
+        for s in reopened:  # before the descriptors they write to are closed
             s.flush()
             s.close()
+        for cap in reversed(captures):
+            cap.restore()
         warnings.showwarning = show_warning
         root.handlers = saved_root[1]
         root.setLevel(saved_root[0])
