@@ -256,3 +256,30 @@ def test_input_errors_name_the_file_and_the_option(tmp_path, capsys):
         load_run(run).transform(np.load(four), source="x.npy")
     with pytest.raises(GMVAEInputError, match="^'data' has 4 features, the model expects 3"):
         load_run(run).transform(np.load(four))
+
+
+def test_quiet_output_keeps_library_warnings_and_logs_in_the_log(tmp_path, capfd):
+    """Warnings raised outside gmvae_cv and library log records below ERROR go to the log only;
+    gmvae-cv's own warnings and WARNING records show; -v (verbose) shows the libraries' too."""
+    import warnings
+
+    import pytest
+
+    from gmvae_cv._core.quiet import quiet_output
+    from gmvae_cv.analysis import PlumedFileWarning
+
+    log = tmp_path / "a.log"
+    with pytest.warns(PlumedFileWarning, match="ours: a truncated line") as seen:
+        with quiet_output(log_file=log):
+            warnings.warn("a library's deprecation", DeprecationWarning)
+            warnings.warn("ours: a truncated line", PlumedFileWarning)
+            logging.getLogger("somelib").warning("a library's warning record")
+            logging.getLogger("gmvae_cv.test").warning("our warning record")
+    assert [str(w.message) for w in seen] == ["ours: a truncated line"]
+    err = capfd.readouterr().err
+    assert "our warning record" in err and "a library's warning record" not in err
+    text = log.read_text()
+    assert "a library's deprecation" in text and "a library's warning record" in text and "our warning record" in text
+    with quiet_output(verbose=True):
+        logging.getLogger("somelib").info("a library's info record")
+    assert "a library's info record" in capfd.readouterr().err

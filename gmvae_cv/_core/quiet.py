@@ -9,8 +9,10 @@ to descriptor 2. :func:`quiet_output` is the context manager the command line wr
   the log, and to the terminal only with ``verbose``;
 - ``sys.stdout`` and ``sys.stderr`` (what the command prints, warnings, progress bars) still reach
   the terminal, and are copied to the log (a progress bar as its last state);
-- Python logging below WARNING (INFO with ``verbose``) goes to the log only, and so do warnings
-  about a library's internals (deprecations; Lightning's and torch's own categories).
+- Python log records from INFO up go to the log; the terminal shows gmvae-cv's from WARNING up and
+  the libraries' from ERROR up (everything from INFO up with ``verbose``). Warnings raised by a
+  library's own code (deprecations, TorchScript's type-system notes) go to the log only, unless
+  ``verbose``; gmvae-cv's warnings (``BiasEdgeWarning``, ``PlumedFileWarning``, ...) always show.
 
 At the end the log is appended to ``log_file`` when its folder exists (a command that writes a run
 folder names a file in it). Library code does not call this: configuring logging and output is the
@@ -81,13 +83,14 @@ class _Log:
 
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# warnings about a library's own internals: the log keeps them, the terminal shows them with -v
-_NOISE_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
-_NOISE_MODULES = ("lightning", "pytorch_lightning", "torch", "mlcolvar")
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # gmvae_cv/
 
 
-def _is_library_noise(category: type) -> bool:
-    return issubclass(category, _NOISE_CATEGORIES) or category.__module__.split(".")[0] in _NOISE_MODULES
+def _is_library_noise(category: type, filename: str) -> bool:
+    """A warning raised by a library's own code (not gmvae-cv's, and not of a gmvae-cv category):
+    deprecations, TorchScript's type-system notes, numpy's overflow in a library routine."""
+    ours = category.__module__.split(".")[0] == "gmvae_cv" or str(Path(filename).resolve()).startswith(_PACKAGE_DIR)
+    return not ours
 
 
 def _log_line(line: str) -> str:
@@ -190,12 +193,19 @@ def _fd_of(stream) -> Optional[int]:
 
 
 class _ToStream(logging.Handler):
-    """A handler that writes to a stream looked up when the record comes (not at creation)."""
+    """A handler that writes to a stream looked up when the record comes (not at creation);
+    records of loggers outside gmvae_cv need ``library_level``."""
 
-    def __init__(self, get_stream, level: int) -> None:
+    def __init__(self, get_stream, level: int, library_level: Optional[int] = None) -> None:
         super().__init__(level)
         self._get_stream = get_stream
+        self._library_level = level if library_level is None else library_level
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if record.name.split(".")[0] != "gmvae_cv" and record.levelno < self._library_level:
+            return False
+        return bool(super().filter(record))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -212,8 +222,8 @@ def quiet_output(verbose: bool = False, log_file: Optional[str | os.PathLike] = 
     Parameters
     ----------
     verbose : bool
-        Show everything on the terminal as well: C-level output on descriptors 1 and 2 and Python
-        log records from INFO up (without it: WARNING and up).
+        Show everything on the terminal as well: C-level output on descriptors 1 and 2, Python
+        log records from INFO up and the libraries' warnings.
     log_file : path, optional
         The log to append to at the end (everything: printed lines, C-level output, log records
         from INFO up, warnings). Written only when its folder exists then, so a command that fails
@@ -255,14 +265,15 @@ def quiet_output(verbose: bool = False, log_file: Optional[str | os.PathLike] = 
 
     root = logging.getLogger()
     saved_root = (root.level, list(root.handlers))
-    to_terminal = _ToStream(lambda: streams[2], logging.INFO if verbose else logging.WARNING)
+    to_terminal = _ToStream(lambda: streams[2], logging.INFO if verbose else logging.WARNING,
+                            library_level=logging.INFO if verbose else logging.ERROR)
     to_log = _ToStream(lambda: _LogText(log), logging.INFO)
     root.handlers = [to_terminal, to_log]
     root.setLevel(logging.INFO)
     show_warning = warnings.showwarning
 
     def route_warning(message, category, filename, lineno, file=None, line=None):
-        if file is None and not verbose and _is_library_noise(category):
+        if file is None and not verbose and _is_library_noise(category, str(filename)):
             log.text(warnings.formatwarning(message, category, filename, lineno, line))
         else:
             show_warning(message, category, filename, lineno, file, line)
