@@ -24,6 +24,17 @@ def fenced_blocks(text: str, lang: str | None = None) -> list[tuple[str, str, st
     return out
 
 
+def fenced_spans(text: str) -> list[tuple[str, str, int, int]]:
+    """(language, body, start, end) of every fenced block: offsets into ``text``, for tests that
+    look at what stands around a block (e.g. a note under it)."""
+    return [(m.group("lang"), m.group("body"), m.start(), m.end()) for m in _FENCE.finditer(text)]
+
+
+def strip_fences(text: str) -> str:
+    """``text`` without its fenced blocks (links and inline code outside them)."""
+    return _FENCE.sub("", text)
+
+
 def section(text: str, heading: str) -> str:
     """The text under a heading (up to the next heading of the same or a higher level)."""
     for h in _HEADING.finditer(text):
@@ -73,6 +84,11 @@ def check_gmvae_cv_command(cmd: list[str], *, parse: bool = True) -> str:
     assert cmd[0] == "gmvae-cv", cmd
     words = [w for w in cmd[1:] if w != "..."]
     parser = build_parser()
+    while words and words[0].startswith("-"):  # options before the verb: -v, --help
+        assert words[0] in parser._option_string_actions, f"gmvae-cv has no option {words[0]}: {cmd}"
+        if words[0] in ("-h", "--help"):
+            return "--help"
+        words = words[1:]
     sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert words and words[0] in sub_action.choices, f"no subcommand {words[:1]} in {cmd}"
     sub = sub_action.choices[words[0]]

@@ -23,7 +23,7 @@ def test_readme_first_command_quick_demo_runs_every_stage_and_resumes(tmp_path, 
     main = entry_point()
     monkeypatch.chdir(tmp_path)
     assert main(demo[1:] + ["--quick"]) == 0
-    assert "check_passed: True" in capsys.readouterr().out
+    assert "export check (PLUMED and OpenMM patterns): passed" in capsys.readouterr().out
     out = tmp_path / demo[demo.index("--out") + 1]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["check_passed"] is True

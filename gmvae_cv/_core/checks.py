@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import GMVAEInputError
 
-__all__ = ["check_array", "check_int", "check_positive", "as_value", "load_array_file", "as_list_of_arrays"]
+__all__ = ["check_array", "check_n_features", "check_int", "check_positive", "as_value", "load_array_file", "as_list_of_arrays"]
 
 
 def _where(source: str | os.PathLike | None, name: str) -> str:
@@ -92,6 +92,40 @@ def check_array(
     if nonnegative and (arr < 0).any():
         first = int(np.argwhere(arr < 0)[0][0])
         raise GMVAEInputError(f"{where} has negative entries (first at row {first}), expected values >= 0")
+    return arr
+
+
+def check_n_features(
+    arr: np.ndarray, n_features: int, name: str = "data", *, source: str | os.PathLike | None = None,
+    expected_by: str = "the model",
+) -> np.ndarray:
+    """Check that a (n_frames, n_features) array has ``n_features`` columns.
+
+    Parameters
+    ----------
+    arr : (n_frames, k) ndarray
+        The checked array (from :func:`check_array` with ``ndim=2``).
+    n_features : int
+        The number of columns expected.
+    name : str
+        The field name used in error messages.
+    source : str or path, optional
+        The file the array came from, named in the message.
+    expected_by : str
+        Who expects ``n_features`` (``"the model"``, ``"the feature spec"``), named in the message.
+
+    Returns
+    -------
+    ndarray
+        ``arr``.
+
+    Raises
+    ------
+    GMVAEInputError
+        E.g. ``four.npy: 'data' has 4 features, the model expects 3``.
+    """
+    if arr.shape[1] != n_features:
+        raise GMVAEInputError(f"{_where(source, name)} has {arr.shape[1]} features, {expected_by} expects {n_features}")
     return arr
 
 

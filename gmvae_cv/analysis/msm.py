@@ -102,6 +102,7 @@ def gmvae_states(
     method: str = "clusters",
     n_clusters: Optional[int] = None,
     seed: int = 42,
+    sources: Optional[Sequence[str]] = None,
 ) -> list[np.ndarray]:
     """Discretise frames with a trained GMVAE.
 
@@ -118,20 +119,25 @@ def gmvae_states(
         Number of k-means centres (required for ``kmeans``).
     seed : int
         Seed (>= 1) of the k-means++ initialisation.
+    sources : sequence of str, optional
+        The file of each trajectory, named in error messages.
 
     Returns
     -------
     list of (n_frames,) int32 ndarray
     """
     trajs = as_list_of_arrays(data, "data")
+    names = list(sources) if sources is not None else [None] * len(trajs)
+    if len(names) != len(trajs):
+        raise GMVAEInputError(f"'sources' has {len(names)} entries for {len(trajs)} trajectories")
     if method == "clusters":
-        return [run.transform(x)["clusters"].astype(np.int32) for x in trajs]
+        return [run.transform(x, source=nm)["clusters"].astype(np.int32) for x, nm in zip(trajs, names)]
     if method == "kmeans":
         from deeptime.clustering import KMeans
 
         k = check_int(n_clusters, "n_clusters", minimum=2)
         seed = check_int(seed, "seed", minimum=1)  # deeptime reads 0 as 'no fixed seed'
-        zs = [run.transform(x)["z"] for x in trajs]
+        zs = [run.transform(x, source=nm)["z"] for x, nm in zip(trajs, names)]
         model = KMeans(k, init_strategy="kmeans++", fixed_seed=seed).fit(np.concatenate(zs)).fetch_model()
         return [model.transform(z).astype(np.int32) for z in zs]
     raise GMVAEInputError(f"'method' is {method!r}, expected 'clusters' or 'kmeans'")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_text
+from .._core.numbers import parse_plumed_number
 
 __all__ = [
     "PlumedFile",
@@ -57,42 +57,6 @@ _DEFAULT_CHUNK_BYTES = 1 << 25  # bytes of text parsed at once (about 32 MB)
 
 class PlumedFileWarning(UserWarning):
     """A PLUMED file was read with a repair: a dropped truncated line, superseded frames."""
-
-
-_PI_RE = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)?(?:[eE][+-]?\d+)?)\s*\*?\s*pi(?:\s*/\s*(\d+\.?\d*))?$")
-
-
-def parse_plumed_number(text: str, *, where: str = "value") -> float:
-    """Parse a number as PLUMED writes it in ``#! SET`` lines: ``3.1``, ``-pi``, ``2*pi``, ``pi/2``.
-
-    Parameters
-    ----------
-    text : str
-        The token.
-    where : str
-        Used in the error message (e.g. ``"COLVAR: SET min_phi"``).
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> parse_plumed_number("-pi")
-    -3.141592653589793
-    """
-    t = text.strip()
-    try:
-        return float(t)
-    except ValueError:
-        pass
-    m = _PI_RE.match(t)
-    if m:
-        coef = m.group(1)
-        c = 1.0 if coef in ("", "+") else -1.0 if coef == "-" else float(coef)
-        d = float(m.group(2)) if m.group(2) else 1.0
-        return c * math.pi / d
-    raise GMVAEInputError(f"{where} is {text!r}, expected a number (or a multiple of pi)")
 
 
 @dataclass

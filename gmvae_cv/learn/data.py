@@ -10,13 +10,14 @@ import torch
 from mlcolvar.data import DictDataset
 
 from .._core.errors import GMVAEInputError
-from .._core.checks import as_list_of_arrays, check_array, check_int, load_array_file
+from .._core.checks import as_list_of_arrays, check_array, check_int, check_n_features, load_array_file
 
 __all__ = ["make_dataset", "load_trajectories"]
 
 
 def load_trajectories(
-    paths: Sequence[str | os.PathLike], name: str = "data", *, n_features: Optional[int] = None
+    paths: Sequence[str | os.PathLike], name: str = "data", *, n_features: Optional[int] = None,
+    expected_by: str = "the feature spec",
 ) -> list[np.ndarray]:
     """Load feature matrices, one file per trajectory.
 
@@ -28,6 +29,8 @@ def load_trajectories(
         Field name used in errors (``data`` or ``weights``).
     n_features : int, optional
         Required number of columns.
+    expected_by : str
+        Who requires ``n_features``, named in the error (``"the model in RUN"``).
 
     Returns
     -------
@@ -36,8 +39,8 @@ def load_trajectories(
     out = []
     for p in paths:
         arr = load_array_file(p, name, ndim=2, min_rows=1)
-        if n_features is not None and arr.shape[1] != n_features:
-            raise GMVAEInputError(f"{p}: '{name}' has {arr.shape[1]} features, expected {n_features}")
+        if n_features is not None:
+            check_n_features(arr, n_features, name, source=p, expected_by=expected_by)
         out.append(arr)
     if out and len({a.shape[1] for a in out}) > 1:
         shapes = ", ".join(f"{p}: {a.shape[1]}" for p, a in zip(paths, out))

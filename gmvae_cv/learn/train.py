@@ -26,7 +26,7 @@ import torch
 
 from .._core.errors import GMVAEInputError
 from .._core.versions import versions
-from .._core.checks import as_list_of_arrays, check_array, check_int, check_positive
+from .._core.checks import as_list_of_arrays, check_array, check_int, check_n_features, check_positive
 from .._core.files import atomic_write_json
 from .._core.jsonfile import read_json_file
 from .data import make_dataset
@@ -178,7 +178,8 @@ class GMVAERun:
     def history(self) -> dict[str, list]:
         return self.info.get("history", {})
 
-    def transform(self, data: np.ndarray, *, batch_size: int = 65536, dtype: Any = np.float64) -> dict[str, np.ndarray]:
+    def transform(self, data: np.ndarray, *, batch_size: int = 65536, dtype: Any = np.float64,
+                  source: Optional[str | os.PathLike] = None) -> dict[str, np.ndarray]:
         """Embedding and clustering of frames.
 
         Parameters
@@ -189,6 +190,8 @@ class GMVAERun:
             Frames evaluated at once.
         dtype : numpy dtype
             Output dtype (float64 or float32).
+        source : str or path, optional
+            The file ``data`` came from, named in error messages.
 
         Returns
         -------
@@ -196,9 +199,7 @@ class GMVAERun:
             ``z``: (n_frames, latent_dim), the CV (encoder mean); ``cluster_probs``:
             (n_frames, k), q(y|x); ``clusters``: (n_frames,) int, argmax of q(y|x).
         """
-        x = check_array(data, "data", ndim=2)
-        if x.shape[1] != self.n_features:
-            raise GMVAEInputError(f"'data' has {x.shape[1]} features, the model expects {self.n_features}")
+        x = check_n_features(check_array(data, "data", ndim=2, source=source), self.n_features, "data", source=source)
         zs, ps = [], []
         with torch.no_grad():
             for i in range(0, len(x), batch_size):

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_bytes
+from .._core.quiet import LOG_NAME
 from ..features import FeatureSpec
 
 __all__ = ["RUN_FORMAT", "CHECKPOINT_FORMAT", "CHECKPOINT", "TABLE", "file_names", "load_checkpoint_info",
@@ -77,7 +78,7 @@ def extra_columns(spec: Optional[FeatureSpec]):
 
 def prepare_directory(out: Path, params: dict, walkers: int, overwrite: bool) -> Optional[dict]:
     """Check what ``out`` holds; return the checkpoint info to resume from, or None for a fresh run."""
-    ours = {"run.json", CHECKPOINT, TABLE, *GRID_FILES}
+    ours = {"run.json", CHECKPOINT, TABLE, LOG_NAME, *GRID_FILES}  # LOG_NAME: the CLI's log of the run
     for deposits in DEPOSIT_FILES:
         ours.update(file_names(1, 0, deposits).values())
         for w in range(max(walkers, 256)):
