@@ -1,4 +1,4 @@
-"""How many states: the number of metastable states the trajectories hold, and the ELBO across k.
+r"""How many states: the number of metastable states the trajectories hold, and the ELBO across k.
 
 **The procedure used** (:func:`select_n_clusters`): train a GMVAE with generously many components
 ``k_max``, discretise each trajectory by its clusters (argmax q(y|x)), count transitions at a lag

@@ -45,7 +45,7 @@ __all__ = ["OPESBias", "OPESParameters", "OPESKernel"]
 
 @dataclass
 class OPESParameters:
-    """The parameters of an OPES bias (what ``run.json`` records; also the ``bias`` of a
+    r"""The parameters of an OPES bias (what ``run.json`` records; also the ``bias`` of a
     :class:`~gmvae_cv.metad.settings.RunSettings`).
 
     Attributes
