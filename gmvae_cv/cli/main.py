@@ -852,6 +852,12 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- explore (its own module)
+from .explore import add_explore as _add_explore  # noqa: E402
+
+_command(_add_explore)
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmvae-cv", description="GMVAE collective variables: learn, export, bias, check.")
