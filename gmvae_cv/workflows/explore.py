@@ -484,10 +484,17 @@ def explore(
             frames = _check_frames(out, r, traj_files, top, sysm)
             export(load_run(run_dir), exp_dir, data=np.concatenate(blocks), frames=frames)
             report = check_export(exp_dir)
-            atomic_write_json(exp_stage / "check.json", _json_safe(report.to_dict()))
+            reports = [report.to_dict()]
+            if not report.passed and _only_kinks_failed(report):
+                # check_export refuses its finite-difference row when more than 20 % of the
+                # coordinates of its 4 frames lie within h of a ReLU kink (not a disagreement: those
+                # coordinates are skipped); check again on 16 other frames, and keep both reports
+                report = check_export(exp_dir, frames=_other_frames(frames, 32, cfg.seed + r), n_fd_frames=16)
+                reports.append(report.to_dict())
+            atomic_write_json(exp_stage / "check.json", _json_safe({"reports": reports}))
             if not report.passed:
                 raise GMVAEInputError(f"{exp_dir}: the exported CV disagrees with the Python model:\n{report.to_text()}")
-            _mark(exp_stage, {"seconds": time.perf_counter() - t0, "passed": True})
+            _mark(exp_stage, {"seconds": time.perf_counter() - t0, "passed": True, "n_checks": len(reports)})
         # 3. biased run
         bias_dir = rd / "bias"
         bias_stage = rd / "bias_stage"
@@ -620,6 +627,19 @@ def _check_frames(out: Path, r: int, traj_files: list, top: Any, sysm: _System):
         if names:
             return md.load(str(names[0]), top=md.Topology.from_openmm(sysm.topology))
     return np.asarray(sysm.positions, dtype=np.float64)[None]
+
+
+def _only_kinks_failed(report: Any) -> bool:
+    failed = [q for q in report.rows if not q.passed]
+    return bool(failed) and all("finite differences of the energy" in q.quantity and not math.isfinite(q.max_abs_error)
+                                for q in failed)
+
+
+def _other_frames(frames: Any, n: int, seed: int) -> np.ndarray:
+    """``n`` frames (positions, nm) drawn at random from ``frames`` (a trajectory or an array)."""
+    xyz = np.asarray(frames.xyz if hasattr(frames, "xyz") else frames, dtype=np.float64)
+    idx = np.sort(np.random.default_rng(seed).choice(len(xyz), size=min(n, len(xyz)), replace=False))
+    return xyz[idx]
 
 
 def _traj_files(bias_dir: Path, walkers: int) -> list[tuple[Path, Path]]:
