@@ -93,6 +93,20 @@ def cmd_seed(args) -> int:
         AlanineDipeptide().simulate(int(round(args.unbiased_ns * 5e5)), 500, md_dir, temperature=300.0, seed=args.seed)
         print(f"unbiased {args.unbiased_ns} ns: {time.perf_counter() - t0:.0f} s", flush=True)
     name = f"explore_s{args.seed}" + ("" if args.weights == "coverage" else f"_{args.weights}")
+    if args.weights == "reweighted" and args.share_round0 and not (work / name).exists():
+        # round 0 trains on unbiased frames only, with no weights in either mode: the two explores
+        # share it (copied from the coverage explore of this seed, its explore.json told the new mode)
+        import shutil
+
+        src = work / f"explore_s{args.seed}"
+        if not (src / "round_00" / "analysis" / "done.json").is_file():
+            raise SystemExit(f"{src}: round 0 has not finished; run the coverage explore of seed {args.seed} first")
+        (work / name).mkdir()
+        meta = json.loads((src / "explore.json").read_text())
+        meta["settings"]["training_weights"] = "reweighted"
+        (work / name / "explore.json").write_text(json.dumps(meta))
+        shutil.copytree(src / "input", work / name / "input")
+        shutil.copytree(src / "round_00", work / name / "round_00")
     summary = explore(work / name, traj=md_dir / "traj.dcd", top=md_dir / "topology.pdb", seed=args.seed,
                       rounds=args.rounds, ns_per_round=args.ns_per_round, training_weights=args.weights,
                       epochs=args.epochs, log=lambda s: print(s, flush=True))
@@ -180,6 +194,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--weights", choices=["coverage", "reweighted"], default="coverage")
+    p.add_argument("--share-round0", action="store_true", help="with --weights reweighted: reuse round 0 of the coverage explore")
     p.set_defaults(func=cmd_seed)
     p = sub.add_parser("report")
     p.add_argument("--work", required=True)

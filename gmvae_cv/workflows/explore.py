@@ -452,8 +452,8 @@ def explore(
                 shutil.rmtree(run_dir)
             _fresh(run_stage)
             weights = None
-            if cfg.training_weights == "reweighted":
-                weights = [_normalised_weights(lw) for lw in block_logw]
+            if cfg.training_weights == "reweighted" and any(np.any(lw != 0) for lw in block_logw):
+                weights = [_normalised_weights(lw) for lw in block_logw]  # (unbiased frames only: no weights)
             from ..learn.train import fit
 
             fit(blocks, weights=weights, k=cfg.n_clusters, latent_dim=cfg.latent_dim, epochs=cfg.epochs, batch_size=500,
@@ -506,13 +506,18 @@ def explore(
             sigma = cv.meta["cv_json"]["plumed"]["metad"]["sigma"]
             log(f"[round {r}] {cfg.method} on the GMVAE CV: {cfg.ns_per_round} ns")
             bias_stage.mkdir(exist_ok=True)
+            # a continued run keeps its platform: an OpenMM checkpoint loads only on the platform that
+            # wrote it, and the default choice (a timed probe) can change with the machine's load
+            platform = None
+            if (bias_dir / "checkpoint.npz").is_file() and (bias_dir / "run.json").is_file():
+                platform = (_read_json(bias_dir / "run.json").get("platform") or {}).get("name")
             t0 = time.perf_counter()
             res = run_metadynamics(
                 cv, bias_dir, system=sysm.system, topology=sysm.topology, positions=sysm.positions,
                 n_steps=cfg.steps_per_round, sigma=sigma, temperature=cfg.temperature, height=cfg.height,
                 bias_factor=cfg.bias_factor, pace=cfg.pace, walkers=cfg.walkers, seed=cfg.seed + 1000 * r,
                 timestep=cfg.timestep_fs / 1000.0, traj_stride=int(round(cfg.frame_ps * 1000.0 / cfg.timestep_fs)),
-                extra_colvar=sysm.extra_colvar, description=sysm.description, progress=progress)
+                extra_colvar=sysm.extra_colvar, description=sysm.description, progress=progress, platform=platform)
             _mark(bias_stage, {"seconds": time.perf_counter() - t0, "ns_per_day": res.ns_per_day,
                                "platform": res.platform, "n_hills": res.n_hills, "resumed_from": res.resumed_from,
                                "kinetic_temperature": res.info["kinetic_temperature_this_invocation"],
@@ -662,15 +667,15 @@ def _analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: _System, fspec:
     kT = _KB * cfg.temperature
     bias_dir, an = rd / "bias", rd / "analysis"
     run = load_run(rd / "run")
-    hills = Hills.from_file(bias_dir / ("HILLS" if cfg.walkers == 1 else "HILLS.0")) if cfg.walkers == 1 else None
+    # one bias shared by all walkers: every walker's frames are reweighted with the hills of all of them
+    hills = Hills.from_file(bias_dir / "HILLS" if cfg.walkers == 1 else [bias_dir / f"HILLS.{w}" for w in range(cfg.walkers)])
     feats, traj_logw, rows = [], [], []
     top = md.Topology.from_openmm(sysm.topology)
     for w, (tfile, cfile) in enumerate(_traj_files(bias_dir, cfg.walkers)):
         colvar = read_plumed(cfile)
-        hw = hills if hills is not None else Hills.from_file(bias_dir / f"HILLS.{w}")
         s = np.column_stack([colvar[f"cv.{i}"] for i in range(cfg.latent_dim)])
         t = np.asarray(colvar["time"], dtype=np.float64)
-        logw = ct_log_weights(hw, s, t, kT)
+        logw = ct_log_weights(hills, s, t, kT)
         x = load_trajectory_features([tfile], top, fspec)[0]
         # frame i of traj.dcd is at time (i + 1) * frame_ps (the start structure is not saved)
         tf = (np.arange(len(x)) + 1) * cfg.frame_ps
