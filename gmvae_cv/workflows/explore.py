@@ -879,6 +879,6 @@ def _plot_delta_f(out: Path, rounds: list[dict]) -> None:
     ax.set_xlabel("biased simulated time, ns (all rounds)")
     ax.set_ylabel("F(phi>0) - F(phi<0), kJ/mol")
     ax.set_title("dF per round against simulated time (band: jackknife error)")
-    if any(q.get("delta_f_running") for q in rounds):
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     save_figure(fig, out / "delta_f.png")
