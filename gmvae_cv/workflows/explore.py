@@ -100,6 +100,12 @@ class ExploreSettings:
         Blocks of the jackknife error of dF.
     min_cluster_fraction, new_cluster_old_fraction, stable_sigmas : float
         Stop rule, see the module docstring.
+
+    Examples
+    --------
+    >>> cfg = ExploreSettings(rounds=4, ns_per_round=1.0).validate()
+    >>> cfg.pace, cfg.steps_per_round
+    (500, 500000)
     """
 
     rounds: int = 6
@@ -357,6 +363,22 @@ def explore(
     -------
     dict
         The content of ``DIR/summary.json``.
+
+    Raises
+    ------
+    GMVAEInputError
+        A round budget < 1, a method the engine lacks, frames of a biased run (or of another
+        temperature) without ``input_logw``, a spec whose atoms do not fit the system, a ``DIR``
+        of another command, system or settings.
+    SimulationUnstableError
+        A biased run that heated up or blew up (its ``run.json`` says where).
+
+    Examples
+    --------
+    >>> from gmvae_cv import AlanineDipeptide, explore
+    >>> md = AlanineDipeptide().simulate(2_000_000, 500, "md300", temperature=300.0)  # doctest: +SKIP
+    >>> summary = explore("ex", traj=md.trajectory, top=md.topology, rounds=6, ns_per_round=2.0)  # doctest: +SKIP
+    >>> summary["first_transition_ns"], summary["final"]["delta_f_phi_pos_minus_neg_kjmol"]  # doctest: +SKIP
     """
     import dataclasses
 
