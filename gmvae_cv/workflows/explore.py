@@ -555,6 +555,7 @@ def explore(
             atomic_write_json(an / "analysis.json", _json_safe(info))
             _mark(an, {"seconds": info["seconds"]})
         rounds.append(_round_entry(rd, r, cfg))
+        _summary(out, rounds, f"running: {len(rounds)} round(s) done", cfg, sysm)  # a summary after every round
         r += 1
 
     summary = _summary(out, rounds, stop_reason, cfg, sysm)
