@@ -163,8 +163,21 @@ def cmd_report(args) -> int:
             "biased_total_le_12_ns": bool(s["biased_ns_total"] <= 12.0),
         }
         seeds[d.name] = entry
+    comparison = {}
+    for key, e in seeds.items():
+        if key.endswith("_reweighted") and key[: -len("_reweighted")] in seeds:
+            cov = seeds[key[: -len("_reweighted")]]
+            n = min(len(e["per_round"]), len(cov["per_round"]))
+            comparison[key[: -len("_reweighted")]] = {
+                "note": "round 0 shared (unbiased frames, no weights in either mode); from round 1 the GMVAE trains on "
+                        "all frames counted once (coverage) or with their c(t) weights normalised per run (reweighted)",
+                "rounds_compared": n,
+                "coverage": [{k: q[k] for k in ("round", "transitions", "fraction_phi_positive", "new_clusters")} for q in cov["per_round"][:n]],
+                "reweighted": [{k: q[k] for k in ("round", "transitions", "fraction_phi_positive", "new_clusters")} for q in e["per_round"][:n]],
+            }
     result = {
         "benchmark": "explore",
+        "training_weights_comparison": comparison,
         "commands": ["python benchmarks/explore.py reference --work W --ns NS --seed 11",
                      "python benchmarks/explore.py seed --work W --seed S --ns-per-round X --rounds N",
                      "python benchmarks/explore.py report --work W --out benchmarks/explore.json"],
