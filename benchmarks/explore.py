@@ -93,6 +93,10 @@ def cmd_seed(args) -> int:
         AlanineDipeptide().simulate(int(round(args.unbiased_ns * 5e5)), 500, md_dir, temperature=300.0, seed=args.seed)
         print(f"unbiased {args.unbiased_ns} ns: {time.perf_counter() - t0:.0f} s", flush=True)
     name = f"explore_s{args.seed}" + ("" if args.weights == "coverage" else f"_{args.weights}")
+    extra = {}
+    if args.bias_factor is not None:
+        name += f"_bf{args.bias_factor:g}_h{args.height:g}"
+        extra = {"bias_factor": args.bias_factor, "height": args.height}
     if args.weights == "reweighted" and args.share_round0 and not (work / name).exists():
         # round 0 trains on unbiased frames only, with no weights in either mode: the two explores
         # share it (copied from the coverage explore of this seed, its explore.json told the new mode)
@@ -109,7 +113,7 @@ def cmd_seed(args) -> int:
         shutil.copytree(src / "round_00", work / name / "round_00")
     summary = explore(work / name, traj=md_dir / "traj.dcd", top=md_dir / "topology.pdb", seed=args.seed,
                       rounds=args.rounds, ns_per_round=args.ns_per_round, training_weights=args.weights,
-                      epochs=args.epochs, log=lambda s: print(s, flush=True))
+                      epochs=args.epochs, log=lambda s: print(s, flush=True), **extra)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("rounds", "settings")}, indent=1))
     return 0
 
@@ -207,6 +211,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--weights", choices=["coverage", "reweighted"], default="coverage")
+    p.add_argument("--bias-factor", type=float, default=None, help="metadynamics bias factor (default: explore's, 10)")
+    p.add_argument("--height", type=float, default=1.2, help="initial hill height with --bias-factor, kJ/mol")
     p.add_argument("--share-round0", action="store_true", help="with --weights reweighted: reuse round 0 of the coverage explore")
     p.set_defaults(func=cmd_seed)
     p = sub.add_parser("report")
