@@ -74,11 +74,23 @@ def analyse_reference(run_dir: Path, n_blocks: int = 10) -> dict:
     d2 = delta_f(lab == 0, lab == 1, logw[keep], kT, n_blocks=n_blocks)
     ns = float(t[sel][-1]) / 1000.0
     info = json.loads((run_dir / "run.json").read_text())
+    # second estimator: the bias of the last checkpoint, F = -gamma/(gamma - 1) V on the periodic grid
+    # (axis 0 phi, axis 1 psi, node 90 = node 0 left out), Boltzmann-summed over phi > 0 and phi < 0
+    with np.load(run_dir / "checkpoint.npz") as z:
+        v = z["grid_values"][:-1, :-1]
+    g = info["params"]["metadynamics"]["bias_factor"]
+    f = -g / (g - 1.0) * v
+    p = np.exp(-(f - f.min()) / kT).sum(axis=1)  # over psi; p[k] at phi = -pi + k 2 pi / n
+    n = len(p)
+    half = 0.5 * (p[0] + p[n // 2])  # phi = -pi (= pi) and phi = 0 lie on the split: half to each side
+    pos, neg = p[n // 2 + 1:].sum() + half, p[1:n // 2].sum() + half
+    df_bias = float(-kT * math.log(pos / neg))
     return {"run": str(run_dir), "simulated_ns": ns, "status": info.get("status"),
             "transitions": count_transitions(alanine_basin(phi, psi)),
             "transitions_per_ns": count_transitions(alanine_basin(phi, psi)) / ns,
             "delta_f_phi_pos_minus_neg_kjmol": d1.to_list(), "delta_f_c7ax_minus_c7eq_kjmol": d2.to_list(),
             "n_frames_used": int(keep.sum()),
+            "delta_f_phi_pos_minus_neg_final_bias_kjmol": df_bias,
             "settings": "phi/psi, sigma 0.35 rad, height 1.2 kJ/mol, bias factor 10, pace 500 steps, 2 fs, 300 K"}
 
 
