@@ -130,6 +130,27 @@ def cmd_seed(args) -> int:
     return 0
 
 
+def frontier_weights(work: Path, seed: int) -> dict:
+    """What reweighting does to the frames that explore the frontier (decides ``training_weights``).
+
+    Frontier frames: round-0 biased frames with phi beyond the 99th percentile of phi in the
+    unbiased start. Their share of the frames (what ``coverage`` trains on) against their share of
+    the c(t) weight (what ``reweighted`` trains on), and the Kish effective sample size.
+    """
+    import mdtraj as md
+
+    d, u = work / f"explore_s{seed}" / "round_00", work / f"unbiased_s{seed}"
+    lw = np.load(d / "analysis" / "frames.npz")["traj_logw"]
+    w = np.exp(lw - lw.max())
+    w /= w.sum()
+    phi = md.compute_phi(md.load(str(d / "bias" / "traj.dcd"), top=str(u / "topology.pdb")))[1][:, 0]
+    phi_u = md.compute_phi(md.load(str(u / "traj.dcd"), top=str(u / "topology.pdb")))[1][:, 0]
+    cut = float(np.percentile(phi_u, 99))
+    front = phi > cut
+    return {"phi_cut_deg": math.degrees(cut), "frontier_fraction_of_frames": float(front.mean()),
+            "frontier_fraction_of_weight": float(w[front].sum()), "kish_ess_over_n": float(1 / np.sum(w**2) / len(w))}
+
+
 def cmd_report(args) -> int:
     import mdtraj as md
 
@@ -178,6 +199,8 @@ def cmd_report(args) -> int:
                                                         and abs(entry["delta_f_minus_reference_kjmol"]) <= 1.0),
             "biased_total_le_12_ns": bool(s["biased_ns_total"] <= 12.0),
         }
+        if entry["training_weights"] == "coverage" and (d / "round_00" / "analysis" / "done.json").is_file():
+            entry["round0_frontier_weights"] = frontier_weights(work, seed)
         seeds[d.name] = entry
     comparison = {}
     for key, e in seeds.items():
