@@ -28,6 +28,8 @@ Biasing in OpenMM
     :class:`WellTemperedMetadynamics` (the engine, used like ``openmm.app.Metadynamics``),
     :func:`run_metadynamics` (a restartable run directory: COLVAR, HILLS, checkpoint, run.json),
     :func:`load_md_system` (a user's System XML or PDB + force fields)
+Workflows
+    :func:`explore` (train, bias, retrain from a stuck run), :class:`ExploreSettings`
 Analysis helpers
     :func:`cluster_confusion`
 Errors
@@ -103,6 +105,8 @@ _PUBLIC = {
     "RunSettings": "metad",
     "BiasRunResult": "metad",
     "load_md_system": "metad",
+    "explore": "workflows.explore",
+    "ExploreSettings": "workflows.explore",
 }
 
 __all__ = list(_PUBLIC)
