@@ -156,7 +156,7 @@ def mean_time_interval(times: Any, confidence: float = 0.95) -> tuple[float, flo
     --------
     >>> tau, lo, hi = mean_time_interval([1.0, 2.0, 3.0])
     >>> tau, round(lo, 3), round(hi, 3)
-    (2.0, 0.874, 9.665)
+    (2.0, 0.83, 9.698)
     """
     from scipy.stats import chi2
 
