@@ -22,7 +22,8 @@ Checking biased runs
     :class:`ReweightedFES`, :class:`FESEstimator`, :class:`FreeEnergySurface`,
     :func:`ct_log_weights`, :func:`final_bias_log_weights`, :func:`bias_log_weights`
 Rates (infrequent metadynamics)
-    :func:`escape_statistics`, :class:`EscapeStatistics`, :func:`free_energy_from_rates`
+    :func:`escape_statistics`, :class:`EscapeStatistics`, :func:`free_energy_from_rates`,
+    :func:`run_rates`, :func:`summarize_rates`, :class:`RateSettings` (independent runs on Dask)
 Markov state models
     :class:`MarkovAnalysis`, :class:`MarkovAnalysisResult`, :func:`gmvae_states`,
     :class:`TRAMAnalysis`, :class:`BiasedDataError`
@@ -74,6 +75,9 @@ _PUBLIC = {
     "escape_statistics": "analysis",
     "EscapeStatistics": "analysis",
     "free_energy_from_rates": "analysis",
+    "run_rates": "workflows.rates",
+    "summarize_rates": "workflows.rates",
+    "RateSettings": "workflows.rates",
     "read_plumed": "analysis",
     "PlumedFile": "analysis",
     "Hills": "analysis",
@@ -134,5 +138,6 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .systems.smoluchowski import relaxation_times
     from .systems.toy_metad import toy_metadynamics
     from .systems.toy_rates import DoubleWell, exact_mfpt, toy_infrequent_metadynamics
+    from .workflows.rates import RateSettings, run_rates, summarize_rates
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

@@ -852,6 +852,12 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- rates (its own module)
+from .rates import add_rates as _add_rates  # noqa: E402
+
+_command(_add_rates)
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmvae-cv", description="GMVAE collective variables: learn, export, bias, check.")
