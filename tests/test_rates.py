@@ -32,7 +32,7 @@ def _results(out):
 
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return [sys.executable, "-m", "gmvae_cv.cli", "rates", *args], env
+    return [sys.executable, "-m", "gmvae_cv.cli.main", "rates", *args], env
 
 
 # ---------------------------------------------------------------- bad input (fast)
