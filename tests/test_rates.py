@@ -170,6 +170,7 @@ def test_a_killed_command_started_again_runs_only_the_missing_runs(tmp_path):
     t0 = time.time()
     while not _results(out) and time.time() - t0 < 400 and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()[-2000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     first = {p.parent.name for p in _results(out)}
@@ -183,3 +184,36 @@ def test_a_killed_command_started_again_runs_only_the_missing_runs(tmp_path):
     for p, m in mtimes.items():
         assert p.stat().st_mtime == m  # finished runs were not redone
     assert not list(out.glob("runs/*/pace*/.run*"))
+
+
+@pytest.mark.slow
+def test_one_alanine_run_records_the_rescaled_time_of_its_colvar(tmp_path):
+    """The OpenMM path: a 1 ps run on phi/psi that stops unescaped; t* is the trapezoid sum of
+    exp(V/kT) over its COLVAR; a longer max_ps reruns it."""
+    from gmvae_cv.analysis.kinetics import rescaled_time  # noqa: F401  (the same sum, by chunk)
+    from gmvae_cv.workflows.rates import _alanine_start, _manifest, run_one
+
+    s = RateSettings(paces=(100,), height=2.0, chunk=100, max_ps=1.0).check()
+    task = {"system": "alanine-dipeptide", "exp": "phi-psi", "origin": "C7eq", "target": "C7ax", "direction": "C7eq-C7ax",
+            "pace": 100, "index": 0, "seed": 5, "folder": str(tmp_path / "run000"), "settings": s.__dict__,
+            "sigma": [0.35, 0.35], "chunk": 100, "start": _alanine_start("C7eq", None, 0).tolist(), "manifest_sha256": "x"}
+    r = run_one(task)
+    assert not r["escaped"] and r["n_hills"] == 5
+    assert r["biased_time_ps"] == pytest.approx(1.0)
+    rows = np.loadtxt(tmp_path / "run000" / "COLVAR", comments="#")
+    assert rows.shape == (5, 5) and np.all(rows[:, -1] != 1)  # time, phi, psi, bias, state: never in C7ax
+    kT = 0.008314462618 * 300
+    e = np.exp(np.concatenate([[0.0], rows[:, 3]]) / kT)
+    assert r["rescaled_time_ps"] == pytest.approx(0.2 * np.sum(0.5 * (e[1:] + e[:-1])), rel=1e-6)
+    assert r["acceleration"] > 1.0  # 5 hills of 2 kJ/mol in 1 ps
+    assert not list(tmp_path.glob(".run000.tmp-*"))
+    # the same task again returns the finished run, not a second one
+    assert run_one(task)["wall_s"] == r["wall_s"]
+
+
+def test_c7ax_start_lies_in_c7ax():
+    from gmvae_cv.workflows.rates import _AlanineStates, _alanine_start
+
+    pos = _alanine_start("C7ax", None, 0)
+    assert _AlanineStates("C7ax", "C7eq", None)(pos) == 0
+    assert _AlanineStates("C7eq", "C7ax", None)(pos) == 1

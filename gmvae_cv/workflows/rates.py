@@ -510,6 +510,13 @@ def run_rates(
         if exp != "phi-psi" and not Path(exp).exists():
             raise GMVAEInputError(f"{exp}: not found (expected an EXP directory of gmvae-cv export, or 'phi-psi')")
     check_states(system, origin, target, None if exp in (None, "phi-psi") else exp)
+    if system == "alanine-dipeptide":
+        short = [p for p in settings.paces if p * settings.timestep < 1.0]
+        if short:
+            warnings.warn(
+                f"pace(s) {short} steps deposit a hill more often than every 1 ps: infrequent metadynamics needs the "
+                f"transition state free of bias; check the KS p-value and that tau does not change with the pace",
+                InfrequentMetadWarning, stacklevel=2)
     out = Path(out)
     sigma = _sigma_for(system, exp, settings)
     manifest = _manifest(system, exp, origin, target, settings, sigma, both_directions, seed)
@@ -539,7 +546,10 @@ def run_rates(
                 for i in range(n_runs):
                     folder = out / "runs" / f"{a}-{b}" / f"pace{pace}" / f"run{i:03d}"
                     if (folder / "result.json").is_file():
-                        continue
+                        r = json.loads((folder / "result.json").read_text())
+                        if r.get("escaped") or r.get("biased_time_ps", 0.0) >= settings.max_ps - 1e-9:
+                            continue
+                        shutil.rmtree(folder)  # stopped unescaped at a shorter max_ps: run it again, longer
                     tasks.append({"system": system, "exp": exp, "origin": a, "target": b, "direction": f"{a}-{b}",
                                   "pace": int(pace), "index": i, "seed": _seed(seed, f"{a}-{b}", pace, i),
                                   "folder": str(folder), "settings": asdict(settings), "sigma": sigma,
