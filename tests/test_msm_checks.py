@@ -6,7 +6,7 @@ from deeptime.markov.msm import MarkovStateModel
 
 from gmvae_cv._core.errors import GMVAEInputError
 from gmvae_cv.analysis.msm import MarkovAnalysis
-from gmvae_cv.analysis.msm_checks import ck_passed, timescale_resolved
+from gmvae_cv.analysis.msm_checks import ck_passed, msm_summary, timescale_resolved
 
 # A - B - C, with slow exchange B <-> C; uniform stationary distribution; relaxation times known
 P3 = np.array([[0.98, 0.02, 0.0], [0.02, 0.978, 0.002], [0.0, 0.002, 0.998]])
@@ -24,6 +24,8 @@ def test_a_slow_markov_process_is_resolved_at_its_exact_timescale():
     v = timescale_resolved(res)
     assert v["resolved"], v
     assert v["value"][1] < exact < v["value"][2]
+    summ = msm_summary(res)
+    assert summ["slowest_its_frames"] == v["value"] and summ["msm_lag_frames"] == 5.0 and summ["ck_passed"] is None
 
 
 def test_a_timescale_below_the_lag_is_not_resolved():

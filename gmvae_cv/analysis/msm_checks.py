@@ -24,7 +24,7 @@ import numpy as np
 from .._core.checks import check_int
 from .._core.errors import GMVAEInputError
 
-__all__ = ["timescale_resolved", "ck_passed"]
+__all__ = ["timescale_resolved", "ck_passed", "msm_summary"]
 
 
 def timescale_resolved(result: Any, *, process: int = 0, min_lags: int = 3) -> dict:
@@ -126,3 +126,14 @@ def ck_passed(result: Any, *, atol: float = 0.05) -> dict:
         raise GMVAEInputError("the CK test has no lag beyond the model lag: use ck_multiples >= 2 (and trajectories long enough)")
     dev = float(np.max(np.abs(pred[checked] - est[checked])))
     return {"passed": not failures, "max_deviation": dev, "failures": failures}
+
+
+def msm_summary(result: Any, *, min_lags: int = 3) -> dict:
+    """The summary keys of a validated MSM: ``slowest_its_<unit>`` [value, low, high] at the model lag,
+    ``msm_lag_<unit>``, ``its_resolved`` (:func:`timescale_resolved`, with its ``its_reason``) and
+    ``ck_passed`` (:func:`ck_passed`; ``None`` without a CK test)."""
+    v = timescale_resolved(result, min_lags=min_lags)
+    u = result.time_unit
+    out = {f"slowest_its_{u}": v["value"], f"msm_lag_{u}": v["lag"], "its_resolved": v["resolved"], "its_reason": v["reason"]}
+    out["ck_passed"] = ck_passed(result)["passed"] if result.ck_predictions is not None else None
+    return out
