@@ -16,6 +16,7 @@ Measured:
 Usage::
 
     python benchmarks/rates.py [--tasks 8] [--task-steps 20000] [--runs DIR ...] [--out benchmarks/rates.json]
+    python benchmarks/rates.py --only-cost --runs DIR ...   # add the cost of finished rates folders
 """
 
 from __future__ import annotations
@@ -109,8 +110,17 @@ def main(argv=None) -> int:
     p.add_argument("--task-steps", type=int, default=20000)
     p.add_argument("--runs", nargs="*", default=[], help="rates folders (gmvae-cv rates --out) to cost")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "rates.json"))
+    p.add_argument("--only-cost", action="store_true", help="add rate_cost of --runs to an existing --out, measure nothing else")
     args = p.parse_args(argv)
     import dask
+
+    if args.only_cost:
+        res = json.loads(Path(args.out).read_text())
+        res["rate_cost"] = rate_cost(args.runs)
+        res["rate_cost_command"] = " ".join(["python", "benchmarks/rates.py", *(argv if argv is not None else sys.argv[1:])])
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        print(json.dumps(res["rate_cost"], indent=1))
+        return 0
 
     res = {"command": " ".join(["python", "benchmarks/rates.py", *(argv if argv is not None else sys.argv[1:])]),
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_start": os.getloadavg()},

@@ -34,6 +34,8 @@ def add_rates(sub) -> None:
     p.add_argument("--components", type=int, nargs="+", default=None, help="CV components to bias (default all)")
     p.add_argument("--platform", default="Reference", help="OpenMM platform of each run (default Reference)")
     p.add_argument("--barrier", type=float, default=8.0, help="double-well only: barrier in kT (default 8)")
+    p.add_argument("--reweighting-df", type=float, nargs=3, default=None, metavar=("DF", "LOW", "HIGH"),
+                   help="F(to) - F(from) in kJ/mol from reweighting, to compare with the dF the two directions' rates imply")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="a running Dask scheduler, e.g. tcp://host:8786 (dask-jobqueue on SLURM); default a LocalCluster")
@@ -58,11 +60,12 @@ def _cmd_rates(args) -> int:
     )
     summary = run_rates(args.exp, args.out, system=args.system, origin=origin, target=target, n_runs=args.runs,
                         settings=settings, both_directions=not args.one_way, seed=args.seed,
-                        scheduler=args.scheduler, workers=args.workers, log=print)
+                        scheduler=args.scheduler, workers=args.workers,
+                        reweighting_df=args.reweighting_df, log=print)
     for key in sorted(k for k in summary if k.startswith("tau_")):
         v = summary[key]
         print(f"{key}: {v[0]:.4g} [{v[1]:.4g}, {v[2]:.4g}]")
-    for key in ("rates_ks_pvalue", "rates_runs", "delta_f_from_rates_kjmol"):
+    for key in ("rates_ks_pvalue", "rates_runs", "delta_f_from_rates_kjmol", "delta_f_reweighting_kjmol", "delta_f_consistent"):
         if key in summary:
             print(f"{key}: {summary[key]}")
     return 0

@@ -465,6 +465,7 @@ def run_rates(
     workers: int = 1,
     retries: int = 2,
     connect_timeout: float = 5.0,
+    reweighting_df: Optional[Sequence[float]] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> dict:
     """Run the missing infrequent-metadynamics runs of ``out`` on Dask, then :func:`summarize_rates`.
@@ -491,6 +492,9 @@ def run_rates(
         Extra attempts of a task that failed (a lost worker's task is also rescheduled by Dask).
     connect_timeout : float
         Seconds to wait for ``scheduler``.
+    reweighting_df : (value, low, high), optional
+        :math:`F_{to} - F_{from}` (kJ/mol) from reweighting the biased runs, to set next to the one
+        the rates imply (``delta_f_consistent`` in the summary: do the intervals overlap).
     log : callable, optional
         Called with progress lines.
 
@@ -571,7 +575,7 @@ def run_rates(
         client.close()
         if cluster is not None and scheduler is None:
             cluster.close()
-    return summarize_rates(out)
+    return summarize_rates(out, reweighting_df=reweighting_df)
 
 
 def _remove_stale(out: Path) -> None:
