@@ -217,3 +217,31 @@ def test_c7ax_start_lies_in_c7ax():
     pos = _alanine_start("C7ax", None, 0)
     assert _AlanineStates("C7ax", "C7eq", None)(pos) == 0
     assert _AlanineStates("C7eq", "C7ax", None)(pos) == 1
+
+
+def _fake_runs(out, direction, times, bias_kjmol=0.0):
+    for i, t in enumerate(times):
+        d = out / "runs" / direction / "pace10" / f"run{i:03d}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({
+            "format": "gmvae-cv/rate-run", "direction": direction, "pace": 10, "index": i, "escaped": True, "kT": 2.494,
+            "rescaled_time_ps": float(t), "biased_time_ps": float(t) / 20, "acceleration": 20.0,
+            "bias_at_crossing_kjmol": bias_kjmol, "wall_s": 1.0}))
+
+
+def test_delta_f_from_both_directions_is_set_against_reweighting(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "rates.json").write_text(json.dumps({"format": "gmvae-cv/rates", "system": "alanine-dipeptide",
+                                                "cv": {"kind": "phi-psi"}, "from": "C7eq", "to": "C7ax",
+                                                "both_directions": True}))
+    rng = np.random.default_rng(1)
+    _fake_runs(out, "C7eq-C7ax", rng.exponential(20000.0, 40))  # tau_AB / tau_BA = 20: dF = kT ln 20 = 7.47 kJ/mol
+    _fake_runs(out, "C7ax-C7eq", rng.exponential(1000.0, 40))
+    s = summarize_rates(out, reweighting_df=[7.9, 7.4, 8.4])
+    df, lo, hi = s["delta_f_from_rates_kjmol"]
+    assert lo < 2.494 * np.log(20.0) < hi
+    assert s["delta_f_consistent"] is True
+    assert len(s["tau_c7eq_to_c7ax_ns"]) == 3 and s["rates_runs"] == 80
+    s = summarize_rates(out, reweighting_df=[0.0, -0.5, 0.5])
+    assert s["delta_f_consistent"] is False
