@@ -15,11 +15,15 @@ Export and check
 Systems with known answers
     :class:`FourWell`, :class:`MullerBrown`, :class:`AlanineDipeptide`, :func:`alanine_basin`,
     :func:`toy_metadynamics` (well-tempered
-    metadynamics writing PLUMED files), :func:`relaxation_times` (Smoluchowski generator)
+    metadynamics writing PLUMED files), :func:`relaxation_times` (Smoluchowski generator),
+    :class:`DoubleWell`, :func:`exact_mfpt`, :func:`toy_infrequent_metadynamics` (rates with exact answers)
 Checking biased runs
     :func:`read_plumed`, :class:`PlumedFile` (COLVAR/HILLS), :class:`Hills`,
     :class:`ReweightedFES`, :class:`FESEstimator`, :class:`FreeEnergySurface`,
     :func:`ct_log_weights`, :func:`final_bias_log_weights`, :func:`bias_log_weights`
+Rates (infrequent metadynamics)
+    :func:`escape_statistics`, :class:`EscapeStatistics`, :func:`free_energy_from_rates`,
+    :func:`run_rates`, :func:`summarize_rates`, :class:`RateSettings` (independent runs on Dask)
 Markov state models
     :class:`MarkovAnalysis`, :class:`MarkovAnalysisResult`, :func:`gmvae_states`,
     :class:`TRAMAnalysis`, :class:`BiasedDataError`
@@ -72,6 +76,15 @@ _PUBLIC = {
     "cluster_confusion": "analysis",
     "toy_metadynamics": "systems.toy_metad",
     "relaxation_times": "systems.smoluchowski",
+    "DoubleWell": "systems.toy_rates",
+    "exact_mfpt": "systems.toy_rates",
+    "toy_infrequent_metadynamics": "systems.toy_rates",
+    "escape_statistics": "analysis",
+    "EscapeStatistics": "analysis",
+    "free_energy_from_rates": "analysis",
+    "run_rates": "workflows.rates",
+    "summarize_rates": "workflows.rates",
+    "RateSettings": "workflows.rates",
     "read_plumed": "analysis",
     "PlumedFile": "analysis",
     "Hills": "analysis",
@@ -136,5 +149,7 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .systems import *  # noqa: F403
     from .systems.smoluchowski import relaxation_times
     from .systems.toy_metad import toy_metadynamics
+    from .systems.toy_rates import DoubleWell, exact_mfpt, toy_infrequent_metadynamics
+    from .workflows.rates import RateSettings, run_rates, summarize_rates
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

@@ -20,13 +20,13 @@ from typing import Optional, Sequence
 
 from .._core.errors import GMVAEInputError, SimulationUnstableError
 from .._core.quiet import LOG_NAME, quiet_output
-from . import analysis, bias, demo, deploy, explore, features, simulate, train
+from . import analysis, bias, demo, deploy, explore, features, rates, simulate, train
 
 __all__ = ["build_parser", "main"]
 
 # the verbs in the order --help lists them
 _VERBS = (simulate.add, features.add, train.add_train, train.add_transform, analysis.add_explain, analysis.add_fes,
-          analysis.add_msm, deploy.add_export, deploy.add_check, deploy.add_plumed_input, bias.add, explore.add_explore, demo.add)
+          analysis.add_msm, deploy.add_export, deploy.add_check, deploy.add_plumed_input, bias.add, explore.add_explore, rates.add_rates, demo.add)
 
 _VERBOSE_HELP = f"show library output (mdtraj, Lightning, OpenMM) and INFO log records; a run folder's {LOG_NAME} has them anyway"
 
