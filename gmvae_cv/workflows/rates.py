@@ -253,7 +253,7 @@ def _alanine_start(state: str, exp: Optional[str], seed: int) -> np.ndarray:
     if state == "C7eq":
         return ala.positions
     if state == "C7ax":
-        from ..features import _backbone_torsion_atoms
+        from ..features.presets import _backbone_torsion_atoms
 
         phi, psi = _backbone_torsion_atoms(ala.mdtraj_topology)
         system = ala.create_system(constraints=None)
