@@ -284,7 +284,7 @@ def explain(
     names, names_from, residues = _feature_names(run)
     sens = sensitivity(run, x)
     clusters = run.transform(x)["clusters"]
-    k = run.config.k
+    k = run.config.n_clusters
     stats = cluster_statistics(x, clusters, k)
 
     def ranked(values: np.ndarray, n: int) -> list[dict]:

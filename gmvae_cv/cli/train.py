@@ -71,7 +71,7 @@ def train(args) -> int:
             if len(w) != len(a):
                 raise GMVAEInputError(f"{wf}: 'weights' has {len(w)} entries, expected {len(a)} (the frames of {nm})")
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
-    config = TrainConfig(k=args.n_clusters, latent_dim=args.latent_dim, **given)
+    config = TrainConfig(n_clusters=args.n_clusters, latent_dim=args.latent_dim, **given)
     run = fit(arrays, config, weights=weights, out=args.out, sources=names, feature_spec=spec,
               progress=not args.no_progress, overwrite=args.overwrite)
     t = run.info["training"]
