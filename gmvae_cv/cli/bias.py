@@ -51,7 +51,9 @@ def add(sub) -> None:
     p.add_argument("--walkers-stride", type=int, default=10,
                    help="own hills between exchanges with the other walkers; each exchange is a checkpoint (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--platform", default=None, help="OpenMM platform (default: the faster of Reference and CPU, measured)")
+    p.add_argument("--platform", default=None, metavar="auto|CUDA|CPU|Reference",
+                   help="OpenMM platform (default auto: the fastest that works, measured at start: Reference, CPU, and "
+                   "CUDA with the CUDA build of OpenMM-Torch; the choice is recorded in run.json)")
     p.add_argument("--colvar-stride", type=int, default=None, help="steps between COLVAR rows (default pace/5)")
     p.add_argument("--traj-stride", type=int, default=None, help="steps between trajectory frames (default pace; 0: none)")
     p.add_argument("--checkpoint-interval", type=int, default=None, help="steps between checkpoints, a multiple of pace")

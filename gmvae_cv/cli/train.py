@@ -33,6 +33,8 @@ def add_train(sub) -> None:
     p.add_argument("--n-clusters", "--k", dest="n_clusters", type=int, required=True,
                    help="number of mixture components (clusters), >= 2 (--k is the old name)")
     p.add_argument("--latent-dim", type=int, required=True, help="latent dimension = number of CV components, >= 1")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="cpu",
+                   help="Lightning accelerator for training (default cpu; auto picks a GPU when there is one)")
     p.add_argument("--out", required=True, help="run directory to write (resumes an unfinished run there)")
     p.add_argument("--weights", nargs="+", default=None, help="per-frame weights (.npy or text, one file per --data/--traj file)")
     p.add_argument("--lag", type=int, default=None, help=f"time lag in frames: reconstruct x(t+lag) from x(t) (default {d['lag']}: no lag)")
@@ -73,7 +75,7 @@ def train(args) -> int:
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
     config = TrainConfig(n_clusters=args.n_clusters, latent_dim=args.latent_dim, **given)
     run = fit(arrays, config, weights=weights, out=args.out, sources=names, feature_spec=spec,
-              progress=not args.no_progress, overwrite=args.overwrite)
+              progress=not args.no_progress, overwrite=args.overwrite, accelerator=args.accelerator)
     t = run.info["training"]
     print(
         f"trained GMVAE n_clusters={args.n_clusters} latent_dim={config.latent_dim} on {sum(len(a) for a in arrays)} frames: "

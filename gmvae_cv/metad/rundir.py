@@ -22,6 +22,7 @@ import numpy as np
 
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_bytes
+from .._core.platform import check_platform_request
 from .._core.quiet import LOG_NAME
 from ..features import FeatureSpec
 
@@ -143,19 +144,29 @@ def _dict_diff(a: Any, b: Any, prefix: str = "") -> list:
     return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
 
 
+def probe_platforms(available) -> list[str]:
+    """The platforms ``auto`` measures: Reference and CPU, and CUDA where OpenMM has it and the
+    installed OpenMM-Torch is the CUDA build (the TorchForce cannot run there otherwise)."""
+    names = [n for n in _PROBE_PLATFORMS if n in available]
+    if "CUDA" in available:
+        try:
+            names.append(check_platform_request("CUDA", available))
+        except GMVAEInputError:
+            pass
+    return names
+
+
 def choose_platform(platform: Optional[str], system: Any, pos0: np.ndarray, temperature: float, friction: float,
                      timestep: float, meta: Any, cpu_threads: Optional[int]) -> tuple[str, dict]:
     import openmm
 
     available = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
+    if platform is not None and platform.lower() == "auto":
+        platform = None
     if platform is not None:
-        if platform not in available:
-            raise GMVAEInputError(f"'platform' is {platform!r}, expected one of {sorted(available)}")
-        return platform, {"chosen_by": "user"}
+        return check_platform_request(platform, available), {"chosen_by": "user"}
     probe = {}
-    for name in _PROBE_PLATFORMS:
-        if name not in available:
-            continue
+    for name in probe_platforms(available):
         integ = openmm.LangevinMiddleIntegrator(temperature, friction, timestep)
         props = {"Threads": str(cpu_threads)} if (name == "CPU" and cpu_threads) else {}
         ctx = openmm.Context(system, integ, openmm.Platform.getPlatformByName(name), props)
