@@ -71,12 +71,12 @@ def train(args) -> int:
             if len(w) != len(a):
                 raise GMVAEInputError(f"{wf}: 'weights' has {len(w)} entries, expected {len(a)} (the frames of {nm})")
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
-    config = TrainConfig(k=args.n_clusters, latent_dim=args.latent_dim, **given)
+    config = TrainConfig(n_clusters=args.n_clusters, latent_dim=args.latent_dim, **given)
     run = fit(arrays, config, weights=weights, out=args.out, sources=names, feature_spec=spec,
               progress=not args.no_progress, overwrite=args.overwrite)
     t = run.info["training"]
     print(
-        f"trained GMVAE n_clusters={args.n_clusters} latent_dim={config.latent_dim} on {sum(len(a) for a in arrays)} frames: "
+        f"trained GMVAE n_clusters={config.n_clusters} latent_dim={config.latent_dim} on {sum(len(a) for a in arrays)} frames: "
         f"{t['epochs_run']} epochs, best {t['monitor']} {t['best_loss']:.4f} at epoch {t['best_epoch']}"
         + (" (resumed)" if t["resumed_from_checkpoint"] else "")
     )
