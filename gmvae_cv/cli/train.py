@@ -78,7 +78,7 @@ def train(args) -> int:
               progress=not args.no_progress, overwrite=args.overwrite, accelerator=args.accelerator)
     t = run.info["training"]
     print(
-        f"trained GMVAE n_clusters={args.n_clusters} latent_dim={config.latent_dim} on {sum(len(a) for a in arrays)} frames: "
+        f"trained GMVAE n_clusters={config.n_clusters} latent_dim={config.latent_dim} on {sum(len(a) for a in arrays)} frames: "
         f"{t['epochs_run']} epochs, best {t['monitor']} {t['best_loss']:.4f} at epoch {t['best_epoch']}"
         + (" (resumed)" if t["resumed_from_checkpoint"] else "")
     )
