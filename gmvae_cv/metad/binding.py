@@ -57,8 +57,8 @@ class ForceBinding:
 
     def __init__(self, cv: CVModel, components: Sequence[int], grid: BiasGrid, *, route: str = "compiled",
                  dtype: str = "float64", table_path: Optional[str | os.PathLike] = None) -> None:
-        if route not in ROUTES:
-            raise GMVAEInputError(f"'route' is {route!r}, expected one of {', '.join(ROUTES)}")
+        if route not in ("native",) + ROUTES:
+            raise GMVAEInputError(f"'route' is {route!r}, expected one of native, {', '.join(ROUTES)}")
         self.cv = cv
         self.components = tuple(int(c) for c in components)
         self.grid = grid
@@ -170,7 +170,20 @@ class ForceBinding:
 
     def _ensure_builder(self, use_box: bool, box_reason: str) -> None:
         if self.builder is None:
-            route = self.route
+            route, why_not = self.route, None
+            if route == "native":
+                from .native import native_builder
+
+                self.builder, why_not = native_builder(self.cv, self.components, self.grid, self._table,
+                                                       dtype=self.dtype, use_box=use_box)
+                if self.builder is None:
+                    route = "autograd" if use_box else "compiled"
+                    warnings.warn(f"the native bias route does not apply ({why_not}): using route='{route}'",
+                                  BiasRouteWarning, stacklevel=4)
+                else:
+                    self.builder.info["use_box_reason"] = box_reason
+                    self.builder.info["route_requested"] = self.route
+                    return
             if use_box and route == "compiled":
                 warnings.warn(
                     "the CV gets the periodic box, and its minimum-image code branches on the box values, which the "
@@ -181,6 +194,8 @@ class ForceBinding:
                                             route=route, dtype=self.dtype, use_box=use_box)
             self.builder.info["use_box_reason"] = box_reason
             self.builder.info["route_requested"] = self.route
+            if why_not:
+                self.builder.info["native_route_not_used"] = why_not
         elif self.builder.use_box != use_box:
             raise GMVAEInputError("all walker systems must agree on periodic boundary conditions")
 
@@ -196,6 +211,8 @@ class ForceBinding:
         """The CV at ``pos`` (nm, from ``state``), with the state's box where the force uses one."""
         from openmm import unit
 
+        if self.builder is not None and hasattr(self.builder, "cv_values"):
+            return self.builder.cv_values(pos)  # the native route: the CV its force computes (float64)
         box = None
         if self.use_box:
             box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)

@@ -79,8 +79,12 @@ class WellTemperedMetadynamics(FusedBiasEngine):
     grid_bin : sequence of int, optional
         Bins per component; default ``ceil(5 (max - min) / sigma)`` (OpenMM's default).
     kernel : {'stretched-gaussian', 'gaussian'}
-    route : {'compiled', 'autograd'}
-        How the force evaluates the bias (:mod:`gmvae_cv.metad.force`).
+    route : {'compiled', 'autograd', 'native'}
+        How the force evaluates the bias: the TorchForce routes of :mod:`gmvae_cv.metad.force`, or
+        ``'native'``, a numba-compiled kernel behind a ``PythonForce`` (:mod:`gmvae_cv.metad.native`)
+        where it applies (float64, no periodic box, numba installed, a CV module gmvae-cv built;
+        else ``'compiled'`` with a :class:`BiasRouteWarning`). Opt-in for now: its restart and walker
+        tests have not yet run on this engine layout.
     dtype : {'float64', 'float32'}
         Arithmetic inside the force.
     table_path : path, optional

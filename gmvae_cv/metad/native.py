@@ -1,0 +1,551 @@
+r"""The ``"native"`` bias route: the CV and the tabulated bias as one compiled function behind an
+``openmm.PythonForce``, with no TorchScript interpreter in the loop.
+
+Why. The TorchForce routes (:mod:`gmvae_cv.metad.force`) run a graph of 90-160 ATen operations per
+step; for a batch of one, each costs its dispatch (about 1-3 us), not its arithmetic, so a CV of
+~2 000 multiply-adds costs ~100-500 us per step. Here the same function, read out of the exported
+TorchScript module (features, network weights) and the grid geometry, is evaluated by one loop
+nest compiled by numba (LLVM) to machine code: energy and forces (hand-written reverse mode) in a
+few microseconds, plus the ``PythonForce`` call (a few microseconds).
+
+What is supported (:func:`recipe_from_module`): CV modules built by this package, i.e.
+:class:`~gmvae_cv.deploy.torchscript.PositionsCV` (exported GMVAE: features -> ``EncoderMean``),
+the random GMVAE stand-in of :func:`~gmvae_cv.deploy.loaders.random_gmvae_cv`, and the features
+themselves (:func:`~gmvae_cv.deploy.loaders.feature_cv`); features of every kind (distance, angle,
+torsion raw/sin/cos, contact) without the periodic box. Anything else raises :class:`NotNative`
+with the reason, and the engine falls back to a TorchForce route with a warning.
+
+Arithmetic is float64 throughout, including the network (the exported TorchScript network computes
+in float32, so the CV differs from it by float32 round-off, ~1e-6 relative). The builder checks
+energy and forces against the TorchScript module run in float64 (its features module, its network
+with float64 weights, :class:`~gmvae_cv.metad.grid.GridBias`, autograd) on probe configurations and
+refuses (``GMVAEInputError``, with the largest difference) above 1e-9 relative.
+
+The bias table is read, at every call, from the same float64 array the engine writes at a
+deposition (the memory map of :class:`~gmvae_cv.metad.force.TableFile`): a new hill costs nothing
+here beyond the engine's row update.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .._core.errors import GMVAEInputError
+
+__all__ = ["NotNative", "NativeRecipe", "recipe_from_module", "NativeBias", "NativeForceBuilder", "native_builder",
+           "numba_available", "PROBE_TOLERANCE"]
+
+PROBE_TOLERANCE = 1e-9
+"""Largest accepted difference (relative to max(1, |F|max)) between the native force and the
+TorchScript module run in float64, on probe configurations."""
+
+_PAD = -1e29  # wide logits at or below this are EncoderMean's padding entries (exp() == 0)
+
+
+class NotNative(Exception):
+    """The CV module cannot be evaluated by the native route (the message says why)."""
+
+
+def numba_available() -> bool:
+    """Whether numba (the compiler of the native route) can be imported."""
+    try:
+        import numba  # noqa: F401
+    except Exception:  # noqa: BLE001 -- any import failure means no native route
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------ the recipe
+@dataclass
+class _Chain:
+    """Dense layers ``a <- W a + b`` (ReLU where flagged), packed flat for the kernel."""
+
+    w: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    b: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dims: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))  # (n_in, n_out) per layer
+    relu: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @classmethod
+    def of(cls, layers: Sequence[tuple[np.ndarray, np.ndarray, bool]]) -> "_Chain":
+        """From ``[(W (n_out, n_in), b (n_out,), relu)]``."""
+        if not layers:
+            return cls()
+        return cls(
+            w=np.concatenate([np.ascontiguousarray(w, dtype=np.float64).ravel() for w, _, _ in layers]),
+            b=np.concatenate([np.asarray(b, dtype=np.float64) for _, b, _ in layers]),
+            dims=np.array([[w.shape[1], w.shape[0]] for w, _, _ in layers], dtype=np.int64),
+            relu=np.array([int(bool(r)) for _, _, r in layers], dtype=np.int64),
+        )
+
+    @property
+    def n_out(self) -> int:
+        return int(self.dims[-1, 1]) if len(self.dims) else 0
+
+    def width(self) -> int:
+        return int(self.dims[:, 1].sum()) if len(self.dims) else 0
+
+
+@dataclass
+class NativeRecipe:
+    """What the kernel evaluates: features of positions, then (optionally) a mixture network.
+
+    Features (0-based atoms): ``dist (n, 2)``, ``angle (n, 3)`` (vertex in the middle), ``torsion
+    (n, 4)`` with ``torsion_mode`` (0 raw, 1 sin, 2 cos), ``contact (n, 2)`` with ``r0, n, m``;
+    ``dest[c]`` is the output column of the ``c``-th feature in group order (distances, angles,
+    torsions, contacts).
+
+    Network (``has_net``), EncoderMean's wide form in float64: ``r = relu(W0 x + b0)``;
+    ``h = chain_z(r)``; ``t = chain_y(r)``; logits ``L = WL t + bL`` per group (entries of ``h``
+    sharing a logit; ``group[e]`` is entry ``e``'s group, -1 for padding, ``mult`` the group sizes);
+    ``q_e = exp(L_g) / sum_g mult_g exp(L_g)``; ``s = sum_e q_e h_e Hw[e] + Hb``. Without a
+    network the features are the CV.
+    """
+
+    n_atoms: int
+    n_features: int
+    n_cvs: int
+    dist: np.ndarray
+    angle: np.ndarray
+    torsion: np.ndarray
+    torsion_mode: np.ndarray
+    contact: np.ndarray
+    contact_r0: np.ndarray
+    contact_n: np.ndarray
+    contact_m: np.ndarray
+    dest: np.ndarray
+    has_net: bool = False
+    w0: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    b0: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    chain_z: _Chain = field(default_factory=_Chain)
+    chain_y: _Chain = field(default_factory=_Chain)
+    wl: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (G, n_t)
+    bl: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    group: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mult: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    hw: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (n_h, D)
+    hb: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    source: str = ""
+
+    def multiply_adds(self) -> int:
+        """Multiply-adds of one network pass (forward), for the record."""
+        if not self.has_net:
+            return 0
+        n = self.w0.size + self.wl.size + self.hw.size
+        n += sum(int(a * b) for a, b in self.chain_z.dims) + sum(int(a * b) for a, b in self.chain_y.dims)
+        return int(n)
+
+
+def _np(t: Any) -> np.ndarray:
+    return t.detach().cpu().double().numpy().copy()
+
+
+def _name(module: Any) -> str:
+    return str(getattr(module, "original_name", type(module).__name__))
+
+
+def _features_of(fm: Any) -> dict:
+    if _name(fm) != "FeatureModule":
+        raise NotNative(f"the CV's feature module is a {_name(fm)}, expected gmvae-cv's FeatureModule")
+    order = fm.order.detach().cpu().numpy().astype(np.int64)
+    dest = np.empty_like(order)
+    dest[order] = np.arange(order.size)
+    out = {
+        "n_atoms": int(fm.n_atoms), "n_features": int(fm.n_features),
+        "dist": fm.dist_atoms.cpu().numpy().astype(np.int64).reshape(-1, 2),
+        "angle": fm.angle_atoms.cpu().numpy().astype(np.int64).reshape(-1, 3),
+        "torsion": fm.torsion_atoms.cpu().numpy().astype(np.int64).reshape(-1, 4),
+        "torsion_mode": fm.torsion_mode.cpu().numpy().astype(np.int64).reshape(-1),
+        "contact": fm.contact_atoms.cpu().numpy().astype(np.int64).reshape(-1, 2),
+        "contact_r0": _np(fm.contact_r0).reshape(-1), "contact_n": _np(fm.contact_n).reshape(-1),
+        "contact_m": _np(fm.contact_m).reshape(-1), "dest": dest,
+    }
+    return out
+
+
+def _affines(seq: Any, where: str) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    layers = []
+    for _, child in seq.named_children():
+        if _name(child) != "_Affine":
+            raise NotNative(f"'{where}' contains a {_name(child)} layer; the native route reads only gmvae-cv's affine+ReLU layers")
+        layers.append((_np(child.weight).T, _np(child.bias), bool(child.relu)))
+    return layers
+
+
+def _groups(wl_wide: np.ndarray, bl_wide: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Compress wide logits (columns of ``wl_wide (n_t, n_h)``) into groups of identical columns."""
+    keys: dict = {}
+    group = np.full(bl_wide.shape[0], -1, dtype=np.int64)
+    rows_w, rows_b = [], []
+    for e in range(bl_wide.shape[0]):
+        if bl_wide[e] <= _PAD:
+            continue
+        key = (wl_wide[:, e].tobytes(), float(bl_wide[e]))
+        if key not in keys:
+            keys[key] = len(rows_w)
+            rows_w.append(wl_wide[:, e].copy())
+            rows_b.append(float(bl_wide[e]))
+        group[e] = keys[key]
+    if not rows_w:
+        raise NotNative("the network's softmax has no live entries")
+    mult = np.bincount(group[group >= 0], minlength=len(rows_w)).astype(np.float64)
+    return np.array(rows_w), np.array(rows_b), group, mult
+
+
+def _encoder_mean(enc: Any) -> dict:
+    """EncoderMean (exported GMVAE, float32 weights) in float64."""
+    for sub in ("shared", "qz_hidden", "qy_hidden", "logits_wide"):
+        if not hasattr(enc, sub):
+            raise NotNative(f"the encoder has no '{sub}' block, expected gmvae-cv's EncoderMean")
+    (shared,) = _affines(_One(enc.shared), "encoder.shared")
+    if not shared[2]:
+        raise NotNative("the encoder's first layer has no ReLU, expected gmvae-cv's EncoderMean")
+    ((wl_t, bl_w, relu_l),) = _affines(_One(enc.logits_wide), "encoder.logits_wide")
+    if relu_l:
+        raise NotNative("the encoder's logits layer has a ReLU, expected a linear one")
+    wl, bl, group, mult = _groups(wl_t.T, bl_w)
+    return {"w0": shared[0], "b0": shared[1], "chain_z": _Chain.of(_affines(enc.qz_hidden, "encoder.qz_hidden")),
+            "chain_y": _Chain.of(_affines(enc.qy_hidden, "encoder.qy_hidden")), "wl": wl, "bl": bl, "group": group,
+            "mult": mult, "hw": _np(enc.head_weight), "hb": _np(enc.head_bias)}
+
+
+class _One:
+    """A single child presented like a container (for :func:`_affines`)."""
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+    def named_children(self):
+        return [("0", self.child)]
+
+
+def _random_head(head: Any) -> dict:
+    """The random GMVAE stand-in (``_RandomGMVAEHead``), rewritten in EncoderMean's wide form."""
+    p = {k: _np(getattr(head, k)) for k in ("shift", "scale", "qy_w1", "qy_b1", "qy_w2", "qy_b2", "qz_w1", "qz_embed", "qz_wm", "qz_bm")}
+    hy, nf = p["qy_w1"].shape
+    k, hz = p["qz_embed"].shape
+    wy = p["qy_w1"] * p["scale"][None, :]
+    wz = p["qz_w1"] * p["scale"][None, :]
+    w0 = np.concatenate([wy] + [wz] * k, axis=0)
+    b0 = np.concatenate([p["qy_b1"] - wy @ p["shift"]] + [p["qz_embed"][i] - wz @ p["shift"] for i in range(k)])
+    # h = r; logits of group i read the q(y|x) units (first hy entries of r)
+    n_h = hy + k * hz
+    wl = np.zeros((k, n_h))
+    wl[:, :hy] = p["qy_w2"]
+    group = np.full(n_h, -1, dtype=np.int64)
+    for i in range(k):
+        group[hy + i * hz : hy + (i + 1) * hz] = i
+    hw = np.zeros((n_h, p["qz_wm"].shape[0]))
+    for i in range(k):
+        hw[hy + i * hz : hy + (i + 1) * hz] = hz * p["qz_wm"].T  # q_e = q_i / hz on block i
+    return {"w0": w0, "b0": b0, "chain_z": _Chain(), "chain_y": _Chain(), "wl": wl, "bl": p["qy_b2"].copy(),
+            "group": group, "mult": np.full(k, float(hz)), "hw": hw, "hb": p["qz_bm"].copy()}
+
+
+def recipe_from_module(module: Any, n_cvs: int) -> NativeRecipe:
+    """Read a gmvae-cv CV module (scripted or not) into a :class:`NativeRecipe`.
+
+    Raises
+    ------
+    NotNative
+        If the module (or a part of it) is not one this route reads; the message names it.
+    """
+    name = _name(module)
+    if name not in ("PositionsCV", "_FeatureHeadCV", "_FeatureCV"):
+        raise NotNative(f"the CV module is a {name}; the native route reads gmvae-cv's PositionsCV, feature CVs "
+                        "and the random GMVAE stand-in")
+    feats = _features_of(module.features)
+    net: dict = {}
+    if name == "PositionsCV":
+        if _name(module.encoder) != "EncoderMean":
+            raise NotNative(f"the CV's network is a {_name(module.encoder)}, expected gmvae-cv's EncoderMean")
+        net = _encoder_mean(module.encoder)
+    elif name == "_FeatureHeadCV":
+        if _name(module.head) != "_RandomGMVAEHead":
+            raise NotNative(f"the CV's network is a {_name(module.head)}, expected gmvae-cv's random GMVAE stand-in")
+        net = _random_head(module.head)
+    recipe = NativeRecipe(n_cvs=int(n_cvs), has_net=bool(net), source=name, **feats, **net)
+    d_out = recipe.hw.shape[1] if recipe.has_net else recipe.n_features
+    if d_out != n_cvs:
+        raise NotNative(f"the network gives {d_out} components, the CV file says D = {n_cvs}")
+    if recipe.has_net:
+        n_h = recipe.chain_z.n_out or recipe.w0.shape[0]
+        n_t = recipe.chain_y.n_out or recipe.w0.shape[0]
+        if recipe.w0.shape[1] != recipe.n_features or recipe.hw.shape[0] != n_h or recipe.group.shape[0] != n_h \
+                or recipe.wl.shape[1] != n_t:
+            raise NotNative("the network's layer shapes do not chain (features -> shared -> heads)")
+    return recipe
+
+
+# ------------------------------------------------------------------------------------ the kernel
+_KERNEL = None
+
+
+def _kernel():
+    """Compile (once per process; numba caches on disk) and return the energy+forces kernel."""
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL
+    from . import _native_kernel
+
+    _KERNEL = _native_kernel.packed
+    return _KERNEL
+
+
+
+
+def _pack(floats: dict, ints: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat float64 and int64 arrays plus a header ``(offset, n0, n1)`` per array (floats, then ints)."""
+    from ._native_kernel import FLOATS, INTS
+
+    hdr, fparts, iparts = [], [], []
+    off = 0
+    for name in FLOATS:
+        a = np.ascontiguousarray(floats[name], dtype=np.float64)
+        a2 = a if a.ndim == 2 else a.reshape(-1)
+        hdr += [off, a2.shape[0], a2.shape[1] if a2.ndim == 2 else 1]
+        fparts.append(a2.ravel())
+        off += a2.size
+    off = 0
+    for name in INTS:
+        a = np.ascontiguousarray(ints[name], dtype=np.int64)
+        a2 = a if a.ndim == 2 else a.reshape(-1)
+        hdr += [off, a2.shape[0], a2.shape[1] if a2.ndim == 2 else 1]
+        iparts.append(a2.ravel())
+        off += a2.size
+    fp = np.concatenate(fparts) if fparts else np.zeros(0)
+    ip = np.concatenate(iparts) if iparts else np.zeros(0, dtype=np.int64)
+    return np.ascontiguousarray(fp), np.ascontiguousarray(ip), np.asarray(hdr, dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------ the force
+class NativeBias:
+    """Energy and forces of the bias :math:`V(s(x))` by the native kernel (see the module docstring).
+
+    Parameters
+    ----------
+    recipe : NativeRecipe
+    components : sequence of int
+        Biased CV components, in the grid's axis order.
+    grid : BiasGrid
+        Geometry of the bias.
+    table : ndarray, shape ``grid.force_table_shape``
+        The float64 array the engine writes the force table into (read at every call, never copied).
+
+    Attributes
+    ----------
+    info : dict
+        Route, the probe check, the network's size (for ``run.json``).
+    """
+
+    def __init__(self, recipe: NativeRecipe, components: Sequence[int], grid: Any, table: np.ndarray) -> None:
+        from .grid import _HERMITE, _gather_offsets
+
+        if not numba_available():
+            raise NotNative("numba is not installed (pip install numba, or the 'fast' extra)")
+        self.recipe = recipe
+        self.components = np.asarray([int(c) for c in components], dtype=np.int64)
+        self.grid = grid
+        if table.dtype != np.float64 or tuple(table.shape) != tuple(grid.force_table_shape):
+            raise GMVAEInputError(f"the bias table has shape {table.shape} and dtype {table.dtype}, expected "
+                                  f"{grid.force_table_shape} float64")
+        self.table = table
+        spacing = (grid.upper - grid.lower) / np.asarray(grid.bins, dtype=np.float64)
+        strides, offsets = _gather_offsets(grid.shape)
+        r = recipe
+        net = r.has_net
+        floats = {
+            "cr0": r.contact_r0, "cn": r.contact_n, "cm": r.contact_m,
+            "w0": r.w0 if net else np.zeros((1, 1)), "b0": r.b0 if net else np.zeros(1),
+            "zw": r.chain_z.w, "zb": r.chain_z.b, "yw": r.chain_y.w, "yb": r.chain_y.b,
+            "wl": r.wl if net else np.zeros((1, 1)), "bl": r.bl if net else np.zeros(1),
+            "mult": r.mult if net else np.ones(1), "hw": r.hw if net else np.zeros((1, 1)), "hb": r.hb if net else np.zeros(1),
+            "offset": -grid.lower / spacing, "inv_spacing": 1.0 / spacing, "n_bins": np.asarray(grid.bins, dtype=np.float64),
+            "strides": strides, "hermite": _HERMITE,
+        }
+        ints = {
+            "dist": r.dist, "angle": r.angle, "torsion": r.torsion, "tmode": r.torsion_mode, "contact": r.contact,
+            "dest": r.dest, "zdims": r.chain_z.dims.reshape(-1, 2), "zrelu": r.chain_z.relu,
+            "ydims": r.chain_y.dims.reshape(-1, 2), "yrelu": r.chain_y.relu,
+            "group": r.group if net else np.zeros(1, dtype=np.int64), "periodic": np.asarray(grid.periodic, dtype=np.int64),
+            "offsets": offsets.reshape(-1), "components": self.components, "flags": np.array([int(net)]),
+        }
+        if net:  # the first layer's distinct rows, and which of them each unit reads
+            uniq, rowmap = np.unique(r.w0, axis=0, return_inverse=True)
+            floats["w0"], ints["rowmap"] = uniq, rowmap.reshape(-1)
+        else:
+            ints["rowmap"] = np.zeros(1, dtype=np.int64)
+        self._fp, self._ip, self._hdr = _pack(floats, ints)
+        self._kernel = _kernel()
+        self.forces = np.zeros((r.n_atoms, 3))
+        self.cv = np.zeros(r.n_cvs)
+        self._pos = np.zeros((r.n_atoms, 3))
+        self.info: dict = {"route": "native", "dtype": "float64", "use_box": False, "kernel": "numba " + _numba_version(),
+                           "network_multiply_adds": recipe.multiply_adds(), "cv_module": recipe.source}
+
+    def energy_forces(self, positions: np.ndarray, table: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
+        """Bias energy (kJ/mol) and forces (kJ/mol/nm, ``(n_atoms, 3)``, a buffer reused by the next
+        call) at ``positions`` (nm); ``table`` defaults to the engine's."""
+        e = self._kernel(positions, self.table if table is None else table, self._fp, self._ip, self._hdr, self.forces, self.cv)
+        return float(e), self.forces
+
+    def cv_values(self, positions: np.ndarray) -> np.ndarray:
+        """The CV (all components, float64) at ``positions`` as the kernel computes it."""
+        self.energy_forces(np.ascontiguousarray(positions, dtype=np.float64))
+        return self.cv.copy()
+
+    def force(self, version_parameter: str):
+        """A new ``openmm.PythonForce`` (with the global parameter ``version_parameter``, which the
+        engine's ``sync`` sets; the kernel reads the table array directly)."""
+        import openmm
+
+        n = self.recipe.n_atoms  # buffers of this force's own (walkers' forces never share them)
+        pos, forces, cv = np.zeros((n, 3)), np.zeros((n, 3)), np.zeros(self.recipe.n_cvs)
+        kernel, table, fp, ip, hdr = self._kernel, self.table, self._fp, self._ip, self._hdr
+        get = openmm.State.Positions
+
+        def compute(state):
+            state._getVectorAsNumpy(get, pos)
+            return kernel(pos, table, fp, ip, hdr, forces, cv), forces
+
+        f = openmm.PythonForce(compute, {version_parameter: 0.0})
+        f.setUsesPeriodicBoundaryConditions(False)
+        f.setName("gmvae-cv metadynamics bias (native)")
+        return f
+
+    # ---------------------------------------------------------------- the check
+    def check(self, cv_module: Any, positions: np.ndarray, *, n_probes: int = 4, seed: int = 0) -> dict:
+        """Compare energy, forces and CV with the TorchScript module run in float64 (autograd) on
+        ``positions`` and ``n_probes`` perturbations of it, with a probe table of hills near the CV.
+
+        Raises
+        ------
+        GMVAEInputError
+            If the largest difference, relative to ``max(1, |F_ref|max)``, exceeds :data:`PROBE_TOLERANCE`.
+        """
+        from .grid import GridBias
+
+        ref_cv = _float64_reference(cv_module, self.recipe)
+        pos0 = np.ascontiguousarray(positions, dtype=np.float64)
+        s0 = ref_cv(torch.as_tensor(pos0)).detach().numpy()
+        g = self.grid.copy()
+        comps = list(self.components)
+        rng = np.random.default_rng(seed)
+        width = np.maximum((g.upper - g.lower) / 8.0, 4 * g.spacing)
+        for _ in range(4):
+            g.add_hill(s0[comps] + rng.normal(0, 0.5, size=len(comps)) * width, width, 1.0, "gaussian")
+        table = np.ascontiguousarray(g.force_table())
+        gb = GridBias(g.lower, g.upper, g.bins, g.periodic).double()
+        ttab = torch.as_tensor(table)
+        worst = worst_cv = worst_e = 0.0
+        for k in range(n_probes + 1):
+            p = pos0 if k == 0 else pos0 + 0.005 * rng.standard_normal(pos0.shape)
+            q = torch.as_tensor(p).clone().requires_grad_(True)
+            s = ref_cv(q)
+            e_ref = gb(s[comps], ttab)
+            (grad,) = torch.autograd.grad(e_ref, q)
+            e, f = self.energy_forces(np.ascontiguousarray(p), table)
+            scale = max(1.0, float(grad.abs().max()))
+            err_f = float(np.abs(f + grad.numpy()).max()) / scale
+            err_e = abs(e - float(e_ref.detach())) / scale
+            err_cv = float(np.abs(self.cv - s.detach().numpy()).max()) / max(1.0, float(s.detach().abs().max()))
+            worst = max(worst, err_f, err_e, err_cv)
+            worst_cv, worst_e = max(worst_cv, err_cv), max(worst_e, err_e)
+        out = {"native_vs_torchscript_float64_max_rel_error": worst, "cv_max_rel_error": worst_cv,
+               "energy_max_rel_error": worst_e, "probes": n_probes + 1, "tolerance": PROBE_TOLERANCE}
+        self.info.update(out)
+        if not worst <= PROBE_TOLERANCE:
+            raise GMVAEInputError(
+                f"the native bias force differs from the TorchScript CV (run in float64) by {worst:.3g} (relative) on "
+                f"probe configurations, above {PROBE_TOLERANCE:g}: the CV module computes something the native route does "
+                "not read (use route='compiled')")
+        return out
+
+
+class NativeForceBuilder:
+    """What the engine holds for the native route (the counterpart of
+    :class:`~gmvae_cv.metad.force.BiasForceBuilder`): builds one ``PythonForce`` per walker system,
+    checking the kernel against the TorchScript module on the first."""
+
+    use_box = False
+
+    def __init__(self, cv_module: Any, recipe: NativeRecipe, components: Sequence[int], grid: Any, table: np.ndarray) -> None:
+        self.cv_module = cv_module
+        self.bias = NativeBias(recipe, components, grid, table)
+        self.info = self.bias.info
+        self._checked = False
+
+    def force(self, positions: np.ndarray, box: Optional[np.ndarray] = None, *, n_probes: int = 4, seed: int = 0):
+        """A new ``openmm.PythonForce``; the first call checks the kernel at ``positions`` (nm)."""
+        from .force import VERSION_PARAMETER
+
+        if not self._checked:
+            self.bias.check(self.cv_module, positions, n_probes=n_probes, seed=seed)
+            self._checked = True
+        return self.bias.force(VERSION_PARAMETER)
+
+    def cv_values(self, positions: np.ndarray) -> np.ndarray:
+        """The CV at ``positions`` (nm), float64, as the force computes it."""
+        return self.bias.cv_values(positions)
+
+
+def native_builder(cv: Any, components: Sequence[int], grid: Any, table_file: Any, *, dtype: str,
+                   use_box: bool) -> tuple[Optional[NativeForceBuilder], str]:
+    """The native route's builder for a CV file, or ``(None, why not)``.
+
+    Parameters
+    ----------
+    cv : CVModel
+    components : sequence of int
+    grid : BiasGrid
+    table_file : TableFile
+        The engine's table file; the kernel reads its float64 memory map.
+    dtype : str
+        The engine's ``dtype`` (the native route computes in float64 only).
+    use_box : bool
+        Whether the CV needs the periodic box (not supported here).
+    """
+    if dtype != "float64":
+        return None, f"dtype is {dtype!r}, the native route computes in float64"
+    if use_box:
+        return None, "the CV gets the periodic box, and the native route has no minimum image"
+    if not numba_available():
+        return None, "numba is not installed (pip install numba, or gmvae-cv's 'fast' extra)"
+    try:
+        recipe = recipe_from_module(cv.module, cv.n_cvs)
+    except NotNative as exc:
+        return None, str(exc)
+    table = table_file._map.view(np.ndarray)
+    return NativeForceBuilder(cv.module, recipe, components, grid, table), ""
+
+
+def _numba_version() -> str:
+    try:
+        import numba
+
+        return str(numba.__version__)
+    except Exception:  # noqa: BLE001
+        return "missing"
+
+
+def _float64_reference(module: Any, recipe: NativeRecipe):
+    """``positions (n, 3) float64 -> CV (D,)``: the TorchScript module's own graph in float64."""
+    import copy
+
+    if recipe.source == "PositionsCV":
+        feats = module.features
+        enc = copy.deepcopy(module.encoder).double()
+
+        def ref(p):
+            return enc(feats(p, None).view(1, -1)).view(-1)
+
+        return ref
+
+    def ref(p):
+        return module(p, None).to(torch.float64)
+
+    return ref
