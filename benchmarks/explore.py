@@ -199,7 +199,7 @@ def cmd_report(args) -> int:
                                                         and abs(entry["delta_f_minus_reference_kjmol"]) <= 1.0),
             "biased_total_le_12_ns": bool(s["biased_ns_total"] <= 12.0),
         }
-        if entry["training_weights"] == "coverage" and (d / "round_00" / "analysis" / "done.json").is_file():
+        if d.name == f"explore_s{seed}" and (d / "round_00" / "analysis" / "done.json").is_file():
             entry["round0_frontier_weights"] = frontier_weights(work, seed)
         seeds[d.name] = entry
     comparison = {}
