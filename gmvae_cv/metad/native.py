@@ -28,7 +28,6 @@ here beyond the engine's row update.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -296,8 +295,6 @@ def _kernel():
     return _KERNEL
 
 
-
-
 def _pack(floats: dict, ints: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat float64 and int64 arrays plus a header ``(offset, n0, n1)`` per array (floats, then ints)."""
     from ._native_kernel import FLOATS, INTS
@@ -383,6 +380,7 @@ class NativeBias:
         self._kernel = _kernel()
         self.forces = np.zeros((r.n_atoms, 3))
         self.cv = np.zeros(r.n_cvs)
+        self._alive: list = []  # every force's callable (see force())
         self._pos = np.zeros((r.n_atoms, 3))
         self.info: dict = {"route": "native", "dtype": "float64", "use_box": False, "kernel": "numba " + _numba_version(),
                            "network_multiply_adds": recipe.multiply_adds(), "cv_module": recipe.source}
@@ -415,6 +413,10 @@ class NativeBias:
         f = openmm.PythonForce(compute, {version_parameter: 0.0})
         f.setUsesPeriodicBoundaryConditions(False)
         f.setName("gmvae-cv metadynamics bias (native)")
+        # a reference of our own to every callable, as a precaution: whether OpenMM's PythonForce holds one
+        # is not documented. It does not cure the segfault in ComputationWrapper::compute seen when a run
+        # is continued from its checkpoint (the reason the route is opt-in; cause unknown)
+        self._alive.append((compute, f))
         return f
 
     # ---------------------------------------------------------------- the check
