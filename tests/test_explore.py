@@ -79,14 +79,17 @@ def _fake_traj(tmp_path: Path, sibling: dict | None = None, name: str = "run.jso
     return d / "traj.dcd"
 
 
-def test_round_budget_below_one_and_opes_are_refused(tmp_path):
+def test_round_budget_below_one_unknown_method_and_bad_barrier_are_refused(tmp_path):
     with pytest.raises(GMVAEInputError, match="'rounds'"):
         ExploreSettings(rounds=0).validate()
     t = _fake_traj(tmp_path)
     with pytest.raises(GMVAEInputError, match="'rounds'"):
         explore(tmp_path / "x", traj=t, top=t, rounds=0)
-    with pytest.raises(GMVAEInputError, match="OPES"):
-        explore(tmp_path / "x", traj=t, top=t, method="opes")
+    with pytest.raises(GMVAEInputError, match="'method'"):
+        explore(tmp_path / "x", traj=t, top=t, method="opes-metad")
+    with pytest.raises(GMVAEInputError, match="'barrier'"):
+        ExploreSettings(method="opes", barrier=0.0).validate()
+    assert ExploreSettings(method="opes-explore").validate().barrier == 40.0
     assert not (tmp_path / "x").exists()
 
 
@@ -144,6 +147,10 @@ def test_cli_names_a_parameter_of_another_method(capsys):
                "--method", "opes", "--bias-factor", "8"])
     assert rc == 2
     assert "--bias-factor" in capsys.readouterr().err
+    rc = main(["explore", "--out", "unused", "--system", "alanine-dipeptide", "--traj", "t.dcd", "--top", "t.pdb",
+               "--barrier", "30"])
+    assert rc == 2
+    assert "--barrier belong(s) to --method opes" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ the loop (real MD)

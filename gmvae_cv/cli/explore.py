@@ -8,7 +8,7 @@ from .._core.errors import GMVAEInputError
 
 __all__ = ["add_explore", "cmd_explore"]
 
-_METHOD_PARAMS = {"metad": ("bias_factor", "height")}
+_METHOD_PARAMS = {"metad": ("bias_factor", "height"), "opes": ("barrier",), "opes-explore": ("barrier",)}
 
 
 def add_explore(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +42,7 @@ def add_explore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timestep", type=float, default=None, help="time step of the biased runs in fs (default 2)")
     p.add_argument("--bias-factor", type=float, default=None, help="metad: well-tempered bias factor (default 10)")
     p.add_argument("--height", type=float, default=None, help="metad: initial hill height in kJ/mol (default 1.2)")
+    p.add_argument("--barrier", type=float, default=None, help="opes, opes-explore: barrier to overcome in kJ/mol (default 40)")
     p.add_argument("--epochs", type=int, default=None, help="GMVAE training epochs per round (default 150)")
     p.set_defaults(func=cmd_explore, log_dir=lambda a: a.out)
 
@@ -52,10 +53,11 @@ def cmd_explore(args) -> int:
 
     from ..workflows.explore import explore
 
-    given = {name: getattr(args, name) for name in ("bias_factor", "height") if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in ("bias_factor", "height", "barrier") if getattr(args, name) is not None}
     foreign = [n for n in given if n not in _METHOD_PARAMS.get(args.method, ())]
     if foreign:
-        raise GMVAEInputError(f"{', '.join('--' + n.replace('_', '-') for n in foreign)} belong(s) to --method metad, "
+        owner = "metad" if foreign[0] in _METHOD_PARAMS["metad"] else "opes/opes-explore"
+        raise GMVAEInputError(f"{', '.join('--' + n.replace('_', '-') for n in foreign)} belong(s) to --method {owner}, "
                               f"not to --method {args.method}")
     if args.system is not None and (args.system_xml or args.pdb or args.forcefield):
         raise GMVAEInputError("'--system' is a built-in system; do not combine it with --system-xml/--pdb/--forcefield")

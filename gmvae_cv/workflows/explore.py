@@ -61,9 +61,8 @@ from .._core.files import atomic_write_bytes, atomic_write_json
 __all__ = ["ExploreSettings", "explore", "EXPLORE_FORMAT", "METHODS"]
 
 EXPLORE_FORMAT = "gmvae-cv/explore"
-METHODS = ("metad",)
-"""Bias methods :func:`explore` runs today (``"opes"``, ``"opes-explore"`` when the engine has them)."""
-_PLANNED_METHODS = ("opes", "opes-explore")
+METHODS = ("metad", "opes", "opes-explore")
+"""Bias methods of :func:`explore` (well-tempered metadynamics, OPES_METAD, OPES_METAD_EXPLORE)."""
 _KB = 0.008314462618  # kJ/mol/K
 _ALANINE = "alanine-dipeptide"
 
@@ -78,8 +77,10 @@ class ExploreSettings:
         Round budget: biased runs at most (>= 1).
     ns_per_round : float
         Simulated time of each biased run, ns (per walker).
-    method : {'metad'}
-        Bias method; ``'opes'``/``'opes-explore'`` are refused until the engine provides them.
+    method : {'metad', 'opes', 'opes-explore'}
+        Bias method (:func:`gmvae_cv.run_metadynamics` with that ``method``). Metadynamics frames
+        are reweighted with :math:`\\beta (V - c(t))` from the hills, OPES frames with
+        :math:`\\beta V` (``opes.bias`` of the COLVAR).
     walkers : int
         Walkers sharing one bias in each round.
     seed : int
@@ -94,6 +95,8 @@ class ExploreSettings:
         Time step of the biased runs, fs. Hills every ps and trajectory frames every ps whatever it is.
     height, bias_factor : float
         Well-tempered metadynamics: initial hill height (kJ/mol) and bias factor.
+    barrier : float
+        OPES: the barrier to overcome, kJ/mol (``BARRIER``).
     frame_ps : float
         Spacing of the given unbiased frames, ps (the lag counts frames; the biased runs write
         frames at this spacing too). Read from the ``simulation.json`` beside the trajectory when
@@ -127,6 +130,7 @@ class ExploreSettings:
     timestep_fs: float = 2.0
     height: float = 1.2
     bias_factor: float = 10.0
+    barrier: float = 40.0
     frame_ps: float = 1.0
     discard_fraction: float = 0.1
     n_blocks: int = 10
@@ -146,9 +150,8 @@ class ExploreSettings:
         check_int(self.n_blocks, "n_blocks", minimum=2)
         for name in ("ns_per_round", "temperature", "timestep_fs", "height", "frame_ps", "stable_sigmas"):
             check_positive(getattr(self, name), name)
+        check_positive(self.barrier, "barrier")
         if self.method not in METHODS:
-            if self.method in _PLANNED_METHODS:
-                raise GMVAEInputError(f"'method' is {self.method!r}: OPES is not in this engine yet; use 'metad'")
             raise GMVAEInputError(f"'method' is {self.method!r}, expected one of {list(METHODS)}")
         if not self.bias_factor > 1:
             raise GMVAEInputError(f"'bias_factor' is {self.bias_factor}, expected > 1")
@@ -529,7 +532,11 @@ def explore(
             from ..metad.run import run_metadynamics
 
             cv = load_cv(exp_dir)
-            sigma = cv.meta["cv_json"]["plumed"]["metad"]["sigma"]
+            plumed = cv.meta["cv_json"]["plumed"]
+            if cfg.method == "metad":
+                bias_kw = {"sigma": plumed["metad"]["sigma"], "height": cfg.height, "bias_factor": cfg.bias_factor}
+            else:  # OPES: the export's OPES sigma (width of the unbiased distribution)
+                bias_kw = {"sigma": (plumed.get("opes") or plumed["metad"])["sigma"], "barrier": cfg.barrier}
             log(f"[round {r}] {cfg.method} on the GMVAE CV: {cfg.ns_per_round} ns")
             bias_stage.mkdir(exist_ok=True)
             # a continued run keeps its platform: an OpenMM checkpoint loads only on the platform that
@@ -540,14 +547,15 @@ def explore(
             t0 = time.perf_counter()
             res = run_metadynamics(
                 cv, bias_dir, system=sysm.system, topology=sysm.topology, positions=sysm.positions,
-                n_steps=cfg.steps_per_round, sigma=sigma, temperature=cfg.temperature, height=cfg.height,
-                bias_factor=cfg.bias_factor, pace=cfg.pace, walkers=cfg.walkers, seed=cfg.seed + 1000 * r,
+                n_steps=cfg.steps_per_round, method=cfg.method, temperature=cfg.temperature, pace=cfg.pace,
+                walkers=cfg.walkers, seed=cfg.seed + 1000 * r,
                 timestep=cfg.timestep_fs / 1000.0, traj_stride=int(round(cfg.frame_ps * 1000.0 / cfg.timestep_fs)),
-                extra_colvar=sysm.extra_colvar, description=sysm.description, progress=progress, platform=platform)
+                extra_colvar=sysm.extra_colvar, description=sysm.description, progress=progress, platform=platform,
+                **bias_kw)
             _mark(bias_stage, {"seconds": time.perf_counter() - t0, "ns_per_day": res.ns_per_day,
                                "platform": res.platform, "n_hills": res.n_hills, "resumed_from": res.resumed_from,
                                "kinetic_temperature": res.info["kinetic_temperature_this_invocation"],
-                               "edge_events": res.info["warnings"]["edge_events"]})
+                               "edge_events": (res.info.get("warnings") or {}).get("edge_events")})
         # 4. analysis
         an = rd / "analysis"
         if not _done(an):
@@ -695,14 +703,17 @@ def _analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: _System, fspec:
     bias_dir, an = rd / "bias", rd / "analysis"
     run = load_run(rd / "run")
     # one bias shared by all walkers: every walker's frames are reweighted with the hills of all of them
-    hills = Hills.from_file(bias_dir / "HILLS" if cfg.walkers == 1 else [bias_dir / f"HILLS.{w}" for w in range(cfg.walkers)])
+    hills = None
+    if cfg.method == "metad":
+        hills = Hills.from_file(bias_dir / "HILLS" if cfg.walkers == 1 else [bias_dir / f"HILLS.{w}" for w in range(cfg.walkers)])
     feats, traj_logw, rows = [], [], []
     top = md.Topology.from_openmm(sysm.topology)
     for w, (tfile, cfile) in enumerate(_traj_files(bias_dir, cfg.walkers)):
         colvar = read_plumed(cfile)
         s = np.column_stack([colvar[f"cv.{i}"] for i in range(cfg.latent_dim)])
         t = np.asarray(colvar["time"], dtype=np.float64)
-        logw = ct_log_weights(hills, s, t, kT)
+        # metadynamics: beta (V - c(t)) from the hills; OPES: beta V, its bias at the frame
+        logw = ct_log_weights(hills, s, t, kT) if hills is not None else np.asarray(colvar["opes.bias"], dtype=np.float64) / kT
         x = load_trajectory_features([tfile], top, fspec)[0]
         # frame i of traj.dcd is at time (i + 1) * frame_ps (the start structure is not saved)
         tf = (np.arange(len(x)) + 1) * cfg.frame_ps
@@ -873,6 +884,8 @@ def _summary(out: Path, rounds: list[dict], stop_reason: Optional[str], cfg: Exp
         summary["reweighted_note"] = ("frames of the last round's biased run (first "
                                       f"{cfg.discard_fraction:g} left out); phi, psi in rad; logw = beta (V - c(t)); "
                                       "dF = -kT ln(sum w[phi>0] / sum w[phi<0]), kT = 2.494 kJ/mol at 300 K")
+        if cfg.method != "metad":
+            summary["reweighted_note"] = summary["reweighted_note"].replace("beta (V - c(t))", "beta V (OPES bias)")
         _plot_delta_f(out, rounds)
     summary = _json_safe(summary)
     atomic_write_json(out / "summary.json", summary)
