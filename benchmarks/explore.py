@@ -106,9 +106,12 @@ def cmd_seed(args) -> int:
         print(f"unbiased {args.unbiased_ns} ns: {time.perf_counter() - t0:.0f} s", flush=True)
     name = f"explore_s{args.seed}" + ("" if args.weights == "coverage" else f"_{args.weights}")
     extra = {}
+    if args.method != "metad":
+        name += f"_{args.method}"
+        extra["method"] = args.method
     if args.bias_factor is not None:
         name += f"_bf{args.bias_factor:g}_h{args.height:g}"
-        extra = {"bias_factor": args.bias_factor, "height": args.height}
+        extra.update(bias_factor=args.bias_factor, height=args.height)
     if args.weights == "reweighted" and args.share_round0 and not (work / name).exists():
         # round 0 trains on unbiased frames only, with no weights in either mode: the two explores
         # share it (copied from the coverage explore of this seed, its explore.json told the new mode)
@@ -248,6 +251,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", choices=["coverage", "reweighted"], default="coverage")
     p.add_argument("--bias-factor", type=float, default=None, help="metadynamics bias factor (default: explore's, 10)")
     p.add_argument("--height", type=float, default=1.2, help="initial hill height with --bias-factor, kJ/mol")
+    p.add_argument("--method", choices=["metad", "opes", "opes-explore"], default="metad")
     p.add_argument("--share-round0", action="store_true", help="with --weights reweighted: reuse round 0 of the coverage explore")
     p.set_defaults(func=cmd_seed)
     p = sub.add_parser("report")
