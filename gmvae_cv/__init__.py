@@ -42,7 +42,7 @@ Errors
 
 __version__ = "0.1.0"
 
-import importlib as _importlib
+from ._core.lazy import lazy_names as _lazy_names
 import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
@@ -125,18 +125,7 @@ _PUBLIC = {
 __all__ = list(_PUBLIC)
 
 
-def __getattr__(name: str):
-    try:
-        where = _PUBLIC[name]
-    except KeyError:
-        raise AttributeError(f"module 'gmvae_cv' has no attribute {name!r}") from None
-    value = getattr(_importlib.import_module(f"{__name__}.{where}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = _lazy_names(__name__, _PUBLIC, globals())
 
 
 if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs

@@ -23,7 +23,7 @@ so that ``gmvae_cv.metad.kernels`` (what the analysis needs) loads without torch
 
 from __future__ import annotations
 
-import importlib as _importlib
+from .._core.lazy import lazy_names as _lazy_names
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 _NAMES = {
@@ -35,7 +35,7 @@ _NAMES = {
     "Hill": "hill",
     "HillKernel": "kernels",
     "GridSpec": "kernels",
-    "SimulationUnstableError": "_errors",
+    "SimulationUnstableError": "gmvae_cv._core.errors",
     "run_metadynamics": "run",
     "run_opes": "run",
     "BiasRunResult": "run",
@@ -53,19 +53,7 @@ _NAMES = {
 __all__ = list(_NAMES)
 
 
-def __getattr__(name: str):
-    try:
-        where = _NAMES[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    module = "gmvae_cv._core.errors" if where == "_errors" else f"{__name__}.{where}"
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_NAMES))
+__getattr__, __dir__ = _lazy_names(__name__, _NAMES, globals())
 
 
 if _TYPE_CHECKING:  # pragma: no cover
