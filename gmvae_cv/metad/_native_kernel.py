@@ -9,7 +9,11 @@ import numpy as np
 
 import numba
 
-_njit = numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)  # SIMD sums, FMA: deterministic
+_FLAGS = dict(cache=True, fastmath={"reassoc", "contract"}, nogil=True)  # SIMD sums, FMA: deterministic
+_njit = numba.njit(**_FLAGS)
+# the steps of one evaluation: inlined into their caller in numba's IR (a call between compiled
+# functions, with its array arguments unpacked, costs about a fifth of a whole evaluation here)
+_step = numba.njit(inline="always", **_FLAGS)
 
 
 @_njit
@@ -78,32 +82,81 @@ def cross(a0, a1, a2, b0, b1, b2):
 
 
 @_njit
+def delta(pos, i, j):
+    """pos[j] - pos[i] as three floats."""
+    return pos[j, 0] - pos[i, 0], pos[j, 1] - pos[i, 1], pos[j, 2] - pos[i, 2]
+
+
+@_njit
+def pair_force(forces, i, j, f, dx, dy, dz):
+    """The force of an energy that depends on r_ij only: f = dE/dr / r, d = pos[j] - pos[i]."""
+    forces[j, 0] -= f * dx
+    forces[j, 1] -= f * dy
+    forces[j, 2] -= f * dz
+    forces[i, 0] += f * dx
+    forces[i, 1] += f * dy
+    forces[i, 2] += f * dz
+
+
+@_njit
+def angle_vectors(pos, i, j, k):
+    """u = pos[i] - pos[j], v = pos[k] - pos[j], w = u x v."""
+    u0, u1, u2 = delta(pos, j, i)
+    v0, v1, v2 = delta(pos, j, k)
+    w0, w1, w2 = cross(u0, u1, u2, v0, v1, v2)
+    return u0, u1, u2, v0, v1, v2, w0, w1, w2
+
+
+@_njit
+def bond_vectors(pos, a0, a1, a2, a3):
+    """The three bond vectors of a dihedral, b1 = a1 - a0, b2 = a2 - a1, b3 = a3 - a2."""
+    b10, b11, b12 = delta(pos, a0, a1)
+    b20, b21, b22 = delta(pos, a1, a2)
+    b30, b31, b32 = delta(pos, a2, a3)
+    return b10, b11, b12, b20, b21, b22, b30, b31, b32
+
+
+@_njit
+def dihedral_yx(b10, b11, b12, b20, b21, b22, b30, b31, b32):
+    """phi = atan2(y, x): y = |b2| b1.(b2 x b3), x = (b1 x b2).(b2 x b3); also |b2| and b1.(b2 x b3)."""
+    c10, c11, c12 = cross(b20, b21, b22, b30, b31, b32)
+    c20, c21, c22 = cross(b10, b11, b12, b20, b21, b22)
+    nb2 = math.sqrt(b20 * b20 + b21 * b21 + b22 * b22)
+    trip = b10 * c10 + b11 * c11 + b12 * c12
+    return trip * nb2, c10 * c20 + c11 * c21 + c12 * c22, nb2, trip
+
+
+@_njit
+def switching(r, r0, n, m):
+    """PLUMED's rational switching function of t = ln(r/r0) (see features.types): value, dvalue/dt."""
+    t = math.log(r / r0)
+    a = abs(t)
+    if a < 1e-9:
+        return n / m * (1.0 + 0.5 * (n - m) * t), n / m * 0.5 * (n - m)
+    tpos = t if t > 0.0 else 0.0
+    ea = math.expm1(-n * a)
+    eb = math.expm1(-m * a)
+    cc = math.exp((n - m) * tpos)
+    dq_dt = (-n * math.exp(-n * a) * eb + m * math.exp(-m * a) * ea) / (eb * eb) * cc * (1.0 if t > 0.0 else -1.0)
+    if t > 0.0:
+        dq_dt += ea / eb * cc * (n - m)
+    return ea / eb * cc, dq_dt
+
+
+@_njit
 def features(pos, dist, angle, torsion, tmode, contact, cr0, cn, cm, dest, x):
     c = 0
     for p in range(dist.shape[0]):
-        i, j = dist[p, 0], dist[p, 1]
-        dx = pos[j, 0] - pos[i, 0]
-        dy = pos[j, 1] - pos[i, 1]
-        dz = pos[j, 2] - pos[i, 2]
+        dx, dy, dz = delta(pos, dist[p, 0], dist[p, 1])
         x[dest[c]] = math.sqrt(dx * dx + dy * dy + dz * dz)
         c += 1
     for p in range(angle.shape[0]):
-        i, j, k = angle[p, 0], angle[p, 1], angle[p, 2]
-        u0, u1, u2 = pos[i, 0] - pos[j, 0], pos[i, 1] - pos[j, 1], pos[i, 2] - pos[j, 2]
-        v0, v1, v2 = pos[k, 0] - pos[j, 0], pos[k, 1] - pos[j, 1], pos[k, 2] - pos[j, 2]
-        w0, w1, w2 = cross(u0, u1, u2, v0, v1, v2)
+        u0, u1, u2, v0, v1, v2, w0, w1, w2 = angle_vectors(pos, angle[p, 0], angle[p, 1], angle[p, 2])
         x[dest[c]] = math.atan2(math.sqrt(w0 * w0 + w1 * w1 + w2 * w2), u0 * v0 + u1 * v1 + u2 * v2)
         c += 1
     for p in range(torsion.shape[0]):
-        a0, a1, a2, a3 = torsion[p, 0], torsion[p, 1], torsion[p, 2], torsion[p, 3]
-        b10, b11, b12 = pos[a1, 0] - pos[a0, 0], pos[a1, 1] - pos[a0, 1], pos[a1, 2] - pos[a0, 2]
-        b20, b21, b22 = pos[a2, 0] - pos[a1, 0], pos[a2, 1] - pos[a1, 1], pos[a2, 2] - pos[a1, 2]
-        b30, b31, b32 = pos[a3, 0] - pos[a2, 0], pos[a3, 1] - pos[a2, 1], pos[a3, 2] - pos[a2, 2]
-        c10, c11, c12 = cross(b20, b21, b22, b30, b31, b32)
-        c20, c21, c22 = cross(b10, b11, b12, b20, b21, b22)
-        nb2 = math.sqrt(b20 * b20 + b21 * b21 + b22 * b22)
-        yy = (b10 * c10 + b11 * c11 + b12 * c12) * nb2
-        xx = c10 * c20 + c11 * c21 + c12 * c22
+        b = bond_vectors(pos, torsion[p, 0], torsion[p, 1], torsion[p, 2], torsion[p, 3])
+        yy, xx, _, _ = dihedral_yx(b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8])
         phi = math.atan2(yy, xx)
         if tmode[p] == 0:
             x[dest[c]] = phi
@@ -113,20 +166,71 @@ def features(pos, dist, angle, torsion, tmode, contact, cr0, cn, cm, dest, x):
             x[dest[c]] = math.cos(phi)
         c += 1
     for p in range(contact.shape[0]):
-        i, j = contact[p, 0], contact[p, 1]
-        dx = pos[j, 0] - pos[i, 0]
-        dy = pos[j, 1] - pos[i, 1]
-        dz = pos[j, 2] - pos[i, 2]
-        r = math.sqrt(dx * dx + dy * dy + dz * dz)
-        t = math.log(r / cr0[p])
-        a = abs(t)
-        n, m = cn[p], cm[p]
-        if a < 1e-9:
-            x[dest[c]] = n / m * (1.0 + 0.5 * (n - m) * t)
-        else:
-            tpos = t if t > 0.0 else 0.0
-            x[dest[c]] = math.expm1(-n * a) / math.expm1(-m * a) * math.exp((n - m) * tpos)
+        dx, dy, dz = delta(pos, contact[p, 0], contact[p, 1])
+        x[dest[c]] = switching(math.sqrt(dx * dx + dy * dy + dz * dz), cr0[p], cn[p], cm[p])[0]
         c += 1
+
+
+@_njit
+def angle_bwd(pos, i, j, k, g, forces):
+    """forces -= g dtheta/dpos for the angle theta(i, j, k) = atan2(|u x v|, u.v)."""
+    u0, u1, u2, v0, v1, v2, w0, w1, w2 = angle_vectors(pos, i, j, k)
+    s = math.sqrt(w0 * w0 + w1 * w1 + w2 * w2)
+    co = u0 * v0 + u1 * v1 + u2 * v2
+    den = s * s + co * co
+    # dtheta = (co ds - s dco) / den; ds/du = (v x w)/s, ds/dv = (w x u)/s
+    vw0, vw1, vw2 = cross(v0, v1, v2, w0, w1, w2)
+    wu0, wu1, wu2 = cross(w0, w1, w2, u0, u1, u2)
+    a_s = g * co / (den * s)
+    a_c = -g * s / den
+    du0, du1, du2 = a_s * vw0 + a_c * v0, a_s * vw1 + a_c * v1, a_s * vw2 + a_c * v2
+    dv0, dv1, dv2 = a_s * wu0 + a_c * u0, a_s * wu1 + a_c * u1, a_s * wu2 + a_c * u2
+    forces[i, 0] -= du0
+    forces[i, 1] -= du1
+    forces[i, 2] -= du2
+    forces[k, 0] -= dv0
+    forces[k, 1] -= dv1
+    forces[k, 2] -= dv2
+    forces[j, 0] += du0 + dv0
+    forces[j, 1] += du1 + dv1
+    forces[j, 2] += du2 + dv2
+
+
+@_njit
+def torsion_bwd(pos, a0, a1, a2, a3, mode, g, forces):
+    """forces -= g df/dpos for f = phi, sin(phi) or cos(phi) (mode 0, 1, 2) of the dihedral a0-a1-a2-a3."""
+    b10, b11, b12, b20, b21, b22, b30, b31, b32 = bond_vectors(pos, a0, a1, a2, a3)
+    yy, xx, nb2, trip = dihedral_yx(b10, b11, b12, b20, b21, b22, b30, b31, b32)
+    c10, c11, c12 = cross(b20, b21, b22, b30, b31, b32)
+    c20, c21, c22 = cross(b10, b11, b12, b20, b21, b22)
+    phi = math.atan2(yy, xx)
+    if mode == 1:
+        g = g * math.cos(phi)
+    elif mode == 2:
+        g = -g * math.sin(phi)
+    den = xx * xx + yy * yy
+    gy = g * xx / den
+    gxx = -g * yy / den
+    d12 = b10 * b20 + b11 * b21 + b12 * b22
+    d23 = b20 * b30 + b21 * b31 + b22 * b32
+    d13 = b10 * b30 + b11 * b31 + b12 * b32
+    d22 = b20 * b20 + b21 * b21 + b22 * b22
+    # y = |b2| b1.(b2 x b3);  x = (b2.b1)(b3.b2) - (b2.b2)(b3.b1)
+    c31 = cross(b30, b31, b32, b10, b11, b12)
+    e1 = (gy * nb2 * c10 + gxx * (d23 * b20 - d22 * b30),
+          gy * nb2 * c11 + gxx * (d23 * b21 - d22 * b31),
+          gy * nb2 * c12 + gxx * (d23 * b22 - d22 * b32))
+    e3 = (gy * nb2 * c20 + gxx * (d12 * b20 - d22 * b10),
+          gy * nb2 * c21 + gxx * (d12 * b21 - d22 * b11),
+          gy * nb2 * c22 + gxx * (d12 * b22 - d22 * b12))
+    e2 = (gy * (trip * b20 / nb2 + nb2 * c31[0]) + gxx * (d23 * b10 + d12 * b30 - 2.0 * d13 * b20),
+          gy * (trip * b21 / nb2 + nb2 * c31[1]) + gxx * (d23 * b11 + d12 * b31 - 2.0 * d13 * b21),
+          gy * (trip * b22 / nb2 + nb2 * c31[2]) + gxx * (d23 * b12 + d12 * b32 - 2.0 * d13 * b22))
+    for q in range(3):
+        forces[a0, q] += e1[q]
+        forces[a1, q] -= e1[q] - e2[q]
+        forces[a2, q] -= e2[q] - e3[q]
+        forces[a3, q] -= e3[q]
 
 
 @_njit
@@ -136,121 +240,28 @@ def features_bwd(pos, dist, angle, torsion, tmode, contact, cr0, cn, cm, dest, g
     for p in range(dist.shape[0]):
         g = gx[dest[c]]
         c += 1
-        if g == 0.0:
-            continue
-        i, j = dist[p, 0], dist[p, 1]
-        dx = pos[j, 0] - pos[i, 0]
-        dy = pos[j, 1] - pos[i, 1]
-        dz = pos[j, 2] - pos[i, 2]
-        f = g / math.sqrt(dx * dx + dy * dy + dz * dz)
-        forces[j, 0] -= f * dx
-        forces[j, 1] -= f * dy
-        forces[j, 2] -= f * dz
-        forces[i, 0] += f * dx
-        forces[i, 1] += f * dy
-        forces[i, 2] += f * dz
+        if g != 0.0:
+            i, j = dist[p, 0], dist[p, 1]
+            dx, dy, dz = delta(pos, i, j)
+            pair_force(forces, i, j, g / math.sqrt(dx * dx + dy * dy + dz * dz), dx, dy, dz)
     for p in range(angle.shape[0]):
         g = gx[dest[c]]
         c += 1
-        if g == 0.0:
-            continue
-        i, j, k = angle[p, 0], angle[p, 1], angle[p, 2]
-        u0, u1, u2 = pos[i, 0] - pos[j, 0], pos[i, 1] - pos[j, 1], pos[i, 2] - pos[j, 2]
-        v0, v1, v2 = pos[k, 0] - pos[j, 0], pos[k, 1] - pos[j, 1], pos[k, 2] - pos[j, 2]
-        w0, w1, w2 = cross(u0, u1, u2, v0, v1, v2)
-        s = math.sqrt(w0 * w0 + w1 * w1 + w2 * w2)
-        co = u0 * v0 + u1 * v1 + u2 * v2
-        den = s * s + co * co
-        # theta = atan2(s, co): dtheta = (co ds - s dco) / den; ds/du = (v x w)/s, ds/dv = (w x u)/s
-        vw0, vw1, vw2 = cross(v0, v1, v2, w0, w1, w2)
-        wu0, wu1, wu2 = cross(w0, w1, w2, u0, u1, u2)
-        a_s = g * co / (den * s)
-        a_c = -g * s / den
-        du0, du1, du2 = a_s * vw0 + a_c * v0, a_s * vw1 + a_c * v1, a_s * vw2 + a_c * v2
-        dv0, dv1, dv2 = a_s * wu0 + a_c * u0, a_s * wu1 + a_c * u1, a_s * wu2 + a_c * u2
-        forces[i, 0] -= du0
-        forces[i, 1] -= du1
-        forces[i, 2] -= du2
-        forces[k, 0] -= dv0
-        forces[k, 1] -= dv1
-        forces[k, 2] -= dv2
-        forces[j, 0] += du0 + dv0
-        forces[j, 1] += du1 + dv1
-        forces[j, 2] += du2 + dv2
+        if g != 0.0:
+            angle_bwd(pos, angle[p, 0], angle[p, 1], angle[p, 2], g, forces)
     for p in range(torsion.shape[0]):
         g = gx[dest[c]]
         c += 1
-        if g == 0.0:
-            continue
-        a0, a1, a2, a3 = torsion[p, 0], torsion[p, 1], torsion[p, 2], torsion[p, 3]
-        b10, b11, b12 = pos[a1, 0] - pos[a0, 0], pos[a1, 1] - pos[a0, 1], pos[a1, 2] - pos[a0, 2]
-        b20, b21, b22 = pos[a2, 0] - pos[a1, 0], pos[a2, 1] - pos[a1, 1], pos[a2, 2] - pos[a1, 2]
-        b30, b31, b32 = pos[a3, 0] - pos[a2, 0], pos[a3, 1] - pos[a2, 1], pos[a3, 2] - pos[a2, 2]
-        c10, c11, c12 = cross(b20, b21, b22, b30, b31, b32)
-        c20, c21, c22 = cross(b10, b11, b12, b20, b21, b22)
-        nb2 = math.sqrt(b20 * b20 + b21 * b21 + b22 * b22)
-        trip = b10 * c10 + b11 * c11 + b12 * c12
-        yy = trip * nb2
-        xx = c10 * c20 + c11 * c21 + c12 * c22
-        phi = math.atan2(yy, xx)
-        if tmode[p] == 1:
-            g = g * math.cos(phi)
-        elif tmode[p] == 2:
-            g = -g * math.sin(phi)
-        den = xx * xx + yy * yy
-        gy = g * xx / den
-        gxx = -g * yy / den
-        d12 = b10 * b20 + b11 * b21 + b12 * b22
-        d23 = b20 * b30 + b21 * b31 + b22 * b32
-        d13 = b10 * b30 + b11 * b31 + b12 * b32
-        d22 = b20 * b20 + b21 * b21 + b22 * b22
-        # y = |b2| b1.(b2 x b3);  x = (b2.b1)(b3.b2) - (b2.b2)(b3.b1)
-        c31 = cross(b30, b31, b32, b10, b11, b12)
-        e1 = (gy * nb2 * c10 + gxx * (d23 * b20 - d22 * b30),
-              gy * nb2 * c11 + gxx * (d23 * b21 - d22 * b31),
-              gy * nb2 * c12 + gxx * (d23 * b22 - d22 * b32))
-        e3 = (gy * nb2 * c20 + gxx * (d12 * b20 - d22 * b10),
-              gy * nb2 * c21 + gxx * (d12 * b21 - d22 * b11),
-              gy * nb2 * c22 + gxx * (d12 * b22 - d22 * b12))
-        e2 = (gy * (trip * b20 / nb2 + nb2 * c31[0]) + gxx * (d23 * b10 + d12 * b30 - 2.0 * d13 * b20),
-              gy * (trip * b21 / nb2 + nb2 * c31[1]) + gxx * (d23 * b11 + d12 * b31 - 2.0 * d13 * b21),
-              gy * (trip * b22 / nb2 + nb2 * c31[2]) + gxx * (d23 * b12 + d12 * b32 - 2.0 * d13 * b22))
-        for q in range(3):
-            forces[a0, q] += e1[q]
-            forces[a1, q] -= e1[q] - e2[q]
-            forces[a2, q] -= e2[q] - e3[q]
-            forces[a3, q] -= e3[q]
+        if g != 0.0:
+            torsion_bwd(pos, torsion[p, 0], torsion[p, 1], torsion[p, 2], torsion[p, 3], tmode[p], g, forces)
     for p in range(contact.shape[0]):
         g = gx[dest[c]]
         c += 1
-        if g == 0.0:
-            continue
-        i, j = contact[p, 0], contact[p, 1]
-        dx = pos[j, 0] - pos[i, 0]
-        dy = pos[j, 1] - pos[i, 1]
-        dz = pos[j, 2] - pos[i, 2]
-        r = math.sqrt(dx * dx + dy * dy + dz * dz)
-        t = math.log(r / cr0[p])
-        a = abs(t)
-        n, m = cn[p], cm[p]
-        if a < 1e-9:
-            dq_dt = n / m * 0.5 * (n - m)
-        else:
-            tpos = t if t > 0.0 else 0.0
-            ea = math.expm1(-n * a)
-            eb = math.expm1(-m * a)
-            cc = math.exp((n - m) * tpos)
-            dq_da = (-n * math.exp(-n * a) * eb + m * math.exp(-m * a) * ea) / (eb * eb) * cc
-            dq_dt = dq_da * (1.0 if t > 0.0 else -1.0)
-            if t > 0.0:
-                dq_dt += ea / eb * cc * (n - m)
-        f = g * dq_dt / (r * r)
-        forces[j, 0] -= f * dx
-        forces[j, 1] -= f * dy
-        forces[j, 2] -= f * dz
-        forces[i, 0] += f * dx
-        forces[i, 1] += f * dy
-        forces[i, 2] += f * dz
+        if g != 0.0:
+            i, j = contact[p, 0], contact[p, 1]
+            dx, dy, dz = delta(pos, i, j)
+            r = math.sqrt(dx * dx + dy * dy + dz * dz)
+            pair_force(forces, i, j, g * switching(r, cr0[p], cn[p], cm[p])[1] / (r * r), dx, dy, dz)
 
 
 @_njit
@@ -318,34 +329,13 @@ def spline(s, table, offset, inv_spacing, n_bins, periodic, strides, offsets, he
     return energy
 
 
-@_njit
-def energy_forces(pos, table, components,
-                  dist, angle, torsion, tmode, contact, cr0, cn, cm, dest,
-                  has_net, w0, rowmap, b0, zw, zb, zdims, zrelu, yw, yb, ydims, yrelu, wl, bl, group, mult, hw, hb,
-                  offset, inv_spacing, n_bins, periodic, strides, offsets, hermite,
-                  forces, cv_out):
-    n_f = dest.shape[0]
-    x = np.zeros(n_f)
-    features(pos, dist, angle, torsion, tmode, contact, cr0, cn, cm, dest, x)
-    for i in range(forces.shape[0]):
-        forces[i, 0] = 0.0
-        forces[i, 1] = 0.0
-        forces[i, 2] = 0.0
-    gx = np.zeros(n_f)
-    nd = components.shape[0]
-    sb = np.empty(nd)
-    gsb = np.empty(nd)
-    if not has_net:
-        for a in range(cv_out.shape[0]):
-            cv_out[a] = x[a]
-        for a in range(nd):
-            sb[a] = x[components[a]]
-        energy = spline(sb, table, offset, inv_spacing, n_bins, periodic, strides, offsets, hermite, gsb)
-        for a in range(nd):
-            gx[components[a]] += gsb[a]
-        features_bwd(pos, dist, angle, torsion, tmode, contact, cr0, cn, cm, dest, gx, forces)
-        return energy
-    n_r = rowmap.shape[0]
+@_step
+def encoder_fwd(x, w0, rowmap, b0, zw, zb, zdims, zrelu, yw, yb, ydims, yrelu, wl, bl, mult, group, hw, hb):
+    """The encoder mean s(x) (see native.NativeRecipe), with what its reverse pass needs.
+
+    Returns s, the first layer's activations r, the two chains' activations and last-output offsets,
+    and the group probabilities q(y|x) (one per group of identical logits, weights ``mult``)."""
+    n_f = x.shape[0]
     n_u = w0.shape[0]  # distinct rows of the first layer (the K copies of q(z|x,y)'s share theirs)
     u = np.empty(n_u)
     for o in range(n_u):
@@ -353,6 +343,7 @@ def energy_forces(pos, table, components,
         for i in range(n_f):
             acc += w0[o, i] * x[i]
         u[o] = acc
+    n_r = rowmap.shape[0]
     r = np.empty(n_r)
     for o in range(n_r):
         acc = u[rowmap[o]] + b0[o]
@@ -393,15 +384,19 @@ def energy_forces(pos, table, components,
         qe = qg[ge] * h[e]
         for dd in range(n_d):
             s[dd] += qe * hw[e, dd]
-    for a in range(cv_out.shape[0]):
-        cv_out[a] = s[a]
-    for a in range(nd):
-        sb[a] = s[components[a]]
-    energy = spline(sb, table, offset, inv_spacing, n_bins, periodic, strides, offsets, hermite, gsb)
-    gs = np.zeros(n_d)
-    for a in range(nd):
-        gs[components[a]] += gsb[a]
-    # reverse: s = sum_e q_e h_e hw_e + hb
+    return s, r, zacts, zo, yacts, yo, qg
+
+
+@_step
+def encoder_bwd(gs, r, zacts, zo, yacts, yo, qg, w0, rowmap, zw, zb, zdims, zrelu, yw, yb, ydims, yrelu,
+                wl, mult, group, hw, gx):
+    """Adds d(gs . s)/dx to gx, from :func:`encoder_fwd`'s saved activations."""
+    n_h = hw.shape[0]
+    n_t = wl.shape[1]
+    n_g = wl.shape[0]
+    n_d = hw.shape[1]
+    h = r[:n_h] if zo < 0 else zacts[zo:zo + n_h]
+    # s = sum_e q_e h_e hw_e + hb
     gh = np.zeros(n_h)
     ag = np.zeros(n_g)
     for e in range(n_h):
@@ -423,9 +418,11 @@ def energy_forces(pos, table, components,
     for g in range(n_g):
         for i in range(n_t):
             gt[i] += wl[g, i] * gl[g]
+    n_r = rowmap.shape[0]
     gr = np.zeros(n_r)
     chain_bwd(zw, zb, zdims, zrelu, zacts, gh, gr)
     chain_bwd(yw, yb, ydims, yrelu, yacts, gt, gr)
+    n_u = w0.shape[0]
     gu = np.zeros(n_u)
     for o in range(n_r):
         if r[o] > 0.0:
@@ -433,8 +430,46 @@ def energy_forces(pos, table, components,
     for o in range(n_u):
         go = gu[o]
         if go != 0.0:
-            for i in range(n_f):
+            for i in range(gx.shape[0]):
                 gx[i] += w0[o, i] * go
+
+
+@_njit
+def energy_forces(pos, table, components,
+                  dist, angle, torsion, tmode, contact, cr0, cn, cm, dest,
+                  has_net, w0, rowmap, b0, zw, zb, zdims, zrelu, yw, yb, ydims, yrelu, wl, bl, group, mult, hw, hb,
+                  offset, inv_spacing, n_bins, periodic, strides, offsets, hermite,
+                  forces, cv_out):
+    n_f = dest.shape[0]
+    x = np.zeros(n_f)
+    features(pos, dist, angle, torsion, tmode, contact, cr0, cn, cm, dest, x)
+    for i in range(forces.shape[0]):
+        forces[i, 0] = 0.0
+        forces[i, 1] = 0.0
+        forces[i, 2] = 0.0
+    gx = np.zeros(n_f)
+    nd = components.shape[0]
+    sb = np.empty(nd)
+    gsb = np.empty(nd)
+    if has_net:
+        s, r, zacts, zo, yacts, yo, qg = encoder_fwd(x, w0, rowmap, b0, zw, zb, zdims, zrelu, yw, yb, ydims, yrelu,
+                                                     wl, bl, mult, group, hw, hb)
+    else:  # the CV is the features themselves (a torsion-only CV, for example)
+        s, r, zacts, zo, yacts, yo, qg = x, x, x, -1, x, -1, x
+    for a in range(cv_out.shape[0]):
+        cv_out[a] = s[a]
+    for a in range(nd):
+        sb[a] = s[components[a]]
+    energy = spline(sb, table, offset, inv_spacing, n_bins, periodic, strides, offsets, hermite, gsb)
+    if has_net:
+        gs = np.zeros(s.shape[0])
+        for a in range(nd):
+            gs[components[a]] += gsb[a]
+        encoder_bwd(gs, r, zacts, zo, yacts, yo, qg, w0, rowmap, zw, zb, zdims, zrelu, yw, yb, ydims, yrelu,
+                    wl, mult, group, hw, gx)
+    else:
+        for a in range(nd):
+            gx[components[a]] += gsb[a]
     features_bwd(pos, dist, angle, torsion, tmode, contact, cr0, cn, cm, dest, gx, forces)
     return energy
 
