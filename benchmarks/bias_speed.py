@@ -42,7 +42,8 @@ from openmm import app, unit  # noqa: E402
 from openmmtorch import TorchForce  # noqa: E402
 
 from gmvae_cv.metad.engine import BiasRouteWarning, WellTemperedMetadynamics  # noqa: E402
-from gmvae_cv.metad.force import VERSION_PARAMETER, _CompiledForceBox, _CompiledForceNoBox, _SharedTable, compile_energy_and_forces, write_table  # noqa: E402
+from gmvae_cv.metad.force import VERSION_PARAMETER, _CompiledForceBox, _CompiledForceNoBox, compile_energy_and_forces, write_table
+from gmvae_cv.metad.table_file import SharedTable as _SharedTable  # noqa: E402
 from gmvae_cv.metad.grid import BiasGrid  # noqa: E402
 from gmvae_cv.deploy.loaders import random_gmvae_cv  # noqa: E402
 from gmvae_cv.features import FeatureSpec, alanine_heavy_atom_distances  # noqa: E402

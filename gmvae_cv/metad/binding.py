@@ -22,7 +22,8 @@ import numpy as np
 from .._core.checks import check_array
 from .._core.errors import GMVAEInputError
 from ..deploy.loaders import CVModel
-from .force import ROUTES, VERSION_PARAMETER, BiasForceBuilder, TableFile
+from .force import ROUTES, VERSION_PARAMETER, BiasForceBuilder
+from .table_file import TableFile
 from .grid import BiasGrid
 
 __all__ = ["ForceBinding", "BiasRouteWarning", "positions_nm"]

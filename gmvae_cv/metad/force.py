@@ -25,7 +25,6 @@ changes.
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -34,66 +33,15 @@ import numpy as np
 import torch
 
 from .._core.errors import GMVAEInputError
+from .compile import compile_energy_and_forces
 from .grid import BiasGrid, GridBias
+from .table_file import SharedTable, TableFile, write_table
 
 __all__ = ["VERSION_PARAMETER", "ROUTES", "BiasForceBuilder", "TableFile", "write_table", "compile_energy_and_forces"]
 
 VERSION_PARAMETER = "gmvae_cv_bias_version"
 """Context parameter whose change makes the bias force re-read its node table."""
 ROUTES = ("compiled", "autograd")
-
-
-class TableFile:
-    """The bias table shared between Python and the forces: a float64 file mapped in memory.
-
-    Python writes the table in place (:meth:`write`); every force maps the same file
-    (``torch.from_file(..., shared=True)``), so a new hill reaches all walkers' contexts without
-    copying or re-reading a file. The file holds no state of its own: a run rewrites it from the
-    checkpoint when it starts.
-
-    Parameters
-    ----------
-    path : path
-    shape : (int, int)
-        ``(n_rows, n_cols)`` of the table (fixed for a grid geometry).
-    """
-
-    def __init__(self, path: str | os.PathLike, shape: Sequence[int]) -> None:
-        self.path = Path(path).resolve()
-        self.shape = (int(shape[0]), int(shape[1]))
-        nbytes = self.shape[0] * self.shape[1] * 8
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size != nbytes:
-            self.path.unlink()  # a new inode: a force still mapping the old file keeps valid memory
-        with open(self.path, "ab") as fh:  # create, or keep the inode the forces have mapped
-            if fh.tell() != nbytes:
-                fh.truncate(nbytes)
-        self._map = np.memmap(self.path, dtype=np.float64, mode="r+", shape=self.shape)
-
-    def write(self, table: np.ndarray) -> None:
-        """Copy ``table`` (shape :attr:`shape`) into the shared file."""
-        if table.shape != self.shape:
-            raise GMVAEInputError(f"{self.path}: table has shape {table.shape}, expected {self.shape}")
-        self._map[...] = table
-
-    def write_region(self, table: np.ndarray, grid_shape: Sequence[int], region: Sequence[Sequence[slice]]) -> None:
-        """Copy only the rows of ``table`` (shape :attr:`shape`) of the nodes in ``region`` into the
-        shared file: per grid axis a list of node slices, rows of their product (what
-        :meth:`~gmvae_cv.metad.grid.BiasGrid.add_hill` returns)."""
-        if table.shape != self.shape:
-            raise GMVAEInputError(f"{self.path}: table has shape {table.shape}, expected {self.shape}")
-        shape = tuple(int(n) for n in grid_shape) + (self.shape[1],)
-        if int(np.prod(shape)) != table.size:
-            raise GMVAEInputError(f"{self.path}: grid shape {tuple(grid_shape)} does not match the table's {self.shape[0]} rows")
-        src = table.reshape(shape)
-        dst = self._map.reshape(shape)
-        for combo in itertools.product(*region):
-            dst[combo] = src[combo]
-
-
-def write_table(path: str | os.PathLike, table: np.ndarray) -> None:
-    """Write ``table`` into the shared table file ``path`` (created with the table's shape if needed)."""
-    TableFile(path, table.shape).write(np.asarray(table, dtype=np.float64))
 
 
 class _Energy(torch.nn.Module):
@@ -111,257 +59,9 @@ class _Energy(torch.nn.Module):
         return self.grid(s, table)
 
 
-# ---------------------------------------------------------------------------------------- compilation
-def compile_energy_and_forces(energy: torch.nn.Module, example: Sequence[torch.Tensor]) -> torch.jit.ScriptModule:
-    """Trace ``energy(*example)`` and its gradient w.r.t. the first input into one scripted graph.
-
-    Parameters
-    ----------
-    energy : torch.nn.Module
-        ``energy(positions, *rest) -> scalar``.
-    example : sequence of Tensor
-        Example inputs (positions first); values decide data-dependent branches.
-
-    Returns
-    -------
-    torch.jit.ScriptModule
-        ``forward(positions, *rest) -> (energy, forces)`` with forces ``= -dE/dpositions``, no
-        autograd at run time.
-    """
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    def energy_and_forces(positions, *rest):
-        with torch.enable_grad():
-            p = positions.detach().requires_grad_(True)
-            e = energy(p, *rest)
-            (g,) = torch.autograd.grad(e, p)
-        return e.detach(), -g.detach()
-
-    gm = make_fx(energy_and_forces)(*example)
-    _simplify(gm)
-    return torch.jit.script(gm)
-
-
-def _simplify(gm) -> None:
-    """Drop detach, fold constants, rewrite addmm, and make the graph scriptable (in place)."""
-    g = gm.graph
-    aten = torch.ops.aten
-    for node in list(g.nodes):
-        if node.op == "call_function" and node.target in (aten.detach.default, aten.alias.default):
-            node.replace_all_uses_with(node.args[0])
-            g.erase_node(node)
-    counter = [0]
-
-    def new_constant(value: torch.Tensor) -> str:
-        name = f"folded_{counter[0]}"
-        counter[0] += 1
-        gm.register_buffer(name, value.detach().contiguous().clone())
-        return name
-
-    consts: dict = {}
-    for node in g.nodes:
-        if node.op == "get_attr":
-            consts[node] = getattr(gm, node.target)
-    for node in list(g.nodes):
-        if node.op != "call_function":
-            continue
-        ins = node.all_input_nodes
-        if not ins or not all(n in consts for n in ins):
-            continue
-        args = torch.fx.node.map_arg(node.args, lambda n: consts[n])
-        kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: consts[n])
-        value = node.target(*args, **kwargs)
-        if not isinstance(value, torch.Tensor):
-            continue
-        with g.inserting_before(node):
-            new = g.get_attr(new_constant(value))
-        node.replace_all_uses_with(new)
-        g.erase_node(node)
-        consts[new] = value
-    _drop_identities(g, consts)
-    _drop_batch_of_one(g, consts, new_constant)
-    _drop_identities(g, consts)
-    # TorchScript's shape analysis of frozen modules mis-handles addmm with constant operands
-    # (torch 2.12); linear (constant weight) or mm + add avoid it.
-    for node in list(g.nodes):
-        if node.op == "call_function" and node.target == aten.addmm.default and not node.kwargs and len(node.args) == 3:
-            bias, x, w = node.args
-            with g.inserting_before(node):
-                if w in consts:
-                    wt = g.get_attr(new_constant(consts[w].t()))
-                    new = g.call_function(aten.linear.default, (x, wt, bias))
-                else:
-                    mm = g.call_function(aten.mm.default, (x, w))
-                    new = g.call_function(aten.add.Tensor, (mm, bias))
-            node.replace_all_uses_with(new)
-            g.erase_node(node)
-    g.eliminate_dead_code()
-    for node in g.nodes:
-        if node.op == "get_attr" and not node.target.startswith("folded_"):
-            node.target = new_constant(getattr(gm, node.target))
-        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
-            node.target = node.target.overloadpacket
-    g.eliminate_dead_code()
-    g.lint()
-    gm.recompile()
-    for name in [n for n in list(gm._buffers) if not n.startswith("folded_")]:
-        del gm._buffers[name]
-    for name in [n for n in list(vars(gm)) if n.startswith(("_tensor_constant", "_param_constant"))]:
-        delattr(gm, name)
-
-
-def _drop_identities(g, consts: dict) -> None:
-    """Remove operations that return their input unchanged (traced batch dimensions, identity
-    permutations, single-tensor concatenations, scatter into zeros with an identity index, the
-    ones/zeros of the gradient seed); shapes come from the tracer's metadata."""
-    aten = torch.ops.aten
-    views = {aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.squeeze.dim, aten.squeeze.default,
-             aten.squeeze.dims, aten.unsqueeze.default, aten.expand.default}
-    zeros = {aten.new_zeros.default, aten.zeros.default, aten.zeros_like.default}
-
-    def val(node):
-        if node in consts:
-            return consts[node]
-        return node.meta.get("val") if hasattr(node, "meta") else None
-
-    def same(a, b) -> bool:
-        va, vb = val(a), val(b)
-        return isinstance(va, torch.Tensor) and isinstance(vb, torch.Tensor) and va.shape == vb.shape and va.dtype == vb.dtype
-
-    def is_arange(node, n) -> bool:
-        c = consts.get(node)
-        return c is not None and c.dim() == 1 and c.numel() == n and bool(torch.equal(c, torch.arange(n, dtype=c.dtype)))
-
-    changed = True
-    while changed:
-        changed = False
-        for node in list(g.nodes):
-            if node.op != "call_function" or not node.users:
-                continue
-            t, a = node.target, node.args
-            repl = None
-            if t in views:
-                anc = a[0]
-                while True:
-                    if same(anc, node):
-                        repl = anc
-                        break
-                    if getattr(anc, "op", None) == "call_function" and anc.target in views:
-                        anc = anc.args[0]
-                        continue
-                    break
-            elif t == aten.index_select.default:
-                x, dim, idx = a
-                vx = val(x)
-                if isinstance(vx, torch.Tensor) and is_arange(idx, vx.shape[dim]):
-                    repl = x
-            elif t == aten.index_add.default and len(a) == 4 and not node.kwargs:
-                base, dim, idx, src = a
-                if getattr(base, "op", None) == "call_function" and base.target in zeros and same(base, src) and \
-                        is_arange(idx, val(src).shape[dim]):
-                    repl = src
-            elif t == aten.slice.Tensor:
-                x = a[0]
-                dim, start = (a[1] if len(a) > 1 else 0), (a[2] if len(a) > 2 else None)
-                end, step = (a[3] if len(a) > 3 else None), (a[4] if len(a) > 4 else 1)
-                vx = val(x)
-                if isinstance(vx, torch.Tensor) and start in (None, 0) and step == 1 and (end is None or end >= vx.shape[dim]):
-                    repl = x
-            elif t == aten.cat.default and len(a[0]) == 1:
-                repl = a[0][0]
-            elif t == aten.mul.Tensor:
-                for one, other in ((a[0], a[1]), (a[1], a[0])):
-                    if getattr(one, "op", None) == "call_function" and one.target == aten.ones_like.default and same(other, node):
-                        repl = other
-                        break
-            elif t == aten.add.Tensor and len(a) == 2 and not node.kwargs:
-                for zero, other in ((a[0], a[1]), (a[1], a[0])):
-                    if getattr(zero, "op", None) == "call_function" and zero.target in zeros and same(other, node):
-                        repl = other
-                        break
-            if repl is not None and repl is not node:
-                node.replace_all_uses_with(repl)
-                changed = True
-        g.eliminate_dead_code()
-
-
-def _drop_batch_of_one(g, consts: dict, new_constant) -> None:
-    """Matrix products of a single traced row, ``(1, n) @ (n, m)`` reshaped to ``(m,)``, become
-    vector products (``mv``, 1-D ``linear``): fewer operations for the batch dimension of one."""
-    aten = torch.ops.aten
-    to_row = {aten.view.default, aten.reshape.default, aten.unsqueeze.default, aten._unsafe_view.default}
-    to_vec = {aten.view.default, aten.reshape.default, aten.squeeze.dim, aten.squeeze.default, aten._unsafe_view.default,
-              aten.squeeze_.dim}
-
-    def shape(node):
-        v = consts.get(node) if node in consts else node.meta.get("val")
-        return tuple(v.shape) if isinstance(v, torch.Tensor) else None
-
-    for node in list(g.nodes):
-        if node.op != "call_function" or node.target not in (aten.mm.default, aten.linear.default):
-            continue
-        row = node.args[0]
-        if getattr(row, "op", None) != "call_function" or row.target not in to_row:
-            continue
-        x = row.args[0]
-        sx, sr, sn = shape(x), shape(row), shape(node)
-        if sx is None or sr is None or sn is None or len(sx) != 1 or sr != (1, sx[0]) or len(sn) != 2 or sn[0] != 1:
-            continue
-        users = list(node.users)
-        if not users or any(u.op != "call_function" or u.target not in to_vec or shape(u) != (sn[1],) for u in users):
-            continue
-        with g.inserting_before(node):
-            if node.target == aten.linear.default:
-                new = g.call_function(aten.linear.default, (x, *node.args[1:]), dict(node.kwargs))
-            else:
-                w = node.args[1]
-                if w in consts:
-                    wt = g.get_attr(new_constant(consts[w].t()))
-                    consts[wt] = consts[w].t().contiguous()
-                else:
-                    wt = g.call_function(aten.t.default, (w,))
-                new = g.call_function(aten.mv.default, (wt, x))
-        new.meta["val"] = torch.empty(sn[1], dtype=node.meta["val"].dtype) if "val" in node.meta else None
-        for u in users:
-            u.replace_all_uses_with(new)
-            g.erase_node(u)
-        g.erase_node(node)
-    g.eliminate_dead_code()
-
-
 # ---------------------------------------------------------------------------------------- force modules
-class _SharedTable(torch.nn.Module):
-    """Maps the table file once; a float32 force copies it again when the version changes."""
-
-    def __init__(self, path: str, n_rows: int, n_cols: int, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.path = path
-        self.n_rows = n_rows
-        self.n_cols = n_cols
-        self.dtype = dtype
-        self.copies = dtype != torch.float64
-        self.mapped_once = False
-        self.loaded = -1.0
-        self.mapped = torch.zeros((n_rows, n_cols), dtype=torch.float64)
-        self.table = torch.zeros((n_rows, n_cols), dtype=dtype)
-
-    def forward(self, version: torch.Tensor) -> torch.Tensor:
-        if not self.mapped_once:
-            path = self.path
-            self.mapped = torch.from_file(path, shared=True, size=self.n_rows * self.n_cols, dtype=torch.float64).view(self.n_rows, self.n_cols)
-            self.mapped_once = True
-            self.path = path  # a mutated attribute: keeps torch.jit.freeze from folding the mapping
-        if not self.copies:
-            return self.mapped
-        v = float(version.item())
-        if v != self.loaded:
-            self.table = self.mapped.to(self.dtype)
-            self.loaded = v
-        return self.table
-
-
 class _CompiledForceNoBox(torch.nn.Module):
-    def __init__(self, ef: torch.nn.Module, table: _SharedTable, dtype: torch.dtype) -> None:
+    def __init__(self, ef: torch.nn.Module, table: SharedTable, dtype: torch.dtype) -> None:
         super().__init__()
         self.ef = ef
         self.source = table
@@ -375,7 +75,7 @@ class _CompiledForceNoBox(torch.nn.Module):
 
 
 class _CompiledForceBox(torch.nn.Module):
-    def __init__(self, ef: torch.nn.Module, table: _SharedTable, dtype: torch.dtype) -> None:
+    def __init__(self, ef: torch.nn.Module, table: SharedTable, dtype: torch.dtype) -> None:
         super().__init__()
         self.ef = ef
         self.source = table
@@ -389,7 +89,7 @@ class _CompiledForceBox(torch.nn.Module):
 
 
 class _AutogradForceNoBox(torch.nn.Module):
-    def __init__(self, energy: torch.nn.Module, table: _SharedTable, dtype: torch.dtype) -> None:
+    def __init__(self, energy: torch.nn.Module, table: SharedTable, dtype: torch.dtype) -> None:
         super().__init__()
         self.energy = energy
         self.source = table
@@ -400,7 +100,7 @@ class _AutogradForceNoBox(torch.nn.Module):
 
 
 class _AutogradForceBox(torch.nn.Module):
-    def __init__(self, energy: torch.nn.Module, table: _SharedTable, dtype: torch.dtype) -> None:
+    def __init__(self, energy: torch.nn.Module, table: SharedTable, dtype: torch.dtype) -> None:
         super().__init__()
         self.energy = energy
         self.source = table
@@ -492,10 +192,10 @@ class BiasForceBuilder:
             self.info["graph_nodes"] = sum(1 for _ in ef.graph.nodes())
             self.info["box_rectangular_at_trace"] = None if bx is None else bool(np.count_nonzero(np.asarray(box) - np.diag(np.diag(np.asarray(box)))) == 0)
             cls = _CompiledForceBox if self.use_box else _CompiledForceNoBox
-            wrapper = cls(ef, _SharedTable(self.table_path, self.n_rows, self.n_cols, self.dtype), self.dtype)
+            wrapper = cls(ef, SharedTable(self.table_path, self.n_rows, self.n_cols, self.dtype), self.dtype)
         else:
             cls = _AutogradForceBox if self.use_box else _AutogradForceNoBox
-            wrapper = cls(self.energy, _SharedTable(self.table_path, self.n_rows, self.n_cols, self.dtype), self.dtype)
+            wrapper = cls(self.energy, SharedTable(self.table_path, self.n_rows, self.n_cols, self.dtype), self.dtype)
         self._module = torch.jit.script(wrapper)
         return self._module
 

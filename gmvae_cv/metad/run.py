@@ -48,14 +48,14 @@ import numpy as np
 
 from .._core.checks import as_value, check_int
 from .._core.errors import GMVAEInputError, SimulationUnstableError
-from .._core.files import atomic_write_json, atomic_write_text
+from .._core.files import atomic_write_json
 from .._core.versions import versions
 from ..deploy.loaders import CVModel
-from .engine import WellTemperedMetadynamics
-from .reporters import ColvarReporter, DCDWriter, HillsWriter
-from .rundir import (CHECKPOINT, CHECKPOINT_FORMAT, RUN_FORMAT, TABLE, choose_platform, extra_columns, file_names,
+from .reporters import ColvarReporter, DCDWriter
+from .rundir import (CHECKPOINT, CHECKPOINT_FORMAT, RUN_FORMAT, choose_platform, extra_columns, file_names,
                      load_checkpoint_info, prepare_directory, read_checkpoint, sha256_hex, walker_seed,
                      write_checkpoint)
+from .run_methods import run_method
 from .settings import RunSettings
 
 __all__ = ["run_metadynamics", "run_opes", "BiasRunResult", "RUN_FORMAT", "CHECKPOINT_FORMAT", "load_checkpoint_info"]
@@ -151,93 +151,6 @@ def run_opes(cv: CVModel, out: str | os.PathLike, settings: Optional[RunSettings
                             method="opes-explore" if explore else "opes", **keywords)
 
 
-class _MetadMethod:
-    """What a run of well-tempered metadynamics adds to the generic run: engine, HILLS, grids."""
-
-    deposits = "HILLS"
-    record_key = "metadynamics"
-
-    def engine(self, cv: CVModel, settings: RunSettings, out: Path, shared: bool) -> WellTemperedMetadynamics:
-        b, md, wk = settings.bias, settings.md, settings.walkers
-        if b.sigma is None:
-            raise GMVAEInputError("'sigma' is missing: give one hill width per biased component, in CV units")
-        meta = WellTemperedMetadynamics(
-            cv, temperature=md.temperature, height=b.height, sigma=b.sigma, bias_factor=b.bias_factor, pace=b.pace,
-            components=b.components, grid_min=b.grid_min, grid_max=b.grid_max, grid_bin=b.grid_bin, kernel=b.kernel,
-            route=md.route, dtype=md.dtype, table_path=out / TABLE, heating_limit=md.heating_limit,
-            walkers_dir=wk.walkers_dir, walker_id=wk.walker_id, walkers_stride=wk.walkers_stride,
-            walker_info={"run": str(out.resolve())} if shared else None,
-        )
-        meta._auto_exchange = False  # exchanges happen at checkpoints (the run does them)
-        return meta
-
-    @staticmethod
-    def record(meta: WellTemperedMetadynamics) -> dict:
-        return meta.params.to_dict()
-
-    @staticmethod
-    def writer(meta: WellTemperedMetadynamics, path: Path, names: list, periodic: list, resume_size: Optional[int]):
-        p = meta.params
-        return HillsWriter(path, names, p.bias_factor, p.kernel, periodic, resume_size=resume_size)
-
-    @staticmethod
-    def set_callback(meta: WellTemperedMetadynamics, fn: Any) -> None:
-        meta.on_hill = fn
-
-    @staticmethod
-    def checkpoint(meta: WellTemperedMetadynamics) -> tuple[dict, dict]:
-        """Arrays and JSON entries of the bias for the checkpoint."""
-        state = meta.state_dict()
-        info = {"n_hills": len(meta.hills), "bias_version": int(meta.version), "edge_events": meta.edge_events[-100:]}
-        if "walkers" in state:
-            info["shared_walkers"] = state["walkers"]
-        return {"grid_values": state["grid_values"], "hills": state["hills"]}, info
-
-    @staticmethod
-    def restore(meta: WellTemperedMetadynamics, arrays: dict, info: dict, path: Path) -> None:
-        state = {"grid_values": arrays["grid_values"], "hills": arrays["hills"], "version": info["bias_version"]}
-        if meta.walkers is not None:
-            if "shared_walkers" not in info:
-                raise GMVAEInputError(f"{path}: the checkpoint has no record of the hills read from other walkers")
-            state["walkers"] = info["shared_walkers"]
-        meta.load_state_dict(state, source=str(path))
-        meta.edge_events = list(info.get("edge_events", []))
-
-    @staticmethod
-    def count(meta: WellTemperedMetadynamics) -> int:
-        return len(meta.hills)
-
-    @staticmethod
-    def write_outputs(out: Path, meta: WellTemperedMetadynamics, names: list) -> None:
-        g = meta.params.bias_factor
-        header = {"bias_factor": g, "temperature_K": meta.params.temperature, "n_hills": len(meta.hills),
-                  "kernel": meta.params.kernel, "units": "kJ/mol"}
-        atomic_write_text(out / "bias_grid.dat", meta.grid.to_plumed_text(names, "metad.bias", header=header))
-        fes = meta.grid.copy()
-        fes.values = meta.free_energy()
-        atomic_write_text(out / "fes.dat", fes.to_plumed_text(names, "file.free", header=header))
-
-    @staticmethod
-    def shared_info(meta: WellTemperedMetadynamics) -> Optional[dict]:
-        if meta.walkers is None:
-            return None
-        return {"dir": str(meta.walkers.dir), "walker_id": meta.walker_id, "stride_hills": meta.walkers_stride,
-                "own_hills": len(meta._own_hills), "published": meta.walkers.published,
-                "hills_read": {k: v[1] for k, v in meta.walkers.state()["read"].items()}}
-
-    @staticmethod
-    def edge_events(meta: WellTemperedMetadynamics) -> list:
-        return meta.edge_events
-
-
-def _method(name: str):
-    if name == "metad":
-        return _MetadMethod()
-    from .opes import OPESRunMethod
-
-    return OPESRunMethod()
-
-
 class _BiasRun:
     """One invocation of a run in a directory: set-up, the stepping loop with checkpoints, the end."""
 
@@ -264,7 +177,7 @@ class _BiasRun:
         self.shared = wk.walkers_dir is not None
         self.walker_id = wk.walker_id
         self._check_walkers()
-        self.method = _method(settings.method)
+        self.method = run_method(settings.method)
 
     def _check_walkers(self) -> None:
         wk = self.settings.walkers

@@ -12,7 +12,11 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["hermite_table", "spline_slopes", "natural_slopes", "scatter_add"]
+__all__ = ["HERMITE_BASIS", "hermite_table", "spline_slopes", "natural_slopes", "scatter_add"]
+
+HERMITE_BASIS = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [-3, -2, 3, -1], [2, 1, -2, 1]], dtype=np.float64)
+"""The cubic Hermite basis in powers of u (rows 1, u, u^2, u^3); columns h00, h10, h01, h11 (value
+at 0, slope at 0, value at 1, slope at 1), i.e. ordered as corner * 2 + derivative."""
 
 
 def spline_slopes(y: np.ndarray, axis: int, h: float, periodic: bool) -> np.ndarray:
