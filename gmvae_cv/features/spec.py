@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -47,16 +47,14 @@ from .._core.files import atomic_write_json
 from .._core.jsonfile import check_stamp, stamped
 from .numpy_core import _np_rational, _np_vec, _positions_and_box
 from .topology import _as_mdtraj_topology, _atom_label
+from .plumed_render import PlumedFeatures, render_plumed
 from .torch_module import FeatureModule
 from .types import (
     _FEATURE_TYPES,
     _GROUP_ORDER,
-    _NAME_RE,
     SPEC_FORMAT,
     SPEC_VERSION,
-    Angle,
     Contact,
-    Distance,
     Feature,
     Torsion,
 )
@@ -65,26 +63,6 @@ __all__ = ["FeatureSpec", "PlumedFeatures", "SPEC_FORMAT", "SPEC_VERSION"]
 
 
 # ------------------------------------------------------------------------------------ the spec
-class PlumedFeatures(NamedTuple):
-    """PLUMED rendering of a :class:`FeatureSpec`.
-
-    Attributes
-    ----------
-    lines : list of str
-        Input lines (comments, ``UNITS``, one action per feature plus helper torsions).
-    args : list of str
-        Labels of the features, in spec order: ``ARG=`` + ``",".join(args)``.
-    """
-
-    lines: list[str]
-    args: list[str]
-
-    @property
-    def text(self) -> str:
-        """The lines joined with newlines (ends with a newline)."""
-        return "\n".join(self.lines) + "\n"
-
-
 class FeatureSpec:
     """An ordered list of features over the atoms of one topology.
 
@@ -468,53 +446,4 @@ class FeatureSpec:
         >>> [l for l in lines if not l.startswith("#")][:3]
         ['UNITS LENGTH=nm', 'f0: DISTANCE ATOMS=1,5  # d_0_4', 'f_t0: TORSION ATOMS=5,7,9,15']
         """
-        if not _NAME_RE.match(label_prefix):
-            raise GMVAEInputError(f"'label_prefix' is {label_prefix!r}, expected an identifier")
-        nopbc = "" if self.periodic else " NOPBC"
-        lines = [
-            f"# gmvae-cv feature spec: {self.n_features} features over a topology of {self.n_atoms} atoms",
-            "# Units: lengths in nm (PLUMED's default, set explicitly below), angles in rad (PLUMED",
-            "# always uses rad); atom numbers are 1-based (gmvae-cv index + 1).",
-            "# Periodic boundaries: "
-            + (
-                "minimum image whenever the MD engine passes a box (PLUMED's default)."
-                if self.periodic
-                else "ignored (NOPBC on every action), as in the spec."
-            ),
-        ]
-        if units_line:
-            lines.append("UNITS LENGTH=nm")
-        args: list[str] = []
-        torsion_labels: dict[tuple[int, ...], str] = {}  # atoms -> label of a TORSION already defined
-        n_helper = 0
-        for k, f in enumerate(self.features):
-            label = f"{label_prefix}{k}"
-            atoms = ",".join(str(a + 1) for a in f.atoms)
-            if isinstance(f, Distance):
-                lines.append(f"{label}: DISTANCE ATOMS={atoms}{nopbc}  # {f.name}")
-            elif isinstance(f, Angle):
-                lines.append(f"{label}: ANGLE ATOMS={atoms}{nopbc}  # {f.name}")
-            elif isinstance(f, Torsion):
-                if f.transform == "raw":
-                    lines.append(f"{label}: TORSION ATOMS={atoms}{nopbc}  # {f.name}")
-                    torsion_labels.setdefault(f.atoms, label)
-                else:
-                    tor = torsion_labels.get(f.atoms)
-                    if tor is None:
-                        tor = f"{label_prefix}_t{n_helper}"
-                        n_helper += 1
-                        torsion_labels[f.atoms] = tor
-                        lines.append(f"{tor}: TORSION ATOMS={atoms}{nopbc}")
-                    lines.append(f"{label}: CUSTOM ARG={tor} FUNC={f.transform}(x) PERIODIC=NO  # {f.name}")
-            elif isinstance(f, Contact):
-                i, j = (a + 1 for a in f.atoms)
-                lines.append(
-                    f"{label}: COORDINATION GROUPA={i} GROUPB={j} "
-                    f"SWITCH={{RATIONAL R_0={f.r0!r} NN={f.n} MM={f.m} D_0=0}}{nopbc}  # {f.name}"
-                )
-            else:  # pragma: no cover - the constructor admits only the four types
-                raise GMVAEInputError(f"'features[{k}]' has unknown type {f.kind!r}")
-            args.append(label)
-        return PlumedFeatures(lines, args)
-
-
+        return render_plumed(self, label_prefix=label_prefix, units_line=units_line)
