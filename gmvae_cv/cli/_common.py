@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from .._core.errors import GMVAEInputError
 from .._core.numbers import parse_plumed_number
 
-READY_SPECS = ("alanine-distances", "alanine-torsions", "alanine-torsions-raw", "backbone-torsions")
+READY_SPECS = ("alanine-distances", "alanine-torsions", "alanine-torsions-raw", "backbone-torsions")  # = features.READY_SPECS
 
 
 # ---------------------------------------------------------------- argument types
@@ -89,65 +89,26 @@ def add_temperature(p: argparse.ArgumentParser, what: str) -> None:
 # ---------------------------------------------------------------- readers (run inside commands)
 def resolve_spec(name: str, top: Optional[str]):
     """A ready spec by name (alanine-...) or a spec JSON file."""
-    from ..features import FeatureSpec, alanine_backbone_torsions, alanine_heavy_atom_distances
+    from ..features import resolve_spec as _resolve
 
-    if name == "alanine-distances":
-        return alanine_heavy_atom_distances(top)
-    if name == "alanine-torsions":
-        return alanine_backbone_torsions(top, transform="sincos")
-    if name == "alanine-torsions-raw":
-        return alanine_backbone_torsions(top, transform="raw")
-    if name == "backbone-torsions":
-        from ..features import backbone_torsions
-
-        if top is None:
-            raise GMVAEInputError("'--top' is missing: backbone-torsions is built on the peptide's topology (a PDB)")
-        return backbone_torsions(top)
-    return FeatureSpec.load(name)
+    return _resolve(name, top)
 
 
 def read_inputs(args, n_features: Optional[int] = None, expected_by: str = "the feature spec") -> tuple[list, list[str], object]:
-    """Feature matrices from --data files, or from --traj/--top/--spec; returns (arrays, names, spec).
+    """Feature matrices of --data, or of --traj/--top/--spec (:func:`gmvae_cv.learn.feature_inputs`)."""
+    from ..learn.data import feature_inputs
 
-    ``n_features`` (e.g. a trained model's) is checked for every --data file, the message naming
-    the file and ``expected_by``; a --spec given with --data sets it otherwise."""
-    from ..features import load_trajectory_features
-    from ..learn import load_trajectories
-
-    if bool(args.data) == bool(args.traj):
-        raise GMVAEInputError("give either --data (feature matrices) or --traj with --top and --spec (trajectories)")
-    if args.data:
-        spec = resolve_spec(args.spec, None) if args.spec else None
-        if n_features is None and spec is not None:
-            n_features = spec.n_features
-        arrays = load_trajectories(args.data, "data", n_features=n_features, expected_by=expected_by)
-        return arrays, [str(p) for p in args.data], spec
-    if args.top is None or args.spec is None:
-        raise GMVAEInputError("--traj needs --top (topology file) and --spec (feature spec JSON or a ready spec name)")
-    spec = resolve_spec(args.spec, args.top)
-    arrays = load_trajectory_features(args.traj, args.top, spec, stride=args.stride)
-    return arrays, [str(p) for p in args.traj], spec
+    return feature_inputs(data=args.data, traj=args.traj, top=args.top, spec=args.spec, stride=args.stride,
+                          n_features=n_features, expected_by=expected_by)
 
 
 def load_frames(traj: Optional[Sequence[str]], top: Optional[str], stride: int):
-    """An mdtraj trajectory of the given files (joined), or None."""
+    """The frames of --traj with --top (:func:`gmvae_cv.features.load_frames`), or None."""
     if not traj:
         return None
-    if top is None:
-        raise GMVAEInputError("'--top' is missing, expected the topology of --traj")
-    import mdtraj as md
+    from ..features import load_frames as _load
 
-    from ..features import check_length_units
-
-    for f in traj:
-        if not Path(f).is_file():
-            raise GMVAEInputError(f"{f}: file not found (expected a trajectory)")
-    try:
-        t = md.join([md.load(str(f), top=top, stride=stride) for f in traj])
-    except Exception as exc:  # mdtraj raises many types for bad files
-        raise GMVAEInputError(f"{traj[0]}: cannot read as a trajectory with topology {top} ({exc})") from None
-    check_length_units(t, t.topology, source=traj[0])
-    return t
+    return _load(traj, top, stride=stride)
 
 
 def numbered_paths(out: Path, n: int) -> list[Path]:

@@ -10,17 +10,18 @@ Imports only :mod:`gmvae_cv._core`.
 """
 
 from .peptide import backbone_torsions, feature_residues
-from .presets import alanine_backbone_torsions, alanine_heavy_atom_distances, phi_psi
+from .presets import READY_SPECS, alanine_backbone_torsions, alanine_heavy_atom_distances, phi_psi, ready_spec, resolve_spec
 from .selection import features_from_selection
 from .spec import SPEC_FORMAT, SPEC_VERSION, FeatureSpec, PlumedFeatures
 from .topology import check_length_units
 from .torch_module import FeatureModule
-from .trajectory import load_trajectory_features
+from .trajectory import load_frames, load_trajectory_features
 from .types import Angle, Contact, Distance, Feature, Torsion, angle, contact, distance, torsion, torsion_sincos
 
 __all__ = [
     "Feature", "Distance", "Angle", "Torsion", "Contact", "distance", "angle", "torsion", "torsion_sincos",
     "contact", "FeatureSpec", "FeatureModule", "PlumedFeatures", "SPEC_FORMAT", "SPEC_VERSION",
     "check_length_units", "features_from_selection", "alanine_heavy_atom_distances",
-    "alanine_backbone_torsions", "phi_psi", "load_trajectory_features", "backbone_torsions", "feature_residues",
+    "alanine_backbone_torsions", "phi_psi", "load_trajectory_features", "load_frames", "READY_SPECS", "ready_spec",
+    "resolve_spec", "backbone_torsions", "feature_residues",
 ]

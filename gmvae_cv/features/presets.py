@@ -9,12 +9,16 @@ from typing import Any
 import numpy as np
 
 from .._core.errors import GMVAEInputError
+from .peptide import backbone_torsions
 from .selection import features_from_selection
 from .spec import FeatureSpec
 from .topology import _as_mdtraj_topology, _atom_label
 from .types import Feature, torsion, torsion_sincos
 
-__all__ = ["alanine_heavy_atom_distances", "alanine_backbone_torsions", "phi_psi"]
+__all__ = ["alanine_heavy_atom_distances", "alanine_backbone_torsions", "phi_psi", "READY_SPECS", "ready_spec", "resolve_spec"]
+
+READY_SPECS = ("alanine-distances", "alanine-torsions", "alanine-torsions-raw", "backbone-torsions")
+"""Names :func:`ready_spec` knows (the ``--spec`` values of the CLI besides a spec JSON file)."""
 
 def _default_alanine_topology():
     """The bundled ACE-ALA-NME topology (``gmvae_cv/data/alanine-dipeptide.pdb``, OpenMM's reader)."""
@@ -143,3 +147,35 @@ def phi_psi(traj: Any, unit: str = "rad") -> np.ndarray:
     return np.degrees(out) if unit == "deg" else out
 
 
+
+
+def ready_spec(name: str, topology: Any = None) -> FeatureSpec:
+    """A ready spec by name (one of :data:`READY_SPECS`).
+
+    ``alanine-distances``: :func:`alanine_heavy_atom_distances`; ``alanine-torsions``: phi/psi as
+    sin/cos, ``alanine-torsions-raw``: phi/psi in rad (:func:`alanine_backbone_torsions`);
+    ``backbone-torsions``: sin/cos of every backbone phi/psi of a peptide
+    (:func:`~gmvae_cv.features.peptide.backbone_torsions`), which needs the peptide's ``topology``.
+    The alanine specs use ``topology`` (a path or topology) if given, else the bundled one.
+    """
+    if name == "alanine-distances":
+        return alanine_heavy_atom_distances(topology)
+    if name == "alanine-torsions":
+        return alanine_backbone_torsions(topology, transform="sincos")
+    if name == "alanine-torsions-raw":
+        return alanine_backbone_torsions(topology, transform="raw")
+    if name == "backbone-torsions":
+        if topology is None:
+            raise GMVAEInputError("'top' is missing: backbone-torsions is built on the peptide's topology (a PDB)")
+        return backbone_torsions(topology)
+    raise GMVAEInputError(f"'spec' is {name!r}, expected one of {', '.join(READY_SPECS)} or a spec JSON file")
+
+
+def resolve_spec(spec: Any, topology: Any = None) -> FeatureSpec:
+    """``spec`` as a :class:`FeatureSpec`: a spec itself, a ready name (:func:`ready_spec`) or the
+    path of a spec JSON file (:meth:`FeatureSpec.load`, which names the file in its errors)."""
+    if isinstance(spec, FeatureSpec):
+        return spec
+    if str(spec) in READY_SPECS:
+        return ready_spec(str(spec), topology)
+    return FeatureSpec.load(spec)

@@ -13,7 +13,7 @@ from .._core.errors import GMVAEInputError
 from .spec import FeatureSpec
 from .topology import _as_mdtraj_topology, check_length_units
 
-__all__ = ["load_trajectory_features"]
+__all__ = ["load_trajectory_features", "load_frames"]
 
 
 # ------------------------------------------------------------------------------------ loader
@@ -108,3 +108,31 @@ def load_trajectory_features(
         if bar is not None and hasattr(bar, "close"):
             bar.close()
     return out
+
+
+def load_frames(traj_files: Sequence[str | os.PathLike], top: Any, *, stride: int = 1) -> Any:
+    """The frames of trajectory files, joined into one :class:`mdtraj.Trajectory`, with their length
+    units checked (:func:`check_length_units`).
+
+    Parameters
+    ----------
+    traj_files : sequence of paths
+        Trajectories in any format mdtraj reads.
+    top : path or topology
+        Their topology.
+    stride : int
+        Read every ``stride``-th frame.
+    """
+    import mdtraj as md
+
+    if top is None:
+        raise GMVAEInputError("'top' is missing, expected the topology of the trajectories")
+    for f in traj_files:
+        if not Path(f).is_file():
+            raise GMVAEInputError(f"{f}: file not found (expected a trajectory)")
+    try:
+        t = md.join([md.load(str(f), top=top, stride=stride) for f in traj_files])
+    except Exception as exc:  # mdtraj raises many types for bad files
+        raise GMVAEInputError(f"{traj_files[0]}: cannot read as a trajectory with topology {top} ({exc})") from None
+    check_length_units(t, t.topology, source=traj_files[0])
+    return t

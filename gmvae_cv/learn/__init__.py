@@ -6,12 +6,12 @@ Datasets with weights and a time lag (:func:`make_dataset`), the loss (:func:`gm
 run directory (:class:`GMVAERun`, :func:`load_run`). Imports :mod:`gmvae_cv.features`.
 """
 
-from .data import load_trajectories, make_dataset
+from .data import feature_inputs, load_trajectories, make_dataset
 from .loss import GMVAELoss, gmvae_loss, log_normal
 from .model import GMVAECV
 from .train import TRAINING_RUN_FORMAT, GMVAERun, TrainConfig, fit, load_run
 
 __all__ = [
-    "make_dataset", "load_trajectories", "log_normal", "gmvae_loss", "GMVAELoss", "GMVAECV",
+    "make_dataset", "load_trajectories", "feature_inputs", "log_normal", "gmvae_loss", "GMVAELoss", "GMVAECV",
     "TrainConfig", "GMVAERun", "fit", "load_run", "TRAINING_RUN_FORMAT",
 ]

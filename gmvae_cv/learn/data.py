@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from mlcolvar.data import DictDataset
 
 from .._core.errors import GMVAEInputError
+from ..features import FeatureSpec, load_trajectory_features, resolve_spec
 from .._core.checks import as_list_of_arrays, check_array, check_int, check_n_features, load_array_file
 
-__all__ = ["make_dataset", "load_trajectories"]
+__all__ = ["make_dataset", "load_trajectories", "feature_inputs"]
 
 
 def load_trajectories(
@@ -46,6 +47,53 @@ def load_trajectories(
         shapes = ", ".join(f"{p}: {a.shape[1]}" for p, a in zip(paths, out))
         raise GMVAEInputError(f"trajectories have different feature counts ({shapes}); all files must have the same columns")
     return out
+
+
+def feature_inputs(
+    *, data: Optional[Sequence[str | os.PathLike]] = None, traj: Optional[Sequence[str | os.PathLike]] = None,
+    top: Any = None, spec: Any = None, stride: int = 1, n_features: Optional[int] = None,
+    expected_by: str = "the feature spec",
+) -> tuple[list[np.ndarray], list[str], Optional[FeatureSpec]]:
+    """Feature matrices from ``data`` files, or computed from ``traj`` files with ``top`` and ``spec``.
+
+    Parameters
+    ----------
+    data : sequence of path, optional
+        Feature matrices (``.npy`` or text), one per trajectory (:func:`load_trajectories`).
+    traj : sequence of path, optional
+        Trajectories (any format mdtraj reads); exactly one of ``data`` and ``traj``.
+    top : path or topology, optional
+        The trajectories' topology (needed with ``traj``).
+    spec : FeatureSpec, ready name or spec JSON path, optional
+        The features (:func:`~gmvae_cv.features.resolve_spec`; needed with ``traj``). With ``data``
+        it sets ``n_features`` unless that is given.
+    stride : int
+        With ``traj``: every ``stride``-th frame.
+    n_features : int, optional
+        Required column count of every ``data`` file (a trained model's), checked with a message
+        that names the file and ``expected_by``.
+
+    Returns
+    -------
+    arrays : list of (n_frames, n_features) float64 ndarray
+    sources : list of str
+        The files, in order.
+    spec : FeatureSpec or None
+    """
+    if bool(data) == bool(traj):
+        raise GMVAEInputError("give either 'data' (feature matrices, --data) or 'traj' with 'top' and 'spec' "
+                              "(trajectories, --traj/--top/--spec)")
+    if data:
+        fspec = resolve_spec(spec) if spec is not None else None
+        if n_features is None and fspec is not None:
+            n_features = fspec.n_features
+        arrays = load_trajectories(data, "data", n_features=n_features, expected_by=expected_by)
+        return arrays, [str(p) for p in data], fspec
+    if top is None or spec is None:
+        raise GMVAEInputError("'traj' needs 'top' (the topology file, --top) and 'spec' (a feature spec JSON or a "
+                              "ready spec name, --spec)")
+    fspec = resolve_spec(spec, top)
+    return load_trajectory_features(traj, top, fspec, stride=stride), [str(p) for p in traj], fspec
 
 
 def make_dataset(
