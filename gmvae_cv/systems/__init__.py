@@ -14,8 +14,8 @@
     preset), :func:`diad_labels`, :func:`tt_fraction`, :func:`ttgg_fraction`, :func:`chain_state`.
 """
 
+from . import alanine
 from .aaqaa3 import AAQAA3, dssp_helicity
-
 from .alanine import (
     BASIN_NAMES,
     BASIN_RADIUS_DEG,
@@ -45,14 +45,7 @@ __all__ = [
     "ToySystem",
     "overdamped_langevin",
     "SYSTEMS",
-    "AlanineDipeptide",
-    "AlanineRun",
-    "alanine_basin",
-    "alanine_dipeptide_pdb",
-    "C7EQ_CENTER_DEG",
-    "C7AX_CENTER_DEG",
-    "BASIN_RADIUS_DEG",
-    "BASIN_NAMES",
+    *alanine.__all__,
     "AAQAA3",
     "dssp_helicity",
     "Polystyrene",

@@ -23,6 +23,8 @@ import sys
 
 import numpy as np
 
+from ._internal_coordinates import place
+
 __all__ = ["build_alanine_dipeptide", "internal_coordinate_positions", "ATOMS", "write_pdb"]
 
 # (residue, [(atom name, element), ...]) in file order
@@ -38,16 +40,6 @@ _B = {"C-C": 0.1522, "C=O": 0.1229, "C-N": 0.1335, "N-CA": 0.1458, "CA-C": 0.152
       "N-CH3": 0.1449, "N-H": 0.1010, "C-H": 0.1090}
 _A = {"CH3-C-N": 116.6, "CH3-C-O": 121.0, "C-N-CA": 121.7, "C-N-H": 119.8, "N-CA-C": 111.2,
       "N-CA-CB": 110.4, "CA-C-O": 120.5, "CA-C-N": 116.2, "C-N-CH3": 121.9, "tet": 109.5}
-
-
-def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, ang: float, dih: float) -> np.ndarray:
-    """Position of ``d`` with ``|c-d| = bond``, angle ``b-c-d = ang`` and torsion ``a-b-c-d = dih`` (deg)."""
-    ang, dih = np.radians(ang), np.radians(dih)
-    bc = (c - b) / np.linalg.norm(c - b)
-    n = np.cross(b - a, bc)
-    n /= np.linalg.norm(n)
-    m = np.cross(n, bc)
-    return c - bond * np.cos(ang) * bc + bond * np.sin(ang) * (np.cos(dih) * m + np.sin(dih) * n)
 
 
 def internal_coordinate_positions(phi: float = -80.0, psi: float = 75.0) -> np.ndarray:
@@ -68,22 +60,22 @@ def internal_coordinate_positions(phi: float = -80.0, psi: float = 75.0) -> np.n
     p["Ca"] = np.array([_B["C-C"], 0.0, 0.0])
     t = np.radians(_A["CH3-C-N"])
     p["Na"] = p["Ca"] + _B["C-N"] * np.array([-np.cos(t), np.sin(t), 0.0])
-    p["O1"] = _place(p["Na"], p["CH3a"], p["Ca"], _B["C=O"], _A["CH3-C-O"], 180.0)
-    p["CA"] = _place(p["CH3a"], p["Ca"], p["Na"], _B["N-CA"], _A["C-N-CA"], 180.0)  # omega trans
-    p["H1n"] = _place(p["CH3a"], p["Ca"], p["Na"], _B["N-H"], _A["C-N-H"], 0.0)
-    p["C"] = _place(p["Ca"], p["Na"], p["CA"], _B["CA-C"], _A["N-CA-C"], phi)
+    p["O1"] = place(p["Na"], p["CH3a"], p["Ca"], _B["C=O"], _A["CH3-C-O"], 180.0)
+    p["CA"] = place(p["CH3a"], p["Ca"], p["Na"], _B["N-CA"], _A["C-N-CA"], 180.0)  # omega trans
+    p["H1n"] = place(p["CH3a"], p["Ca"], p["Na"], _B["N-H"], _A["C-N-H"], 0.0)
+    p["C"] = place(p["Ca"], p["Na"], p["CA"], _B["CA-C"], _A["N-CA-C"], phi)
     # L chirality: CB at phi - 120, HA at phi + 120 (chiral volume (N-CA).((C-CA)x(CB-CA)) > 0)
-    p["CB"] = _place(p["Ca"], p["Na"], p["CA"], _B["CA-CB"], _A["N-CA-CB"], phi - 120.0)
-    p["HA"] = _place(p["Ca"], p["Na"], p["CA"], _B["C-H"], _A["tet"], phi + 120.0)
-    p["O2"] = _place(p["Na"], p["CA"], p["C"], _B["C=O"], _A["CA-C-O"], psi + 180.0)
-    p["N2"] = _place(p["Na"], p["CA"], p["C"], _B["C-N"], _A["CA-C-N"], psi)
-    p["CH3b"] = _place(p["CA"], p["C"], p["N2"], _B["N-CH3"], _A["C-N-CH3"], 180.0)  # omega trans
-    p["H2n"] = _place(p["CA"], p["C"], p["N2"], _B["N-H"], _A["C-N-H"], 0.0)
+    p["CB"] = place(p["Ca"], p["Na"], p["CA"], _B["CA-CB"], _A["N-CA-CB"], phi - 120.0)
+    p["HA"] = place(p["Ca"], p["Na"], p["CA"], _B["C-H"], _A["tet"], phi + 120.0)
+    p["O2"] = place(p["Na"], p["CA"], p["C"], _B["C=O"], _A["CA-C-O"], psi + 180.0)
+    p["N2"] = place(p["Na"], p["CA"], p["C"], _B["C-N"], _A["CA-C-N"], psi)
+    p["CH3b"] = place(p["CA"], p["C"], p["N2"], _B["N-CH3"], _A["C-N-CH3"], 180.0)  # omega trans
+    p["H2n"] = place(p["CA"], p["C"], p["N2"], _B["N-H"], _A["C-N-H"], 0.0)
     for s, d in zip("abc", (0.0, 120.0, -120.0)):
-        p["HC" + s] = _place(p["O1"], p["Ca"], p["CH3a"], _B["C-H"], _A["tet"], d)
+        p["HC" + s] = place(p["O1"], p["Ca"], p["CH3a"], _B["C-H"], _A["tet"], d)
     for s, d in zip("abc", (60.0, 180.0, -60.0)):
-        p["HB" + s] = _place(p["Na"], p["CA"], p["CB"], _B["C-H"], _A["tet"], d)
-        p["HN" + s] = _place(p["C"], p["N2"], p["CH3b"], _B["C-H"], _A["tet"], d)
+        p["HB" + s] = place(p["Na"], p["CA"], p["CB"], _B["C-H"], _A["tet"], d)
+        p["HN" + s] = place(p["C"], p["N2"], p["CH3b"], _B["C-H"], _A["tet"], d)
     order = ["HCa", "CH3a", "HCb", "HCc", "Ca", "O1",
              "Na", "H1n", "CA", "HA", "CB", "HBa", "HBb", "HBc", "C", "O2",
              "N2", "H2n", "CH3b", "HNa", "HNb", "HNc"]

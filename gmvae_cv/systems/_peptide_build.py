@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .._core.errors import GMVAEInputError
+from ._internal_coordinates import place
 
 __all__ = ["peptide_heavy_atoms", "build_capped_peptide", "HELIX_PHI_PSI", "EXTENDED_PHI_PSI"]
 
@@ -35,16 +36,6 @@ _A = {"CH3-C-N": 116.6, "CH3-C-O": 121.0, "C-N-CA": 121.7, "N-CA-C": 111.2, "N-C
 # GLN side-chain rotamer (chi1, chi2, chi3), degrees: the common 'mt' rotamer of helices
 _GLN_CHI = (-65.0, 180.0, -40.0)
 _SUPPORTED = ("ALA", "GLN", "GLY")
-
-
-def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, ang: float, dih: float) -> np.ndarray:
-    """Position of ``d`` with ``|c-d| = bond``, angle ``b-c-d = ang`` and torsion ``a-b-c-d = dih`` (deg)."""
-    ang, dih = np.radians(ang), np.radians(dih)
-    bc = (c - b) / np.linalg.norm(c - b)
-    n = np.cross(b - a, bc)
-    n /= np.linalg.norm(n)
-    m = np.cross(n, bc)
-    return c - bond * np.cos(ang) * bc + bond * np.sin(ang) * (np.cos(dih) * m + np.sin(dih) * n)
 
 
 def peptide_heavy_atoms(
@@ -76,29 +67,29 @@ def peptide_heavy_atoms(
     c_prev = np.array([_B["C-C"], 0.0, 0.0])
     t = np.radians(_A["CH3-C-N"])
     n = c_prev + _B["C-N"] * np.array([-np.cos(t), np.sin(t), 0.0])
-    o_ace = _place(n, ch3, c_prev, _B["C=O"], _A["CH3-C-O"], 180.0)
+    o_ace = place(n, ch3, c_prev, _B["C=O"], _A["CH3-C-O"], 180.0)
     out = [("ACE", [("CH3", "C", ch3), ("C", "C", c_prev), ("O", "O", o_ace)])]
     before = ch3  # atom before c_prev along the backbone (the omega torsion's first atom)
     for name, ph, ps in zip(seq, phi, psi):
-        ca = _place(before, c_prev, n, _B["N-CA"], _A["C-N-CA"], 180.0)  # omega trans
-        c = _place(c_prev, n, ca, _B["CA-C"], _A["N-CA-C"], ph)
-        n_next = _place(n, ca, c, _B["C-N"], _A["CA-C-N"], ps)
-        o = _place(n_next, ca, c, _B["C=O"], _A["CA-C-O"], 180.0)
+        ca = place(before, c_prev, n, _B["N-CA"], _A["C-N-CA"], 180.0)  # omega trans
+        c = place(c_prev, n, ca, _B["CA-C"], _A["N-CA-C"], ph)
+        n_next = place(n, ca, c, _B["C-N"], _A["CA-C-N"], ps)
+        o = place(n_next, ca, c, _B["C=O"], _A["CA-C-O"], 180.0)
         atoms = [("N", "N", n), ("CA", "C", ca), ("C", "C", c), ("O", "O", o)]
         if name != "GLY":
             # L chirality: CB at phi - 120 deg about N-CA (as _alanine_build, checked by the tests)
-            cb = _place(c_prev, n, ca, _B["CA-CB"], _A["N-CA-CB"], ph - 120.0)
+            cb = place(c_prev, n, ca, _B["CA-CB"], _A["N-CA-CB"], ph - 120.0)
             atoms.append(("CB", "C", cb))
         if name == "GLN":
             chi1, chi2, chi3 = _GLN_CHI
-            cg = _place(n, ca, cb, _B["CB-CG"], _A["CA-CB-CG"], chi1)
-            cd = _place(ca, cb, cg, _B["CG-CD"], _A["CB-CG-CD"], chi2)
-            oe1 = _place(cb, cg, cd, _B["CD-OE1"], _A["CG-CD-OE1"], chi3)
-            ne2 = _place(cb, cg, cd, _B["CD-NE2"], _A["CG-CD-NE2"], chi3 + 180.0)
+            cg = place(n, ca, cb, _B["CB-CG"], _A["CA-CB-CG"], chi1)
+            cd = place(ca, cb, cg, _B["CG-CD"], _A["CB-CG-CD"], chi2)
+            oe1 = place(cb, cg, cd, _B["CD-OE1"], _A["CG-CD-OE1"], chi3)
+            ne2 = place(cb, cg, cd, _B["CD-NE2"], _A["CG-CD-NE2"], chi3 + 180.0)
             atoms += [("CG", "C", cg), ("CD", "C", cd), ("OE1", "O", oe1), ("NE2", "N", ne2)]
         out.append((name, atoms))
         before, c_prev, n = ca, c, n_next
-    c_nme = _place(before, c_prev, n, _B["N-CH3"], _A["C-N-CH3"], 180.0)  # omega trans
+    c_nme = place(before, c_prev, n, _B["N-CH3"], _A["C-N-CH3"], 180.0)  # omega trans
     out.append(("NME", [("N", "N", n), ("C", "C", c_nme)]))
     return out
 

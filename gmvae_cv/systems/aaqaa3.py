@@ -24,6 +24,7 @@ import numpy as np
 
 from .._core.errors import GMVAEInputError
 from ._peptide_build import EXTENDED_PHI_PSI, HELIX_PHI_PSI, build_capped_peptide
+from ._simulate import MolecularSystem
 from .alanine import AlanineDipeptide
 
 __all__ = ["AAQAA3", "AAQAA3_SEQUENCE", "dssp_helicity", "STARTS"]
@@ -50,7 +51,7 @@ def _missing_hydrogens(topology, positions: np.ndarray, forcefield) -> dict[str,
     return missing
 
 
-class AAQAA3:
+class AAQAA3(MolecularSystem):
     """ACE-(AAQAA)3-NME, amber14 (ff14SB) with GBn2 implicit solvent, no cut-off.
 
     Parameters
@@ -88,11 +89,11 @@ class AAQAA3:
     system_label = "AAQAA3 (ACE-(AAQAA)3-NME), amber14 + GBn2 implicit solvent"
     n_atoms = 183
 
-    # the MD loop, the trajectory writer and the mdtraj views are the dipeptide's (shared, not copied):
-    # they only use topology, positions, pdb_path, create_system, forcefield_files and system_label
+    # the system and the run are the dipeptide's (shared, not copied): they only use topology,
+    # positions, pdb_path, forcefield_files, hydrogen_mass and system_label; the run itself and the
+    # mdtraj views are systems._simulate's
+    create_system = AlanineDipeptide.create_system
     simulate = AlanineDipeptide.simulate
-    mdtraj_topology = AlanineDipeptide.mdtraj_topology
-    to_mdtraj = AlanineDipeptide.to_mdtraj
 
     def __init__(
         self,
@@ -155,31 +156,6 @@ class AAQAA3:
             self.energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         what = f"minimised to {minimize_tolerance} kJ/mol/nm" if minimize_tolerance is not None else "not minimised"
         self.pdb_path = f"built by gmvae_cv.systems.aaqaa3 ({start} start, phi/psi {phi}/{psi} deg, {what})"
-
-    def create_system(self, *, constraints: Any = "HBonds"):
-        """The OpenMM system: amber14-all.xml + implicit/gbn2.xml, ``NoCutoff``, ``HBonds`` constraints.
-
-        Parameters
-        ----------
-        constraints : {'HBonds', None}
-            Constraint set (``None`` for minimisation and force checks).
-
-        Returns
-        -------
-        openmm.System
-            Hydrogen masses as ``hydrogen_mass``. With a ``GBSAOBCForce``-like ``CustomGBForce`` (GBn2) and no cut-off.
-        """
-        from openmm import app, unit
-
-        if constraints not in ("HBonds", None):
-            raise GMVAEInputError(f"'constraints' is {constraints!r}, expected 'HBonds' or None")
-        ff = app.ForceField(*self.forcefield_files)
-        return ff.createSystem(
-            self.topology,
-            nonbondedMethod=app.NoCutoff,
-            constraints=app.HBonds if constraints == "HBonds" else None,
-            hydrogenMass=None if self.hydrogen_mass is None else self.hydrogen_mass * unit.amu,
-        )
 
     def write_pdb(self, path: str | os.PathLike) -> None:
         """Write the structure (``positions``) as PDB, atomically."""

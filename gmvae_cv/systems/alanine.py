@@ -23,20 +23,16 @@ cores, not crossings of a line, so that recrossings of the barrier do not count.
 
 from __future__ import annotations
 
-import io
 import os
-import time
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from .._core.checks import check_array
 from .._core.errors import GMVAEInputError
-from .._core.versions import versions
-from .._core.checks import as_value, check_array, check_int
-from .._core.files import atomic_write_json, atomic_write_text
+from ._simulate import MolecularSystem, SimulationRun, run_langevin
 
 __all__ = [
     "AlanineDipeptide",
@@ -57,9 +53,6 @@ BASIN_RADIUS_DEG = 45.0
 """Radius of both core sets on the (phi, psi) torus, degrees."""
 BASIN_NAMES = {0: "C7eq", 1: "C7ax", -1: "other"}
 """Labels returned by :func:`alanine_basin`."""
-
-_PROBE_PLATFORMS = ("Reference", "CPU")
-_KB = 0.008314462618  # Boltzmann constant, kJ/mol/K
 
 
 def alanine_dipeptide_pdb() -> Path:
@@ -103,35 +96,11 @@ def alanine_basin(phi: Any, psi: Any) -> np.ndarray:
     return labels
 
 
-@dataclass
-class AlanineRun:
-    """What :meth:`AlanineDipeptide.simulate` wrote.
-
-    Attributes
-    ----------
-    trajectory, topology, metadata, state_log : Path
-        ``traj.dcd``, ``topology.pdb``, ``simulation.json``, ``state.csv`` in the output folder.
-    platform : str
-        OpenMM platform used.
-    steps_per_second : float
-        Measured production speed.
-    n_frames : int
-        Frames in the trajectory.
-    temperature_mean : float
-        Mean instantaneous temperature over the saved frames, K.
-    """
-
-    trajectory: Path
-    topology: Path
-    metadata: Path
-    state_log: Path
-    platform: str
-    steps_per_second: float
-    n_frames: int
-    temperature_mean: float
+class AlanineRun(SimulationRun):
+    """What :meth:`AlanineDipeptide.simulate` wrote (the fields of :class:`SimulationRun`)."""
 
 
-class AlanineDipeptide:
+class AlanineDipeptide(MolecularSystem):
     """Alanine dipeptide in vacuum, amber14 (ff14SB), no cut-off.
 
     Parameters
@@ -157,6 +126,8 @@ class AlanineDipeptide:
     forcefield_files = ("amber14-all.xml",)
     system_label = "alanine dipeptide (ACE-ALA-NME), vacuum"
     """What ``simulation.json`` calls the system (subclasses and borrowers of :meth:`simulate` set their own)."""
+    hydrogen_mass: Optional[float] = None
+    """Hydrogen mass for :meth:`create_system`, amu (``None``: the force field's, 1.008)."""
 
     def __init__(self, pdb: str | os.PathLike | None = None) -> None:
         from openmm import app, unit
@@ -175,21 +146,11 @@ class AlanineDipeptide:
             )
         self.positions = np.asarray(pdb_file.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
 
-    @property
-    def mdtraj_topology(self):
-        """The topology as an :class:`mdtraj.Topology`."""
-        import mdtraj as md
-
-        return md.Topology.from_openmm(self.topology)
-
-    def to_mdtraj(self):
-        """The structure as a one-frame :class:`mdtraj.Trajectory`."""
-        import mdtraj as md
-
-        return md.Trajectory(self.positions[None].astype(np.float32), self.mdtraj_topology)
-
     def create_system(self, *, constraints: Any = "HBonds"):
-        """The OpenMM system: amber14-all.xml, ``NoCutoff``, ``HBonds`` constraints, no water.
+        """The OpenMM system: the files of ``forcefield_files``, ``NoCutoff``, ``HBonds`` constraints.
+
+        For the dipeptide amber14-all.xml, no water; :class:`~gmvae_cv.systems.AAQAA3` shares
+        this method with amber14-all.xml + implicit/gbn2.xml (a ``CustomGBForce``, GBn2).
 
         Parameters
         ----------
@@ -199,8 +160,9 @@ class AlanineDipeptide:
         Returns
         -------
         openmm.System
+            Hydrogen masses as ``hydrogen_mass`` (amu; ``None``, the dipeptide's: unchanged).
         """
-        from openmm import app
+        from openmm import app, unit
 
         if constraints not in ("HBonds", None):
             raise GMVAEInputError(f"'constraints' is {constraints!r}, expected 'HBonds' or None")
@@ -209,6 +171,7 @@ class AlanineDipeptide:
             self.topology,
             nonbondedMethod=app.NoCutoff,
             constraints=app.HBonds if constraints == "HBonds" else None,
+            hydrogenMass=None if self.hydrogen_mass is None else self.hydrogen_mass * unit.amu,
         )
 
     def simulate(
@@ -264,157 +227,15 @@ class AlanineDipeptide:
         -------
         AlanineRun
         """
-        import openmm
-        from openmm import app, unit
-
-        n_steps = check_int(n_steps, "n_steps", minimum=1)
-        report_interval = check_int(report_interval, "report_interval", minimum=1)
-        if n_steps % report_interval:
-            raise GMVAEInputError(
-                f"'n_steps' is {n_steps}, expected a multiple of report_interval = {report_interval}"
-            )
-        seed = check_int(seed, "seed", minimum=0)
-        equilibration_steps = check_int(equilibration_steps, "equilibration_steps", minimum=0)
-        temperature_K = as_value(temperature, unit.kelvin, "temperature")
-        timestep_ps = as_value(timestep, unit.picosecond, "timestep")
-        friction_ps = as_value(friction, unit.picosecond**-1, "friction")
-        omm_seed = seed % 2_147_483_646 + 1
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-
-        system = self.create_system()
-        dof = 3 * sum(system.getParticleMass(i).value_in_unit(unit.dalton) > 0 for i in range(system.getNumParticles()))
-        dof -= system.getNumConstraints()
-        if any(isinstance(system.getForce(i), openmm.CMMotionRemover) for i in range(system.getNumForces())):
-            dof -= 3
-
-        def make_integrator():
-            integ = openmm.LangevinMiddleIntegrator(temperature_K, friction_ps, timestep_ps)
-            integ.setRandomNumberSeed(omm_seed)
-            return integ
-
-        available = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
-        probe: dict[str, float] = {}
-        if platform is None:
-            for name in _PROBE_PLATFORMS:
-                if name in available:
-                    probe[name] = _probe_speed(system, self.positions, make_integrator(), name)
-            platform_name = max(probe, key=probe.get)
-            chosen_by = "measurement (short timed probe of each platform)"
-        else:
-            if platform not in available:
-                raise GMVAEInputError(f"'platform' is {platform!r}, expected one of {sorted(available)}")
-            platform_name = platform
-            chosen_by = "user"
-
-        integrator = make_integrator()
-        context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform_name))
-        context.setPositions(self.positions)
-        if minimize:
-            openmm.LocalEnergyMinimizer.minimize(context, 1.0, 0)
-        context.setVelocitiesToTemperature(temperature_K, omm_seed)
-        if equilibration_steps:
-            integrator.step(equilibration_steps)
-
-        n_frames = n_steps // report_interval
-        log = np.zeros((n_frames, 5))
-        tmp_dcd = out / f".traj.dcd.{os.getpid()}.tmp"
-        bar = progress(total=n_steps) if progress is not None else None
-        t0 = time.perf_counter()
-        try:
-            with open(tmp_dcd, "wb") as fh:
-                dcd = app.DCDFile(fh, self.topology, timestep_ps * unit.picosecond, report_interval, report_interval)
-                for frame in range(n_frames):
-                    integrator.step(report_interval)
-                    state = context.getState(getPositions=True, getEnergy=True)
-                    pos = state.getPositions(asNumpy=True)
-                    epot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-                    ekin = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-                    step = (frame + 1) * report_interval
-                    if not (np.isfinite(epot) and np.all(np.isfinite(pos.value_in_unit(unit.nanometer)))):
-                        raise FloatingPointError(
-                            f"{self.system_label}: simulation diverged by step {step} (energy {epot}); "
-                            f"reduce the timestep ({timestep_ps} ps)"
-                        )
-                    dcd.writeModel(pos)
-                    log[frame] = (step, step * timestep_ps, epot, ekin, 2.0 * ekin / (dof * _KB))
-                    if bar is not None:
-                        bar.update(report_interval)
-                fh.flush()
-                os.fsync(fh.fileno())
-            wall = time.perf_counter() - t0
-            os.replace(tmp_dcd, out / "traj.dcd")
-        finally:
-            if bar is not None and hasattr(bar, "close"):
-                bar.close()
-            if tmp_dcd.exists():
-                tmp_dcd.unlink()
-
-        buf = io.StringIO()
-        app.PDBFile.writeFile(self.topology, self.positions * unit.nanometer, buf, keepIds=True)
-        atomic_write_text(out / "topology.pdb", buf.getvalue())
-        header = "step,time (ps),potential energy (kJ/mol),kinetic energy (kJ/mol),temperature (K)"
-        text = header + "\n" + "\n".join(
-            f"{int(r[0])},{r[1]:.6f},{r[2]:.6f},{r[3]:.6f},{r[4]:.4f}" for r in log
-        ) + "\n"
-        atomic_write_text(out / "state.csv", text)
-        speed = n_steps / wall if wall > 0 else float("inf")
         meta = {
             "system": self.system_label,
             "structure": str(self.pdb_path),
             "forcefield": list(self.forcefield_files),
             "nonbonded_method": "NoCutoff",
             "constraints": "HBonds",
-            "integrator": "LangevinMiddleIntegrator",
-            "temperature_K": temperature_K,
-            "timestep_ps": timestep_ps,
-            "friction_per_ps": friction_ps,
-            "n_steps": n_steps,
-            "report_interval_steps": report_interval,
-            "frame_interval_ps": report_interval * timestep_ps,
-            "n_frames": n_frames,
-            "first_frame_step": report_interval,
-            "seed": seed,
-            "openmm_seed": omm_seed,
-            "minimized_before_run": bool(minimize),
-            "equilibration_steps": equilibration_steps,
-            "degrees_of_freedom": int(dof),
-            "platform": {"name": platform_name, "chosen_by": chosen_by, "probe_steps_per_s": probe},
-            "performance": {"wall_s": wall, "steps_per_s": speed, "ns_per_day": speed * timestep_ps * 86.4},
-            "temperature_summary_K": {"mean": float(log[:, 4].mean()), "std": float(log[:, 4].std())},
-            "files": {"trajectory": "traj.dcd", "topology": "topology.pdb", "state_log": "state.csv"},
-            "units": {"length": "nm (DCD stores Angstrom; mdtraj/OpenMM convert)", "time": "ps", "energy": "kJ/mol"},
-            "versions": versions("openmm", "mdtraj"),
         }
-        atomic_write_json(out / "simulation.json", meta)
-        return AlanineRun(
-            trajectory=out / "traj.dcd",
-            topology=out / "topology.pdb",
-            metadata=out / "simulation.json",
-            state_log=out / "state.csv",
-            platform=platform_name,
-            steps_per_second=speed,
-            n_frames=n_frames,
-            temperature_mean=float(log[:, 4].mean()),
+        return run_langevin(
+            self, n_steps, report_interval, out_dir, temperature=temperature, timestep=timestep, friction=friction,
+            seed=seed, platform=platform, equilibration_steps=equilibration_steps, progress=progress,
+            system_meta=meta, what=f"{self.system_label}: simulation", minimize=bool(minimize), run_type=AlanineRun,
         )
-
-
-def _probe_speed(system, positions: np.ndarray, integrator, name: str, seconds: float = 0.1) -> float:
-    """Steps per second of ``integrator`` on platform ``name``, timed for about ``seconds``."""
-    import openmm
-
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(name))
-    context.setPositions(positions)
-    context.setVelocitiesToTemperature(integrator.getTemperature())
-    integrator.step(20)  # warm-up (kernel compilation, thread start)
-    context.getState(getEnergy=True)
-    steps, t0 = 0, time.perf_counter()
-    while True:
-        integrator.step(50)
-        context.getState(getEnergy=True)  # forces a sync
-        steps += 50
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds or steps >= 20000:
-            break
-    del context
-    return steps / elapsed

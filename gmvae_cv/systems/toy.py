@@ -1,12 +1,14 @@
 """Toy potentials with known answers, simulated by a vectorised overdamped Langevin integrator.
 
 Units are reduced: positions, energies and times are dimensionless, ``kT`` is in energy units.
+:func:`check_hill_schedule` checks the hill schedule (pace, height, bias factor) that the toy
+metadynamics drivers (:mod:`~gmvae_cv.systems.toy_metad`, :mod:`~gmvae_cv.systems.toy_rates`) share.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -82,6 +84,32 @@ def overdamped_langevin(
     if bar is not None:
         bar.close()
     return out
+
+
+def check_hill_schedule(pace: Any, height: Any, biasfactor: Any) -> tuple[int, float, float]:
+    """The checked well-tempered hill schedule of the toy metadynamics drivers.
+
+    Parameters
+    ----------
+    pace : int
+        Steps between hills, >= 1.
+    height : float
+        Initial hill height :math:`W_0`, energy units, > 0.
+    biasfactor : float
+        :math:`\gamma`, > 1.
+
+    Returns
+    -------
+    pace : int
+    height : float
+    gamma : float
+    """
+    pace = check_int(pace, "pace", minimum=1)
+    height = check_positive(height, "height")
+    gamma = check_positive(biasfactor, "biasfactor")
+    if not gamma > 1:
+        raise GMVAEInputError(f"'biasfactor' is {biasfactor}, expected > 1")
+    return pace, height, gamma
 
 
 @dataclass

@@ -20,15 +20,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from .._core.errors import GMVAEInputError
-from .._core.checks import check_int, check_positive
+from .._core.checks import check_int
 from ..analysis.hills import BiasGrid, GridSpec, Hills
 from ..analysis.plumed_files import write_plumed
-from .toy import ToySystem
+from .toy import ToySystem, check_hill_schedule
 
 __all__ = ["ToyMetadRun", "toy_metadynamics"]
 
@@ -78,6 +78,36 @@ class ToyMetadRun:
         hp = out / "HILLS"
         self.hills.to_file(hp, sets={"kT": repr(self.kT)}, fmt=fmt)
         return {"colvar": [str(p) for p in names], "hills": str(hp)}
+
+
+def _biased_coordinates(system: ToySystem, cv_dims: Sequence[int], sigma: Any) -> tuple[list[int], np.ndarray]:
+    """The checked biased coordinates and the hill width per coordinate, shape ``(len(cv_dims),)``."""
+    cv_dims = [int(c) for c in cv_dims]
+    if not cv_dims or any(c < 0 or c >= system.dim for c in cv_dims):
+        raise GMVAEInputError(f"'cv_dims' is {cv_dims}, expected coordinates of a {system.dim}D system")
+    sig = np.broadcast_to(np.asarray(sigma, dtype=float), (len(cv_dims),)).copy()
+    if (sig <= 0).any():
+        raise GMVAEInputError(f"'sigma' is {sigma}, expected > 0")
+    return cv_dims, sig
+
+
+def _default_grid(system: ToySystem, cv_dims: list[int], sig: np.ndarray) -> GridSpec:
+    """The minima's box widened by 1.5 in each biased coordinate, spacing at most sigma/5, not periodic."""
+    m = system.minima[:, cv_dims]
+    lo, hi = m.min(axis=0) - 1.5, m.max(axis=0) + 1.5
+    bins = tuple(int(np.ceil((h - l) / (0.2 * s))) for l, h, s in zip(lo, hi, sig))
+    return GridSpec(tuple(lo), tuple(hi), bins, (False,) * len(cv_dims))
+
+
+def _check_in_grid(s: np.ndarray, g_lo: np.ndarray, g_hi: np.ndarray, step: int, cv_names: tuple) -> None:
+    """Raise naming the first walker whose CVs ``s`` ``(n_walkers, d)`` left the bias grid, as PLUMED does."""
+    out = (s < g_lo) | (s > g_hi)
+    if out.any():
+        w, j = np.argwhere(out)[0]
+        raise GMVAEInputError(
+            f"toy_metadynamics: walker {w} left the bias grid at step {step} ({cv_names[j]} = {s[w, j]:.4g}, grid "
+            f"{g_lo[j]:.4g}..{g_hi[j]:.4g}); widen 'grid' or lower 'height'/'biasfactor'"
+        )
 
 
 def toy_metadynamics(
@@ -132,27 +162,16 @@ def toy_metadynamics(
     ToyMetadRun
     """
     n_steps = check_int(n_steps, "n_steps", minimum=1)
-    pace = check_int(pace, "pace", minimum=1)
+    pace, height, gamma = check_hill_schedule(pace, height, biasfactor)
     stride = check_int(stride, "stride", minimum=1)
     n_walkers = check_int(n_walkers, "n_walkers", minimum=1)
-    height = check_positive(height, "height")
-    gamma = check_positive(biasfactor, "biasfactor")
-    if not gamma > 1:
-        raise GMVAEInputError(f"'biasfactor' is {biasfactor}, expected > 1")
-    cv_dims = [int(c) for c in cv_dims]
-    if not cv_dims or any(c < 0 or c >= system.dim for c in cv_dims):
-        raise GMVAEInputError(f"'cv_dims' is {cv_dims}, expected coordinates of a {system.dim}D system")
+    cv_dims, sig = _biased_coordinates(system, cv_dims, sigma)
     d = len(cv_dims)
-    sig = np.broadcast_to(np.asarray(sigma, dtype=float), (d,)).copy()
-    if (sig <= 0).any():
-        raise GMVAEInputError(f"'sigma' is {sigma}, expected > 0")
     kT, dt = float(system.kT), float(system.dt)
     names = ("x", "y", "z")[: system.dim]
     cv_names = tuple(names[c] for c in cv_dims)
     if grid is None:
-        m = system.minima[:, cv_dims]
-        lo, hi = m.min(axis=0) - 1.5, m.max(axis=0) + 1.5
-        grid = GridSpec(tuple(lo), tuple(hi), tuple(int(np.ceil((h - l) / (0.2 * s))) for l, h, s in zip(lo, hi, sig)), (False,) * d)
+        grid = _default_grid(system, cv_dims, sig)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if x0 is None:
         mins = system.minima
@@ -175,13 +194,7 @@ def toy_metadynamics(
     g_hi = np.array(grid.upper)
     for step in range(n_steps + 1):
         s = x[:, cv_dims]
-        out = (s < g_lo) | (s > g_hi)
-        if out.any():
-            w, j = np.argwhere(out)[0]
-            raise GMVAEInputError(
-                f"toy_metadynamics: walker {w} left the bias grid at step {step} ({cv_names[j]} = {s[w, j]:.4g}, grid "
-                f"{g_lo[j]:.4g}..{g_hi[j]:.4g}); widen 'grid' or lower 'height'/'biasfactor'"
-            )
+        _check_in_grid(s, g_lo, g_hi, step, cv_names)
         v, gv = bg.evaluate(s, gradient=True)
         if step % stride == 0:
             f = step // stride

@@ -27,7 +27,7 @@ import numpy as np
 
 from .._core.checks import check_int, check_positive
 from .._core.errors import GMVAEInputError
-from .toy import ToySystem
+from .toy import ToySystem, check_hill_schedule
 
 __all__ = ["DoubleWell", "exact_mfpt", "ToyEscapes", "toy_infrequent_metadynamics"]
 
@@ -193,13 +193,9 @@ def toy_infrequent_metadynamics(
     ToyEscapes
     """
     n_runs = check_int(n_runs, "n_runs", minimum=1)
-    pace = check_int(pace, "pace", minimum=1)
+    pace, height, gamma = check_hill_schedule(pace, height, biasfactor)
     max_steps = check_int(max_steps, "max_steps", minimum=1)
     sigma = check_positive(sigma, "sigma")
-    height = check_positive(height, "height")
-    gamma = float(biasfactor)
-    if not gamma > 1:
-        raise GMVAEInputError(f"'biasfactor' is {biasfactor}, expected > 1")
     if not 0 <= int(cv_dim) < system.dim:
         raise GMVAEInputError(f"'cv_dim' is {cv_dim}, expected a coordinate of a {system.dim}D system")
     cv_dim = int(cv_dim)
