@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .._core.files import atomic_write_text
+from .results_json import nan_to_none
 
 __all__ = ["MarkovAnalysisResult"]
 
@@ -124,9 +125,7 @@ class MarkovAnalysisResult:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the results as JSON (atomically; ``nan`` as ``null``)."""
-        from .fes import _nan_to_none
-
-        atomic_write_text(path, json.dumps(_nan_to_none(self.to_dict()), indent=1) + "\n")
+        atomic_write_text(path, json.dumps(nan_to_none(self.to_dict()), indent=1) + "\n")
 
     def plot_implied_timescales(self, path: str | os.PathLike, **kw: Any) -> None:
         """ITS against lag time, log scale, with confidence bands and the lag = timescale line."""

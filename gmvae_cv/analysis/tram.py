@@ -20,6 +20,8 @@ from .._core.checks import as_list_of_arrays, check_int, check_positive
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_text
 from .dtrajs import check_dtrajs, check_lags
+from .results_json import nan_to_none
+from .thermal import resolve_kT
 
 __all__ = ["TRAMAnalysis", "TRAMResult"]
 
@@ -52,8 +54,6 @@ class TRAMResult:
     info: dict = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike) -> None:
-        from .fes import _nan_to_none
-
         d = {
             "format": "gmvae-cv/tram",
             "format_version": 1,
@@ -65,7 +65,7 @@ class TRAMResult:
             "lagtime": {"unit": "frames", "value": self.lagtime},
             "info": self.info,
         }
-        atomic_write_text(path, json.dumps(_nan_to_none(d), indent=1) + "\n")
+        atomic_write_text(path, json.dumps(nan_to_none(d), indent=1) + "\n")
 
 
 class TRAMAnalysis:
@@ -104,8 +104,6 @@ class TRAMAnalysis:
         connectivity: str = "summed_count_matrix",
         progress: Optional[Callable] = None,
     ) -> None:
-        from .fes import resolve_kT
-
         if connectivity not in ("summed_count_matrix", "post_hoc_RE", "BAR_variance"):
             raise GMVAEInputError(f"'connectivity' is {connectivity!r}, expected summed_count_matrix, post_hoc_RE or BAR_variance")
         self.connectivity = connectivity
