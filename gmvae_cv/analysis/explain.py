@@ -244,6 +244,115 @@ def _plot_heatmap(d: np.ndarray, rows: list[int], names: list[str], path: Path, 
     save_figure(fig, path)
 
 
+def _ranked(values: np.ndarray, names: list[str], n: int) -> list[dict]:
+    """The ``n`` features of largest ``|values|``: name, column and value, largest first."""
+    order = np.argsort(-np.abs(values))[:n]
+    return [{"feature": names[i], "column": int(i), "value": float(values[i])} for i in order]
+
+
+def _cluster_report(stats: dict[str, Any], k: int, names: list[str], top: int) -> dict[str, Any]:
+    """The ``clusters`` entry of ``explain.json``, from :func:`cluster_statistics`."""
+    return {
+        "k": k,
+        "population": stats["population"].tolist(),
+        "empty": [c for c in range(k) if c not in stats["populated"]],
+        "per_cluster": {
+            str(c): {
+                "population": float(stats["population"][c]),
+                "mean": stats["mean"][c].tolist(),
+                "std": stats["std"][c].tolist(),
+                "d": np.nan_to_num(stats["d"][c]).tolist(),
+                "top_features": _ranked(np.nan_to_num(stats["d"][c]), names, top),
+            }
+            for c in stats["populated"]
+        },
+    }
+
+
+def _residue_report(sens: np.ndarray, stats: dict[str, Any], residues: list[str]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Sensitivities summed and ``d`` RMS-folded per residue.
+
+    Returns
+    -------
+    report : dict
+        The ``residues`` entry of ``explain.json``.
+    res_sens : (latent_dim, n_residues) ndarray
+    res_d : (n_clusters, n_residues) ndarray
+    """
+    res_names, res_sens = _fold(sens, residues, "sum")
+    _, res_d = _fold(np.nan_to_num(stats["d"]), residues, "rms")
+    report = {
+        "names": res_names,
+        "sensitivity": res_sens.tolist(),
+        "ranking": {f"z{j}": [res_names[i] for i in np.argsort(-res_sens[j])] for j in range(sens.shape[0])},
+        "rms_d": {str(c): res_d[c].tolist() for c in stats["populated"]},
+    }
+    return report, res_sens, res_d
+
+
+def _write_tables(out: Path, sens: np.ndarray, stats: dict[str, Any], names: list[str], residues: Optional[list[str]]) -> None:
+    """``sensitivity.csv`` (per feature: sensitivity and rank per component) and ``clusters.csv``."""
+    head = ["column", "feature"] + (["residue"] if residues else []) + [f"sensitivity_z{j}" for j in range(len(sens))] \
+        + [f"rank_z{j}" for j in range(len(sens))]
+    ranks = [np.argsort(np.argsort(-sens[j])) + 1 for j in range(len(sens))]
+    rows = [head] + [
+        [i, names[i]] + ([residues[i]] if residues else []) + [f"{sens[j, i]:.6g}" for j in range(len(sens))]
+        + [int(ranks[j][i]) for j in range(len(sens))]
+        for i in range(len(names))
+    ]
+    atomic_write_text(out / "sensitivity.csv", _csv(rows))
+    rows = [["cluster", "population", "column", "feature", "mean", "std", "d"]] + [
+        [c, f"{stats['population'][c]:.6g}", i, names[i], f"{stats['mean'][c, i]:.6g}", f"{stats['std'][c, i]:.6g}",
+         f"{np.nan_to_num(stats['d'][c, i]):.6g}"]
+        for c in stats["populated"] for i in range(len(names))
+    ]
+    atomic_write_text(out / "clusters.csv", _csv(rows))
+
+
+def _plot_residues(rn: list[str], res_sens: np.ndarray, res_d: np.ndarray, rows_c: list[int], path: Path) -> None:
+    """Per-residue sensitivity bars (one per component) over an RMS-``d`` heatmap per cluster."""
+    from .._core.figures import _pyplot, save_figure
+
+    plt = _pyplot()
+    n_cv = len(res_sens)
+    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.4 * len(rn) + 2), 7), constrained_layout=True)
+    w = 0.8 / n_cv
+    for j in range(n_cv):
+        axes[0].bar(np.arange(len(rn)) + (j - (n_cv - 1) / 2) * w, res_sens[j], w, label=f"z{j}")
+    axes[0].set_xticks(range(len(rn)), rn, rotation=90)
+    axes[0].set_ylabel("sensitivity (sum over the residue's features)")
+    axes[0].legend()
+    im = axes[1].imshow(res_d[rows_c], aspect="auto", cmap="viridis", vmin=0)
+    axes[1].set_yticks(range(len(rows_c)), [f"cluster {c}" for c in rows_c])
+    axes[1].set_xticks(range(len(rn)), rn, rotation=90)
+    axes[1].set_title("RMS standardised difference per residue, cluster vs the rest")
+    fig.colorbar(im, ax=axes[1], fraction=0.03, label="RMS d")
+    save_figure(fig, path)
+
+
+def _write_outputs(
+    out: Path,
+    report: dict[str, Any],
+    sens: np.ndarray,
+    stats: dict[str, Any],
+    names: list[str],
+    names_from: str,
+    residues: Optional[list[str]],
+    folded: Optional[tuple[np.ndarray, np.ndarray]],
+) -> None:
+    """Write ``explain.json``, the CSV tables and the figures into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "explain.json", report)
+    _write_tables(out, sens, stats, names, residues)
+    note = "" if names_from == "feature spec" else f" [{names_from}]"
+    _plot_sensitivity(sens, names, out / "sensitivity.png", f"sensitivity of each CV component{note}")
+    _plot_heatmap(np.nan_to_num(stats["d"]), stats["populated"], names, out / "cluster_separation.png",
+                  f"standardised difference, cluster vs the rest{note}", "d")
+    if folded is not None:
+        res_sens, res_d = folded
+        _plot_residues(report["residues"]["names"], res_sens, res_d, stats["populated"], out / "residues.png")
+
+
 def explain(
     run: Any,
     data: Any = None,
@@ -287,10 +396,6 @@ def explain(
     k = run.config.n_clusters
     stats = cluster_statistics(x, clusters, k)
 
-    def ranked(values: np.ndarray, n: int) -> list[dict]:
-        order = np.argsort(-np.abs(values))[:n]
-        return [{"feature": names[i], "column": int(i), "value": float(values[i])} for i in order]
-
     report: dict[str, Any] = {
         "run": str(run.path) if run.path is not None else None,
         "data": source,
@@ -305,72 +410,13 @@ def explain(
         },
         "sensitivity": sens.tolist(),
         "ranking": {f"z{j}": [names[i] for i in np.argsort(-sens[j])] for j in range(sens.shape[0])},
-        "clusters": {
-            "k": k,
-            "population": stats["population"].tolist(),
-            "empty": [c for c in range(k) if c not in stats["populated"]],
-            "per_cluster": {
-                str(c): {
-                    "population": float(stats["population"][c]),
-                    "mean": stats["mean"][c].tolist(),
-                    "std": stats["std"][c].tolist(),
-                    "d": np.nan_to_num(stats["d"][c]).tolist(),
-                    "top_features": ranked(np.nan_to_num(stats["d"][c]), top),
-                }
-                for c in stats["populated"]
-            },
-        },
+        "clusters": _cluster_report(stats, k, names, top),
         "residues": None,
     }
+    folded = None
     if residues is not None:
-        res_names, res_sens = _fold(sens, residues, "sum")
-        _, res_d = _fold(np.nan_to_num(stats["d"]), residues, "rms")
-        report["residues"] = {
-            "names": res_names,
-            "sensitivity": res_sens.tolist(),
-            "ranking": {f"z{j}": [res_names[i] for i in np.argsort(-res_sens[j])] for j in range(sens.shape[0])},
-            "rms_d": {str(c): res_d[c].tolist() for c in stats["populated"]},
-        }
+        report["residues"], res_sens, res_d = _residue_report(sens, stats, residues)
+        folded = (res_sens, res_d)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "explain.json", report)
-        head = ["column", "feature"] + (["residue"] if residues else []) + [f"sensitivity_z{j}" for j in range(len(sens))] \
-            + [f"rank_z{j}" for j in range(len(sens))]
-        ranks = [np.argsort(np.argsort(-sens[j])) + 1 for j in range(len(sens))]
-        rows = [head] + [
-            [i, names[i]] + ([residues[i]] if residues else []) + [f"{sens[j, i]:.6g}" for j in range(len(sens))]
-            + [int(ranks[j][i]) for j in range(len(sens))]
-            for i in range(len(names))
-        ]
-        atomic_write_text(out / "sensitivity.csv", _csv(rows))
-        rows = [["cluster", "population", "column", "feature", "mean", "std", "d"]] + [
-            [c, f"{stats['population'][c]:.6g}", i, names[i], f"{stats['mean'][c, i]:.6g}", f"{stats['std'][c, i]:.6g}",
-             f"{np.nan_to_num(stats['d'][c, i]):.6g}"]
-            for c in stats["populated"] for i in range(len(names))
-        ]
-        atomic_write_text(out / "clusters.csv", _csv(rows))
-        note = "" if names_from == "feature spec" else f" [{names_from}]"
-        _plot_sensitivity(sens, names, out / "sensitivity.png", f"sensitivity of each CV component{note}")
-        _plot_heatmap(np.nan_to_num(stats["d"]), stats["populated"], names, out / "cluster_separation.png",
-                      f"standardised difference, cluster vs the rest{note}", "d")
-        if residues is not None:
-            from .._core.figures import _pyplot, save_figure
-
-            plt = _pyplot()
-            rn = report["residues"]["names"]
-            fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.4 * len(rn) + 2), 7), constrained_layout=True)
-            w = 0.8 / len(sens)
-            for j in range(len(sens)):
-                axes[0].bar(np.arange(len(rn)) + (j - (len(sens) - 1) / 2) * w, res_sens[j], w, label=f"z{j}")
-            axes[0].set_xticks(range(len(rn)), rn, rotation=90)
-            axes[0].set_ylabel("sensitivity (sum over the residue's features)")
-            axes[0].legend()
-            rows_c = stats["populated"]
-            im = axes[1].imshow(res_d[rows_c], aspect="auto", cmap="viridis", vmin=0)
-            axes[1].set_yticks(range(len(rows_c)), [f"cluster {c}" for c in rows_c])
-            axes[1].set_xticks(range(len(rn)), rn, rotation=90)
-            axes[1].set_title("RMS standardised difference per residue, cluster vs the rest")
-            fig.colorbar(im, ax=axes[1], fraction=0.03, label="RMS d")
-            save_figure(fig, out / "residues.png")
+        _write_outputs(Path(out), report, sens, stats, names, names_from, residues, folded)
     return report

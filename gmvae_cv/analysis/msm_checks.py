@@ -17,7 +17,7 @@ Both return plain dicts for a run summary (``slowest_its_ps`` as [value, low, hi
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 

@@ -18,9 +18,10 @@ A line cut short by an interrupted write (wrong number of fields, or a number th
 is dropped with a warning when it is the last line of the file or the last line before a restart
 header; anywhere else it is an error that names the line.
 
-The reader makes one quick pass over the bytes to find headers and count lines, then parses data in
-chunks of bounded size (:meth:`PlumedFile.iter_chunks`), so files larger than memory can be
-streamed with flat memory.
+The reader makes one quick pass over the bytes to find headers and count lines (:mod:`.plumed_scan`),
+then parses data in chunks of bounded size (:meth:`PlumedFile.iter_chunks`), so files larger than
+memory can be streamed with flat memory. :func:`write_plumed` (:mod:`.plumed_write`) is re-exported
+here.
 
 Metadata convention of gmvae-cv runs: ``#! SET temperature <K>`` or ``#! SET kT <energy>`` in the
 header of a COLVAR or HILLS file records the temperature of the run (PLUMED itself writes neither).
@@ -34,13 +35,14 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
 from .._core.errors import GMVAEInputError
-from .._core.files import atomic_write_text
 from .._core.numbers import parse_plumed_number
+from .plumed_scan import TableSegment, resolve_first_times, scan_table
+from .plumed_write import write_plumed
 
 __all__ = [
     "PlumedFile",
@@ -51,31 +53,11 @@ __all__ = [
     "parse_plumed_number",
 ]
 
-_SCAN_BLOCK = 1 << 24  # bytes per read during the header scan
 _DEFAULT_CHUNK_BYTES = 1 << 25  # bytes of text parsed at once (about 32 MB)
 
 
 class PlumedFileWarning(UserWarning):
     """A PLUMED file was read with a repair: a dropped truncated line, superseded frames."""
-
-
-@dataclass
-class _Piece:
-    """A byte range of data lines without comment lines inside."""
-
-    start: int
-    end: int
-    first_line: int  # 1-based line number of the first line
-
-
-@dataclass
-class _Segment:
-    header_line: int
-    fields: tuple[str, ...]
-    sets: dict[str, str] = field(default_factory=dict)
-    pieces: list[_Piece] = field(default_factory=list)
-    n_lines: int = 0  # data lines (upper bound: blank lines included)
-    first_time: Optional[float] = None
 
 
 class PlumedFile:
@@ -119,111 +101,11 @@ class PlumedFile:
         if not self.path.is_file():
             raise GMVAEInputError(f"{self.path}: file not found (expected a PLUMED table such as COLVAR or HILLS)")
         self.time_field = time_field
-        self._segments: list[_Segment] = []
         self._size = self.path.stat().st_size
-        self._ends_with_newline = True
-        self._scan()
+        self._segments, self._ends_with_newline = scan_table(self.path, self._size)
         if not self._segments:
             raise GMVAEInputError(f"{self.path}: no '#! FIELDS' header; a PLUMED table starts with a line like '#! FIELDS time cv1 ...'")
-        self._resolve_first_times()
-
-    # ------------------------------------------------------------------ scanning
-    def _scan(self) -> None:
-        """One pass over the bytes: find header and comment lines, split the data into pieces."""
-        segs = self._segments
-        current: Optional[_Segment] = None
-        piece: Optional[tuple[int, int]] = None  # (byte, line) where the current data piece starts
-        line_no = 1  # number of the first line of the current block
-        offset = 0  # byte offset of the current block
-
-        def close_piece(end_byte: int, end_line: int) -> None:
-            nonlocal piece
-            if piece is not None and current is not None and end_byte > piece[0]:
-                current.pieces.append(_Piece(piece[0], end_byte, piece[1]))
-                current.n_lines += end_line - piece[1]
-            piece = None
-
-        def data_before_header(text: bytes, line: int) -> None:
-            if current is None and text.strip():
-                lead = len(text) - len(text.lstrip(b" \t\r\n"))
-                bad_line = line + text.count(b"\n", 0, lead)
-                raise GMVAEInputError(
-                    f"{self.path}:{bad_line}: data before any '#! FIELDS' header; a PLUMED "
-                    "table starts with a line like '#! FIELDS time cv1 ...'"
-                )
-
-        carry = b""
-        with open(self.path, "rb") as fh:
-            while True:
-                raw = fh.read(_SCAN_BLOCK)
-                block = carry + raw
-                if not block:
-                    break
-                if raw:
-                    cut = block.rfind(b"\n") + 1
-                    if cut == 0:
-                        carry = block
-                        continue
-                    carry, block = block[cut:], block[:cut]
-                else:
-                    carry = b""
-                    self._ends_with_newline = False
-                pos, line = 0, line_no
-                while pos < len(block):
-                    if block[pos : pos + 1] == b"#":
-                        h = pos
-                    else:
-                        f = block.find(b"\n#", pos)
-                        if f < 0:
-                            break
-                        h = f + 1
-                    data_before_header(block[pos:h], line)
-                    line += block.count(b"\n", pos, h)
-                    eol = block.find(b"\n", h)
-                    eol = len(block) if eol < 0 else eol
-                    close_piece(offset + h, line)
-                    text = block[h:eol].decode("utf-8", errors="replace").strip()
-                    if text.startswith("#!"):
-                        words = text[2:].split()
-                        if words and words[0] == "FIELDS":
-                            if len(words) < 2:
-                                raise GMVAEInputError(f"{self.path}:{line}: '#! FIELDS' header names no fields")
-                            current = _Segment(header_line=line, fields=tuple(words[1:]))
-                            segs.append(current)
-                        elif words and words[0] == "SET" and current is not None and len(words) >= 3:
-                            current.sets[words[1]] = " ".join(words[2:])
-                    piece = (offset + eol + 1, line + 1)
-                    pos = eol + 1
-                    line += 1
-                data_before_header(block[pos:], line)
-                line_no += block.count(b"\n") + (0 if raw else 1)
-                offset += len(block)
-                if not raw:
-                    break
-        close_piece(self._size, line_no)
-
-    def _resolve_first_times(self) -> None:
-        tf = self.time_field
-        if tf is None:
-            return
-        with open(self.path, "rb") as fh:
-            for s in self._segments:
-                if tf not in s.fields:
-                    continue
-                col = s.fields.index(tf)
-                for p in s.pieces:
-                    fh.seek(p.start)
-                    data = fh.read(min(p.end - p.start, 1 << 16))
-                    for ln in data.split(b"\n"):
-                        toks = ln.split()
-                        if len(toks) == len(s.fields):
-                            try:
-                                s.first_time = float(toks[col])
-                            except ValueError:
-                                continue
-                            break
-                    if s.first_time is not None:
-                        break
+        resolve_first_times(self.path, self._segments, self.time_field)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -286,7 +168,7 @@ class PlumedFile:
                 later = min(later, s.first_time)
         return out[::-1]
 
-    def _parse_piece_bytes(self, data: bytes, seg: _Segment, first_line: int, usecols: list[int], is_tail: bool) -> np.ndarray:
+    def _parse_piece_bytes(self, data: bytes, seg: TableSegment, first_line: int, usecols: list[int], is_tail: bool) -> np.ndarray:
         """Parse data lines; repair or reject malformed lines."""
         n_fields = len(seg.fields)
         try:
@@ -512,47 +394,3 @@ def read_plumed(
     pf = PlumedFile(path, time_field=time_field)
     cols = list(pf.fields if columns is None else columns)
     return PlumedTable(fields=cols, data=pf.read(cols), sets=pf.sets, source=str(pf.path))
-
-
-def write_plumed(
-    path: str | os.PathLike,
-    fields: Sequence[str],
-    data: np.ndarray,
-    *,
-    sets: Optional[Mapping[str, object]] = None,
-    fmt: str = "%.10g",
-    append: bool = False,
-) -> None:
-    """Write a PLUMED table (``#! FIELDS`` header, ``#! SET`` lines, rows).
-
-    Parameters
-    ----------
-    path : path
-        Output file; written atomically unless ``append``.
-    fields : sequence of str
-        Column names.
-    data : (n_rows, len(fields)) array_like
-        Values.
-    sets : mapping, optional
-        ``#! SET key value`` lines (e.g. ``{"min_phi": "-pi", "max_phi": "pi", "temperature": 300}``).
-    fmt : str
-        printf-style format of one number.
-    append : bool
-        Append a new header and the rows to an existing file, as a restarted PLUMED run does.
-    """
-    arr = np.asarray(data, dtype=float)
-    if arr.ndim != 2 or arr.shape[1] != len(fields):
-        raise GMVAEInputError(f"'data' has shape {arr.shape}, expected (n_rows, {len(fields)}) for fields {list(fields)}")
-    head = ["#! FIELDS " + " ".join(fields)]
-    for k, v in (sets or {}).items():
-        head.append(f"#! SET {k} {v}")
-    buf = io.StringIO()
-    buf.write("\n".join(head) + "\n")
-    if arr.size:
-        np.savetxt(buf, arr, fmt=fmt)
-    text = buf.getvalue()
-    if append:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        atomic_write_text(path, text)

@@ -3,6 +3,7 @@ on the stored frames against the Python model, finite differences, and OpenMM-To
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -323,26 +324,17 @@ def _pytorch_args(path: Path) -> list[list[str]]:
     return out
 
 
-def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run: Any, xyz: np.ndarray, box: Any, x64: np.ndarray, fd_idx: np.ndarray) -> None:
-    import openmm
-
-    name = OPENMM_MODEL
-    path = exp_dir / name
-    cv = load_openmm_cv(path, verify=False)
-    marker = cv.gmvae_marker
+def _openmm_marker_row(report: CheckReport, name: str, marker: dict, info: dict) -> None:
+    """The OpenMM model's marker (sizes, atoms) against ``cv.json``."""
     bad = [key for key in ("n_features", "latent_dim", "n_clusters", "n_atoms") if marker.get(key) != info[key]]
     if marker.get("atom_indices") != info.get("atom_indices"):
         bad.append("atom_indices")
     report.add(name, "marker (n_features, latent_dim, n_clusters, n_atoms, atoms) equals cv.json", float(bool(bad)), 0.0, ", ".join(f"{b} differs" for b in bad))
 
-    # Python reference: CV on NumPy features, gradient through the torch features (float64)
-    import copy
 
-    m64 = copy.deepcopy(run.model).double().eval()
-    feat = spec.torch_module()
-    with torch.no_grad():
-        ref = m64.forward_cv(torch.tensor(x64)).numpy()
-    d = int(info["latent_dim"])
+def _openmm_cv_rows(report: CheckReport, name: str, cv: Any, ref: np.ndarray, xyz: np.ndarray, box: Any) -> None:
+    """The positions -> CV module on float64 and float32 positions (nm) against the Python CV ``ref`` (n_frames, D)."""
+    d = ref.shape[1]
     got64 = np.zeros_like(ref)
     got32 = np.zeros_like(ref)
     dtype_ok = True
@@ -358,13 +350,100 @@ def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run
     report.add(name, "CV (float64 positions) vs Python model", np.max(np.abs(got64 - ref)), 2e-5 * _scale(ref), f"{len(xyz)} frames")
     report.add(name, "CV (float32 positions) vs Python model", np.max(np.abs(got32 - ref)), 1e-4 * _scale(ref))
 
-    ref_forces = np.zeros((len(xyz), d, spec.n_atoms, 3))
+
+def _reference_forces(m64: Any, feat: Any, xyz: np.ndarray, box: Any, d: int, n_atoms: int) -> np.ndarray:
+    """(n_frames, D, n_atoms, 3) forces -dCV_j/dx of the float64 Python model (autograd), per nm."""
+    ref_forces = np.zeros((len(xyz), d, n_atoms, 3))
     for f in range(len(xyz)):
         p = torch.tensor(xyz[f], dtype=torch.float64, requires_grad=True)
         bx = torch.tensor(box[f], dtype=torch.float64) if box is not None else None
         s = m64.forward_cv(feat(p, bx).unsqueeze(0))[0]
         for j in range(d):
             ref_forces[f, j] = -torch.autograd.grad(s[j], p, retain_graph=True)[0].numpy()
+    return ref_forces
+
+
+def _component_context(path: Path, j: int, n_atoms: int, periodic: bool) -> Any:
+    """An OpenMM Reference-platform Context whose energy (kJ/mol) is CV component ``j``."""
+    import openmm
+
+    system = openmm.System()
+    for _ in range(n_atoms):
+        system.addParticle(1.0)
+    ccv = openmm.CustomCVForce("s")
+    ccv.addCollectiveVariable("s", openmm_component_force(path, j, periodic=periodic, verify=False))
+    system.addForce(ccv)
+    return openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+
+
+def _context_energy(ctx: Any, pos: np.ndarray) -> float:
+    """Potential energy (kJ/mol) of ``ctx`` at positions ``pos`` (nm)."""
+    import openmm
+
+    ctx.setPositions(pos)
+    return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+
+
+def _fd_check_frame(
+    ctx: Any, m64: Any, feat: Any, j: int, base: np.ndarray, bx: Any, forces: np.ndarray, ref_forces: np.ndarray, used: np.ndarray, h: float, fd_tol: float
+) -> tuple[float, int, int]:
+    """Central differences of the OpenMM energy against its forces on one frame, component ``j``.
+
+    ``forces`` and ``ref_forces`` are (n_atoms, 3) OpenMM and Python autograd forces (kJ/mol/nm)
+    at ``base`` (nm). Returns the largest deviation, the number of coordinates skipped next to a
+    ReLU kink and the number of coordinates looked at.
+    """
+
+    def py_energy(pos: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(m64.forward_cv(feat(torch.tensor(pos), bx).unsqueeze(0))[0, j])
+
+    fd_err, n_skipped, n_fd = 0.0, 0, 0
+    for a in used:
+        for c in range(3):
+            n_fd += 1
+            e = np.zeros(3)
+            e[c] = 1.0
+            disp = np.zeros_like(base)
+            # The CV is piecewise smooth (ReLU): where a kink lies within h, a central
+            # difference is not the derivative. Such coordinates are found on the float64
+            # Python model (differences at h and 1e-7 nm, and its autograd force, disagree)
+            # and skipped, and counted.
+            py = []
+            for step in (h, 1e-7):
+                disp[a] = e * step
+                py.append(-(py_energy(base + disp) - py_energy(base - disp)) / (2 * step))
+            if abs(py[0] - py[1]) > fd_tol / 4 or abs(py[1] - ref_forces[a, c]) > fd_tol / 4:
+                n_skipped += 1
+                continue
+            disp[a] = e * h
+            fd = -(_context_energy(ctx, base + disp) - _context_energy(ctx, base - disp)) / (2 * h)
+            fd_err = max(fd_err, abs(fd - forces[a, c]))
+    return fd_err, n_skipped, n_fd
+
+
+def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run: Any, xyz: np.ndarray, box: Any, x64: np.ndarray, fd_idx: np.ndarray) -> None:
+    """OpenMM rows of :func:`check_export`: the positions -> CV file, and each component as a TorchForce.
+
+    Each CV component is the energy of a ``CustomCVForce`` on the Reference platform; its energy
+    and forces are compared with the float64 Python model (value, autograd) and the forces with
+    central differences of the energy (h = 1e-4 nm) on the ``fd_idx`` frames.
+    """
+    import openmm
+
+    name = OPENMM_MODEL
+    path = exp_dir / name
+    cv = load_openmm_cv(path, verify=False)
+    _openmm_marker_row(report, name, cv.gmvae_marker, info)
+
+    # Python reference: CV on NumPy features, gradient through the torch features (float64)
+    m64 = copy.deepcopy(run.model).double().eval()
+    feat = spec.torch_module()
+    with torch.no_grad():
+        ref = m64.forward_cv(torch.tensor(x64)).numpy()
+    d = int(info["latent_dim"])
+    _openmm_cv_rows(report, name, cv, ref, xyz, box)
+    ref_forces = _reference_forces(m64, feat, xyz, box, d, spec.n_atoms)
 
     used = np.asarray(info["atom_indices"], dtype=int)
     unused = np.setdiff1d(np.arange(spec.n_atoms), used)
@@ -374,20 +453,8 @@ def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run
     h = 1e-4  # nm: the CV is float32 inside, so smaller steps drown in round-off
     fd_tol = 2e-3 * _scale(ref_forces)
     fd_err, n_skipped, n_fd = 0.0, 0, 0
-    platform = openmm.Platform.getPlatformByName("Reference")
     for j in range(d):
-        system = openmm.System()
-        for _ in range(spec.n_atoms):
-            system.addParticle(1.0)
-        ccv = openmm.CustomCVForce("s")
-        ccv.addCollectiveVariable("s", openmm_component_force(path, j, periodic=periodic, verify=False))
-        system.addForce(ccv)
-        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), platform)
-
-        def energy(pos: np.ndarray) -> float:
-            ctx.setPositions(pos)
-            return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
-
+        ctx = _component_context(path, j, spec.n_atoms, periodic)
         for f in range(len(xyz)):
             if box is not None:
                 ctx.setPeriodicBoxVectors(*box[f])
@@ -397,33 +464,11 @@ def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run
             forces[f, j] = state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer)
             if f not in fd_idx:
                 continue
-            base = xyz[f].astype(np.float64)
             bx = torch.tensor(box[f], dtype=torch.float64) if box is not None else None
-
-            def py_energy(pos: np.ndarray) -> float:
-                with torch.no_grad():
-                    return float(m64.forward_cv(feat(torch.tensor(pos), bx).unsqueeze(0))[0, j])
-
-            for a in used:
-                for c in range(3):
-                    n_fd += 1
-                    e = np.zeros(3)
-                    e[c] = 1.0
-                    disp = np.zeros_like(base)
-                    # The CV is piecewise smooth (ReLU): where a kink lies within h, a central
-                    # difference is not the derivative. Such coordinates are found on the float64
-                    # Python model (differences at h and 1e-7 nm, and its autograd force, disagree)
-                    # and skipped, and counted.
-                    py = []
-                    for step in (h, 1e-7):
-                        disp[a] = e * step
-                        py.append(-(py_energy(base + disp) - py_energy(base - disp)) / (2 * step))
-                    if abs(py[0] - py[1]) > fd_tol / 4 or abs(py[1] - ref_forces[f, j, a, c]) > fd_tol / 4:
-                        n_skipped += 1
-                        continue
-                    disp[a] = e * h
-                    fd = -(energy(base + disp) - energy(base - disp)) / (2 * h)
-                    fd_err = max(fd_err, abs(fd - forces[f, j, a, c]))
+            err, skipped, looked = _fd_check_frame(
+                ctx, m64, feat, j, xyz[f].astype(np.float64), bx, forces[f, j], ref_forces[f, j], used, h, fd_tol
+            )
+            fd_err, n_skipped, n_fd = max(fd_err, err), n_skipped + skipped, n_fd + looked
         del ctx
     report.add("OpenMM TorchForce", "energy (kJ/mol) vs Python CV", np.max(np.abs(energies - ref)), 2e-5 * _scale(ref), f"Reference platform, {d} CustomCVForce")
     report.add("OpenMM TorchForce", "forces vs Python -dCV/dx (autograd)", np.max(np.abs(forces - ref_forces)), 5e-5 * _scale(ref_forces))

@@ -211,11 +211,8 @@ class EncoderMean(torch.nn.Module):
     Parameters
     ----------
     model : GMVAECV
-        A trained model (its weights are copied; the model is not modified).
-
-    Notes
-    -----
-    ``forward`` takes float32 features ``(B, n_features)`` and returns float32 ``(B, D)``.
+        A trained model; its encoder weights are copied into the layers above (the model is left
+        unchanged). ``forward`` maps float32 features ``(B, n_features)`` to float32 ``(B, D)``.
     """
 
     def __init__(self, model: Any) -> None:

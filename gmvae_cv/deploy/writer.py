@@ -175,6 +175,142 @@ def _run_files(run: Any) -> dict[str, bytes]:
     return {RUN_JSON: (json.dumps(run.info, indent=2) + "\n").encode(), "model.pt": buf.getvalue()}
 
 
+# ------------------------------------------------------------------------------------ export steps
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a file, a non-empty folder that is no export, or an export without ``overwrite``."""
+    if out.exists():
+        if not out.is_dir():
+            raise GMVAEInputError(f"{out}: exists and is not a directory; choose another 'out'")
+        if any(out.iterdir()):
+            if not (out / CV_JSON).is_file():
+                raise GMVAEInputError(f"{out}: exists, is not empty and is not a gmvae-cv export; choose another 'out'")
+            if not overwrite:
+                raise GMVAEInputError(f"{out}: holds an export; pass overwrite=True (--overwrite) to replace it")
+
+
+def _training_features(data: Any, xyz: Optional[np.ndarray], box: Optional[np.ndarray], spec: Any) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """The (n_frames, n_features) features the CV statistics are taken on, and where they came from.
+
+    ``data`` when given (checked against the spec's feature count), else the features of the
+    positions ``xyz`` (nm), else ``(None, None)``.
+    """
+    if data is not None:
+        mats = [check_array(m, f"data[{i}]", ndim=2) for i, m in enumerate(as_list_of_arrays(data, "data"))]
+        for i, m in enumerate(mats):
+            if m.shape[1] != spec.n_features:
+                raise GMVAEInputError(f"'data[{i}]' has {m.shape[1]} features, the model expects {spec.n_features}")
+        return np.concatenate(mats), "data"
+    if xyz is not None:
+        return spec.compute(xyz, box), "frames"
+    return None, None
+
+
+def _write_models(tmp: Path, model: Any, spec: Any, d: int, k: int, xyz: Optional[np.ndarray]) -> dict[str, Path]:
+    """The three TorchScript files (PLUMED CV, PLUMED clusters, OpenMM positions -> CV), checked frozen."""
+    enc = EncoderMean(model)
+    save_scripted(enc, tmp / PLUMED_MODEL, _marker("plumed", spec, d, k))
+    save_scripted(ClusterProbabilities(model), tmp / CLUSTERS_MODEL, _marker("clusters", spec, d, k))
+    openmm_extra = {
+        "n_atoms": spec.n_atoms,
+        "atom_indices": [int(a) for a in spec.atoms_used],
+        "periodic": bool(spec.periodic),
+        "feature_spec": spec.to_dict(),
+    }
+    save_scripted(PositionsCV(spec.torch_module(), EncoderMean(model)), tmp / OPENMM_MODEL, _marker("openmm", spec, d, k, openmm_extra))
+    _check_frozen_openmm(tmp / OPENMM_MODEL, xyz[0] if xyz is not None else None, spec.n_atoms)
+    return {PLUMED_MODEL: tmp / PLUMED_MODEL, CLUSTERS_MODEL: tmp / CLUSTERS_MODEL, OPENMM_MODEL: tmp / OPENMM_MODEL}
+
+
+def _write_run_copy(tmp: Path, run: Any) -> dict[str, Path]:
+    """The run's ``run.json`` and ``model.pt`` under ``run/``."""
+    files = {}
+    for name, blob in _run_files(run).items():
+        atomic_write_bytes(tmp / RUN_DIR / name, blob)
+        files[f"{RUN_DIR}/{name}"] = tmp / RUN_DIR / name
+    return files
+
+
+def _write_check_frames(tmp: Path, xyz: np.ndarray, box: Optional[np.ndarray], n_check_frames: int) -> dict[str, Path]:
+    """Up to ``n_check_frames`` evenly spaced frames (float32 nm) and their boxes as ``.npy``."""
+    files = {}
+    idx = np.unique(np.linspace(0, xyz.shape[0] - 1, min(n_check_frames, xyz.shape[0])).round().astype(int))
+    arrays = {FRAMES: xyz[idx].astype(np.float32)}
+    if box is not None:
+        arrays[FRAMES_BOX] = box[idx].astype(np.float32)
+    for name, arr in arrays.items():
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)  # .npy bytes are reproducible (.npz hold timestamps)
+        atomic_write_bytes(tmp / name, buf.getvalue())
+        files[name] = tmp / name
+    return files
+
+
+def _cv_info(run: Any, model: Any, spec: Any, d: int, k: int, stats: Optional[dict], bias: dict, frames_box: Optional[bool]) -> dict[str, Any]:
+    """The content of ``cv.json`` without ``files``.
+
+    ``frames_box`` is ``None`` without check frames, else whether they have boxes.
+    """
+    norm = getattr(model, "norm_in", None)
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_VERSION,
+        **_identity(spec, d, k),
+        "units": {
+            "features": "per feature_units: nm (distances), rad (angles, raw torsions), 1 (sin/cos, contacts)",
+            "positions": "nm",
+            "cv": "latent units of the GMVAE (dimensionless)",
+            "energy": "kJ/mol",
+            "temperature": "K",
+            "time": "MD steps (PACE, STRIDE)",
+        },
+        "models": {name: dict(c) for name, c in _CONTRACTS.items()},
+        "normalisation": {
+            "folded": norm is not None,
+            "formula": "h = (x - mean) / range, folded into the first linear layers of q(y|x) and q(z|x,y)",
+            "mean": norm.mean.double().tolist() if norm is not None else None,
+            "range": norm.range.double().tolist() if norm is not None else None,
+        },
+        "cv_definition": "s(x) = sum_i q(y=i|x) mu_z(x, i), the mean of q(z|x) (GMVAECV.forward_cv)",
+        "feature_spec": spec.to_dict(),
+        "n_atoms": spec.n_atoms,
+        "atom_indices": [int(a) for a in spec.atoms_used],
+        "cv_statistics": stats,
+        "plumed": bias,
+        "training": {
+            "config": run.info.get("config"),
+            "summary": run.info.get("training"),
+            "data": run.info.get("data"),
+            "n_samples": run.info.get("n_samples"),
+            "weighted": run.info.get("weighted"),
+            "versions": run.info.get("versions"),
+        },
+        "check_frames": (
+            {"positions": FRAMES, "box": FRAMES_BOX if frames_box else None} if frames_box is not None else None
+        ),
+        "versions": versions("torch", "openmm"),
+    }
+
+
+def _write_texts(tmp: Path, info: dict, spec: Any) -> dict[str, Path]:
+    """``README.md``, ``plumed.dat`` and ``plumed_opes.dat`` rendered from ``info``."""
+    atomic_write_text(tmp / README, render_export_readme(info))
+    atomic_write_text(tmp / PLUMED_DAT, render_plumed_dat(info, spec))
+    atomic_write_text(tmp / PLUMED_OPES_DAT, render_plumed_opes(info, spec))
+    return {README: tmp / README, PLUMED_DAT: tmp / PLUMED_DAT, PLUMED_OPES_DAT: tmp / PLUMED_OPES_DAT}
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``out``, replacing an old export there."""
+    os.chmod(tmp, 0o777 & ~_umask())
+    if out.exists():
+        old = out.with_name(f".{out.name}.old.{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
 # ------------------------------------------------------------------------------------ export
 def export(
     run_or_path: Any,
@@ -225,34 +361,13 @@ def export(
     spec = _checked_spec(run)
     n_check_frames = check_int(n_check_frames, "n_check_frames", minimum=1)
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise GMVAEInputError(f"{out}: exists and is not a directory; choose another 'out'")
-        if any(out.iterdir()):
-            if not (out / CV_JSON).is_file():
-                raise GMVAEInputError(f"{out}: exists, is not empty and is not a gmvae-cv export; choose another 'out'")
-            if not overwrite:
-                raise GMVAEInputError(f"{out}: holds an export; pass overwrite=True (--overwrite) to replace it")
-
+    _check_out(out, overwrite)
     model = run.model.eval()
     d, k = int(run.config.latent_dim), int(run.config.n_clusters)
-
     xyz = box = None
     if frames is not None:
         xyz, box = _frames_arrays(frames, spec)
-    if data is not None:
-        mats = [check_array(m, f"data[{i}]", ndim=2) for i, m in enumerate(as_list_of_arrays(data, "data"))]
-        for i, m in enumerate(mats):
-            if m.shape[1] != spec.n_features:
-                raise GMVAEInputError(f"'data[{i}]' has {m.shape[1]} features, the model expects {spec.n_features}")
-        x = np.concatenate(mats)
-        stats_source = "data"
-    elif xyz is not None:
-        x = spec.compute(xyz, box)
-        stats_source = "frames"
-    else:
-        x = None
-        stats_source = None
+    x, stats_source = _training_features(data, xyz, box, spec)
     stats = None
     if x is not None:
         tr = run.transform(x)
@@ -262,88 +377,15 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        files: dict[str, Path] = {}
-        enc = EncoderMean(model)
-        save_scripted(enc, tmp / PLUMED_MODEL, _marker("plumed", spec, d, k))
-        save_scripted(ClusterProbabilities(model), tmp / CLUSTERS_MODEL, _marker("clusters", spec, d, k))
-        openmm_extra = {
-            "n_atoms": spec.n_atoms,
-            "atom_indices": [int(a) for a in spec.atoms_used],
-            "periodic": bool(spec.periodic),
-            "feature_spec": spec.to_dict(),
-        }
-        save_scripted(PositionsCV(spec.torch_module(), EncoderMean(model)), tmp / OPENMM_MODEL, _marker("openmm", spec, d, k, openmm_extra))
-        _check_frozen_openmm(tmp / OPENMM_MODEL, xyz[0] if xyz is not None else None, spec.n_atoms)
-        files.update({PLUMED_MODEL: tmp / PLUMED_MODEL, CLUSTERS_MODEL: tmp / CLUSTERS_MODEL, OPENMM_MODEL: tmp / OPENMM_MODEL})
-        for name, blob in _run_files(run).items():
-            atomic_write_bytes(tmp / RUN_DIR / name, blob)
-            files[f"{RUN_DIR}/{name}"] = tmp / RUN_DIR / name
+        files = _write_models(tmp, model, spec, d, k, xyz)
+        files.update(_write_run_copy(tmp, run))
         if xyz is not None:
-            idx = np.unique(np.linspace(0, xyz.shape[0] - 1, min(n_check_frames, xyz.shape[0])).round().astype(int))
-            arrays = {FRAMES: xyz[idx].astype(np.float32)}
-            if box is not None:
-                arrays[FRAMES_BOX] = box[idx].astype(np.float32)
-            for name, arr in arrays.items():
-                buf = io.BytesIO()
-                np.save(buf, arr, allow_pickle=False)  # .npy bytes are reproducible (.npz hold timestamps)
-                atomic_write_bytes(tmp / name, buf.getvalue())
-                files[name] = tmp / name
-
-        norm = getattr(model, "norm_in", None)
-        info: dict[str, Any] = {
-            "format": EXPORT_FORMAT,
-            "format_version": EXPORT_VERSION,
-            **_identity(spec, d, k),
-            "units": {
-                "features": "per feature_units: nm (distances), rad (angles, raw torsions), 1 (sin/cos, contacts)",
-                "positions": "nm",
-                "cv": "latent units of the GMVAE (dimensionless)",
-                "energy": "kJ/mol",
-                "temperature": "K",
-                "time": "MD steps (PACE, STRIDE)",
-            },
-            "models": {name: dict(c) for name, c in _CONTRACTS.items()},
-            "normalisation": {
-                "folded": norm is not None,
-                "formula": "h = (x - mean) / range, folded into the first linear layers of q(y|x) and q(z|x,y)",
-                "mean": norm.mean.double().tolist() if norm is not None else None,
-                "range": norm.range.double().tolist() if norm is not None else None,
-            },
-            "cv_definition": "s(x) = sum_i q(y=i|x) mu_z(x, i), the mean of q(z|x) (GMVAECV.forward_cv)",
-            "feature_spec": spec.to_dict(),
-            "n_atoms": spec.n_atoms,
-            "atom_indices": [int(a) for a in spec.atoms_used],
-            "cv_statistics": stats,
-            "plumed": bias,
-            "training": {
-                "config": run.info.get("config"),
-                "summary": run.info.get("training"),
-                "data": run.info.get("data"),
-                "n_samples": run.info.get("n_samples"),
-                "weighted": run.info.get("weighted"),
-                "versions": run.info.get("versions"),
-            },
-            "check_frames": (
-                {"positions": FRAMES, "box": FRAMES_BOX if box is not None else None} if xyz is not None else None
-            ),
-            "versions": versions("torch", "openmm"),
-        }
-        atomic_write_text(tmp / README, render_export_readme(info))
-        files[README] = tmp / README
-        atomic_write_text(tmp / PLUMED_DAT, render_plumed_dat(info, spec))
-        atomic_write_text(tmp / PLUMED_OPES_DAT, render_plumed_opes(info, spec))
-        files[PLUMED_DAT] = tmp / PLUMED_DAT
-        files[PLUMED_OPES_DAT] = tmp / PLUMED_OPES_DAT
+            files.update(_write_check_frames(tmp, xyz, box, n_check_frames))
+        info = _cv_info(run, model, spec, d, k, stats, bias, None if xyz is None else box is not None)
+        files.update(_write_texts(tmp, info, spec))
         info["files"] = {name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for name, p in sorted(files.items())}
         atomic_write_json(tmp / CV_JSON, info)
-        os.chmod(tmp, 0o777 & ~_umask())
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
