@@ -137,66 +137,23 @@ def add_msm(sub) -> None:
     p.set_defaults(func=msm, log_dir=lambda a: a.out)
 
 
-def _colvar_bias(paths: list[str], column: Optional[str]) -> list:
-    import numpy as np
-
-    from ..analysis import PlumedFile
-
-    out = []
-    for pth in paths:
-        pf = PlumedFile(pth)
-        cols = [column] if column else [f for f in pf.fields if f.endswith(".bias") or f.endswith(".rbias") or f == "bias"]
-        if not cols:
-            out.append(np.zeros(1))
-            continue
-        pf.check_fields(cols)
-        out.append(pf.read(cols).ravel())
-    return out
-
-
 def _dtrajs(args, out: Path) -> tuple[list, list[str]]:
     """The state trajectories: read from --dtraj, or assigned by the run of --run to --data."""
-    import numpy as np
-
-    from .._core.checks import load_array_file
-    from ..analysis import gmvae_states
-    from ..analysis.msm import check_dtrajs
+    from ..analysis.msm_inputs import read_dtrajs, run_states
 
     if args.dtraj:
-        raw = []
-        for pth in args.dtraj:
-            if not Path(pth).is_file():
-                raise GMVAEInputError(f"{pth}: file not found (expected an integer .npy of states)")
-            try:
-                raw.append(np.load(pth, allow_pickle=False))
-            except Exception as exc:
-                raise GMVAEInputError(f"{pth}: cannot be read as a .npy array ({exc})") from None
-        return check_dtrajs(raw, sources=args.dtraj), list(args.dtraj)
-    from ..learn import load_run
-
-    if not args.data:
-        raise GMVAEInputError("--run needs --data (the features of each trajectory)")
-    run = load_run(args.run)
-    data = [load_array_file(pth, "data", ndim=2, min_rows=2) for pth in args.data]
-    dtrajs = gmvae_states(run, data, method=args.states, n_clusters=args.n_clusters, seed=args.seed, sources=list(args.data))
-    out.mkdir(parents=True, exist_ok=True)
-    for pth, d in zip(args.data, dtrajs):
-        np.save(out / f"states_{Path(pth).stem}.npy", d)
-    return dtrajs, list(args.data)
+        return read_dtrajs(args.dtraj), list(args.dtraj)
+    return run_states(args.run, args.data, method=args.states, n_clusters=args.n_clusters, seed=args.seed, out=out), list(args.data or [])
 
 
 def _tram(args, dtrajs, out: Path) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .._core.checks import load_array_file
     from ..analysis import TRAMAnalysis
+    from ..analysis.msm_inputs import read_bias_energies
 
-    if not args.bias_energies:
-        raise GMVAEInputError("--tram needs --bias-energies (one .npy per trajectory)")
-    if len(args.bias_energies) != len(dtrajs):
-        raise GMVAEInputError(f"--bias-energies has {len(args.bias_energies)} files for {len(dtrajs)} trajectories")
-    bias = [load_array_file(pth, "bias_energies", ndim=2) for pth in args.bias_energies]
+    bias = read_bias_energies(args.bias_energies, len(dtrajs))
     res = TRAMAnalysis(args.lag, temperature=args.temperature, kT=args.kT, progress=tqdm).fit(dtrajs, bias, ensembles=args.ensembles).fetch_model()
     res.save(out / "tram.json")
     print("TRAM stationary distribution:", np.array2string(res.stationary_distribution, precision=4))
@@ -209,6 +166,7 @@ def msm(args) -> int:
     from tqdm import tqdm
 
     from ..analysis import MarkovAnalysis
+    from ..analysis.msm_inputs import colvar_bias
 
     out = Path(args.out)
     dtrajs, names = _dtrajs(args, out)
@@ -219,7 +177,7 @@ def msm(args) -> int:
     if args.colvar:
         if len(args.colvar) != len(dtrajs):
             raise GMVAEInputError(f"--colvar has {len(args.colvar)} files for {len(dtrajs)} trajectories")
-        bias = _colvar_bias(args.colvar, args.bias_column)
+        bias = colvar_bias(args.colvar, args.bias_column)
     est = MarkovAnalysis(
         args.lags, lagtime=args.lag, dt=args.dt, time_unit=args.time_unit, n_timescales=args.n_its,
         n_metastable=args.metastable, ck_multiples=args.ck_multiples, n_samples=args.samples,
