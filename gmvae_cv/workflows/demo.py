@@ -25,16 +25,18 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_json, atomic_write_text
+from .markers import done, fresh, mark_done, read_done
 
 __all__ = ["DemoSettings", "run_demo"]
 
 _KB = 0.0083144626  # kJ/mol/K
+_REPORT_INTERVAL = 500  # MD steps between frames of the unbiased runs: 1 ps per frame (2 fs steps)
 
 
 @dataclass
@@ -96,22 +98,6 @@ class DemoSettings:
         return cls(unbiased_ns=0.4, biased_ns=1.0, train_ns=2.0, epochs=40)
 
 
-def _done(stage: Path) -> bool:
-    return (stage / "done.json").is_file()
-
-
-def _mark(stage: Path, info: dict) -> None:
-    atomic_write_json(stage / "done.json", info)
-
-
-def _fresh(stage: Path) -> Path:
-    """An empty stage folder (an unfinished earlier attempt is removed: its stage had not finished)."""
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    return stage
-
-
 def _transitions(labels: np.ndarray) -> int:
     """Number of switches between core sets 0 and 1 (frames in neither, -1, are skipped)."""
     core = labels[labels >= 0]
@@ -159,83 +145,128 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     """
     import mdtraj as md
 
-    from ..metad.run import run_metadynamics
-    from ..deploy import check_export, export, load_cv
-    from ..features import alanine_backbone_torsions, alanine_heavy_atom_distances, load_trajectory_features
-    from ..analysis.hills import Hills
-    from ..analysis.msm import MarkovAnalysis, gmvae_states
-    from ..analysis.plots import _pyplot, save_figure
-    from ..analysis.plumed_files import read_plumed
-    from ..analysis.reweight import ReweightedFES, ct_log_weights
+    from ..features import alanine_heavy_atom_distances, load_trajectory_features
+    from ..learn import load_run
     from ..systems import AlanineDipeptide, alanine_basin
-    from ..learn.train import fit, load_run
 
     cfg = settings or (DemoSettings.quick() if quick else DemoSettings())
     out = Path(out)
+    _check_settings(out, cfg)
+    ala = AlanineDipeptide()
+
+    # 1. unbiased MD (Ramachandran, MSM) and the unbiased run whose frames train the GMVAE
+    md_dir, hot_dir = out / "md", out / "md_train"
+    n_md, md_info = _md_stage(ala, md_dir, cfg.unbiased_ns, 300.0, cfg.seed, "unbiased MD", progress, log)
+    n_hot, _ = _md_stage(ala, hot_dir, cfg.train_ns, cfg.train_temperature, cfg.seed + 1, "training MD", progress, log)
+    traj_file, top_file = md_dir / "traj.dcd", md_dir / "topology.pdb"
+    hot_file = hot_dir / "traj.dcd"
+
+    # 2. features + training
+    spec = alanine_heavy_atom_distances()
+    x = load_trajectory_features([traj_file], top_file, spec)[0]
+    x_train = load_trajectory_features([hot_file], top_file, spec)[0]
+    hot = md.load(str(hot_file), top=str(top_file))  # export's check frames and the latent-space plots
+    _train_stage(out / "run", x_train, x.shape[1], spec, hot_file, cfg, progress, log)
+    run = load_run(out / "run")
+
+    # 3. export + check, 4. biased run
+    _export_stage(out / "exp", run, x_train, hot, log)
+    bias_info = _bias_stage(ala, out / "bias", out / "exp", cfg, progress, log)
+
+    # 5. analysis
+    log("[5/6] reweighting, transitions, MSM, plots")
+    an = out / "analysis"
+    an.mkdir(exist_ok=True)
+    biased = _reweighting(out / "bias", an, cfg)
+    traj = md.load(str(traj_file), top=str(top_file))
+    phi_u = md.compute_phi(traj)[1][:, 0]
+    psi_u = md.compute_psi(traj)[1][:, 0]
+    _plot_latent_space(an / "latent_space.png", phi_u, psi_u, hot, run.transform(x_train), cfg)
+    msm = _msm(run, x, an)
+    shutil.copy(out / "run" / "loss.png", an / "loss.png")
+
+    # 6. report
+    unbiased = {"ns": n_md * 0.002 / 1000.0, "training_ns": n_hot * 0.002 / 1000.0, "info": md_info,
+                "core": alanine_basin(phi_u, psi_u)}
+    summary = _summary(unbiased, biased, bias_info, msm, cfg)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "report.md", _report(summary, md_info, bias_info, cfg))
+    log(f"[6/6] wrote {out / 'report.md'} and {out / 'summary.json'}")
+    return summary
+
+
+def _check_settings(out: Path, cfg: DemoSettings) -> None:
+    """Create ``out`` and write ``settings.json``; refuse an ``out`` that holds a demo of other settings."""
     out.mkdir(parents=True, exist_ok=True)
     settings_file = out / "settings.json"
     if settings_file.is_file() and json.loads(settings_file.read_text()) != cfg.__dict__:
         raise GMVAEInputError(f"{settings_file}: {out} holds a demo made with other settings; use another --out")
     atomic_write_json(settings_file, cfg.__dict__)
-    ala = AlanineDipeptide()
-    report_interval = 500  # 1 ps per frame
 
-    def md_stage(stage: Path, ns: float, temperature: float, seed: int, what: str) -> tuple[int, dict]:
-        n_steps = int(round(ns * 1e6 / 2 / report_interval)) * report_interval
-        if _done(stage):
-            log(f"[1/6] {what}: reusing {stage}")
-        else:
-            log(f"[1/6] {what}: {ns} ns of alanine dipeptide at {temperature:g} K")
-            t0 = time.perf_counter()
-            res = ala.simulate(n_steps, report_interval, _fresh(stage), temperature=temperature, seed=seed, progress=progress)
-            _mark(stage, {"seconds": time.perf_counter() - t0, "steps_per_second": res.steps_per_second, "platform": res.platform})
-        return n_steps, json.loads((stage / "done.json").read_text())
 
-    # 1. unbiased MD (Ramachandran, MSM) and the unbiased run whose frames train the GMVAE
-    md_dir, hot_dir = out / "md", out / "md_train"
-    n_md, md_info = md_stage(md_dir, cfg.unbiased_ns, 300.0, cfg.seed, "unbiased MD")
-    n_hot, _ = md_stage(hot_dir, cfg.train_ns, cfg.train_temperature, cfg.seed + 1, "training MD")
-    traj_file, top_file = md_dir / "traj.dcd", md_dir / "topology.pdb"
-    hot_file = hot_dir / "traj.dcd"
+def _md_stage(ala: Any, stage: Path, ns: float, temperature: float, seed: int, what: str,
+              progress: Optional[Callable], log: Callable[[str], None]) -> tuple[int, dict]:
+    """Unbiased MD of ``ns`` ns at ``temperature`` K (2 fs steps) into ``stage`` unless done.
 
-    # 2. features + training
-    run_dir = out / "run"
-    spec = alanine_heavy_atom_distances()
-    x = load_trajectory_features([traj_file], top_file, spec)[0]
-    x_train = load_trajectory_features([hot_file], top_file, spec)[0]
-    hot = md.load(str(hot_file), top=str(top_file))  # export's check frames and the latent-space plots
-    if _done(run_dir / "stage"):
+    Returns the number of MD steps and the stage's ``done.json`` (``seconds``,
+    ``steps_per_second``, ``platform``).
+    """
+    n_steps = int(round(ns * 1e6 / 2 / _REPORT_INTERVAL)) * _REPORT_INTERVAL
+    if done(stage):
+        log(f"[1/6] {what}: reusing {stage}")
+    else:
+        log(f"[1/6] {what}: {ns} ns of alanine dipeptide at {temperature:g} K")
+        t0 = time.perf_counter()
+        res = ala.simulate(n_steps, _REPORT_INTERVAL, fresh(stage), temperature=temperature, seed=seed, progress=progress)
+        mark_done(stage, {"seconds": time.perf_counter() - t0, "steps_per_second": res.steps_per_second, "platform": res.platform})
+    return n_steps, read_done(stage)
+
+
+def _train_stage(run_dir: Path, x_train: np.ndarray, n_features: int, spec: Any, hot_file: Path, cfg: DemoSettings,
+                 progress: Optional[Callable], log: Callable[[str], None]) -> None:
+    """Train the time-lagged GMVAE on the training run's features ``x_train`` into ``run_dir`` unless done."""
+    from ..learn import fit
+
+    if done(run_dir / "stage"):
         log(f"[2/6] GMVAE: reusing {run_dir}")
-    else:
-        log(f"[2/6] GMVAE: n_clusters={cfg.n_clusters}, latent dimension {cfg.latent_dim}, lag {cfg.lag} frames, on {len(x_train)} frames x {x.shape[1]} distances")
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        fit(x_train, n_clusters=cfg.n_clusters, latent_dim=cfg.latent_dim, epochs=cfg.epochs, batch_size=500, lr=3e-3, seed=cfg.seed,
-            entropy_weight=cfg.entropy_weight, lag=cfg.lag, feature_spec=spec, out=run_dir, sources=[str(hot_file)], progress=progress is not None)
-        _mark(run_dir / "stage", {})
-    run = load_run(run_dir)
+        return
+    log(f"[2/6] GMVAE: n_clusters={cfg.n_clusters}, latent dimension {cfg.latent_dim}, lag {cfg.lag} frames, on {len(x_train)} frames x {n_features} distances")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    fit(x_train, n_clusters=cfg.n_clusters, latent_dim=cfg.latent_dim, epochs=cfg.epochs, batch_size=500, lr=3e-3, seed=cfg.seed,
+        entropy_weight=cfg.entropy_weight, lag=cfg.lag, feature_spec=spec, out=run_dir, sources=[str(hot_file)], progress=progress is not None)
+    mark_done(run_dir / "stage", {})
 
-    # 3. export + check
-    exp_dir = out / "exp"
-    if _done(exp_dir / "stage"):
+
+def _export_stage(exp_dir: Path, run: Any, x_train: np.ndarray, hot: Any, log: Callable[[str], None]) -> None:
+    """Export ``run`` into ``exp_dir`` and check it (stops the demo on a disagreement) unless done."""
+    from ..deploy import check_export, export
+
+    if done(exp_dir / "stage"):
         log(f"[3/6] export and check: reusing {exp_dir}")
-    else:
-        log("[3/6] export and check (PLUMED and OpenMM patterns)")
-        if exp_dir.exists():
-            shutil.rmtree(exp_dir)
-        export(run, exp_dir, data=x_train, frames=hot)
-        report = check_export(exp_dir)
-        if not report.passed:
-            raise GMVAEInputError(f"{exp_dir}: the exported CV disagrees with the Python model:\n{report.to_text()}")
-        _mark(exp_dir / "stage", {"passed": True})
+        return
+    log("[3/6] export and check (PLUMED and OpenMM patterns)")
+    if exp_dir.exists():
+        shutil.rmtree(exp_dir)
+    export(run, exp_dir, data=x_train, frames=hot)
+    report = check_export(exp_dir)
+    if not report.passed:
+        raise GMVAEInputError(f"{exp_dir}: the exported CV disagrees with the Python model:\n{report.to_text()}")
+    mark_done(exp_dir / "stage", {"passed": True})
 
-    # 4. biased run
-    bias_dir = out / "bias"
+
+def _bias_stage(ala: Any, bias_dir: Path, exp_dir: Path, cfg: DemoSettings, progress: Optional[Callable],
+                log: Callable[[str], None]) -> dict:
+    """Well-tempered metadynamics on the exported CV into ``bias_dir`` unless done; return its ``stage/done.json``."""
+    from ..deploy import load_cv
+    from ..features import alanine_backbone_torsions
+    from ..metad import run_metadynamics
+
     pace = int(round(1000.0 / cfg.timestep_fs))  # one hill per ps
     n_bias = int(round(cfg.biased_ns * 1e6 / cfg.timestep_fs / pace)) * pace
     cv = load_cv(exp_dir)
     sigma = cv.meta["cv_json"]["plumed"]["metad"]["sigma"]
-    if _done(bias_dir / "stage"):
+    if done(bias_dir / "stage"):
         log(f"[4/6] metadynamics: reusing {bias_dir}")
     else:
         log(f"[4/6] well-tempered metadynamics on the {cfg.latent_dim}D GMVAE CV: {cfg.biased_ns} ns")
@@ -246,14 +277,20 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
             extra_colvar=alanine_backbone_torsions(transform="raw"), progress=progress,
             description={"name": "alanine dipeptide (ACE-ALA-NME), vacuum"},
         )
-        _mark(bias_dir / "stage", {"ns_per_day": res.ns_per_day, "platform": res.platform, "n_hills": res.n_hills,
-                                   "kinetic_temperature": res.info["kinetic_temperature_this_invocation"]})
-    bias_info = json.loads((bias_dir / "stage" / "done.json").read_text())
+        mark_done(bias_dir / "stage", {"ns_per_day": res.ns_per_day, "platform": res.platform, "n_hills": res.n_hills,
+                                       "kinetic_temperature": res.info["kinetic_temperature_this_invocation"]})
+    return read_done(bias_dir / "stage")
 
-    # 5. analysis
-    log("[5/6] reweighting, transitions, MSM, plots")
-    an = out / "analysis"
-    an.mkdir(exist_ok=True)
+
+def _reweighting(bias_dir: Path, an: Path, cfg: DemoSettings) -> dict:
+    """c(t) reweighting of the biased run: dF (C7ax - C7eq) with its error, transitions, the phi/psi FES.
+
+    Writes ``an/fes_phi_psi.dat`` and ``.png``; returns ``df``, ``df_err`` (kJ/mol), ``ns``
+    (biased time), ``transitions`` and ``fes``.
+    """
+    from ..analysis import Hills, ReweightedFES, ct_log_weights, read_plumed
+    from ..systems import alanine_basin
+
     kT = _KB * 300.0
     colvar = read_plumed(bias_dir / "COLVAR")
     hills = Hills.from_file(bias_dir / "HILLS")
@@ -266,13 +303,17 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     fes = ReweightedFES(["phi", "psi"], method="ct", temperature=300.0, bins=[60, 60]).fit(bias_dir / "COLVAR", hills=hills).fetch_model()
     fes.write_dat(an / "fes_phi_psi.dat")
     fes.plot(an / "fes_phi_psi.png")
+    return {"df": df, "df_err": df_err, "ns": biased_ns, "transitions": trans, "fes": fes}
 
-    traj = md.load(str(traj_file), top=str(top_file))
-    phi_u = md.compute_phi(traj)[1][:, 0]
-    psi_u = md.compute_psi(traj)[1][:, 0]
+
+def _plot_latent_space(path: Path, phi_u: np.ndarray, psi_u: np.ndarray, hot: Any, emb: dict, cfg: DemoSettings) -> None:
+    """The unbiased Ramachandran plot and the latent space of the training frames (by cluster, phi, psi)."""
+    import mdtraj as md
+
+    from .._core.figures import _pyplot, save_figure
+
     phi_h = md.compute_phi(hot)[1][:, 0]
     psi_h = md.compute_psi(hot)[1][:, 0]
-    emb = run.transform(x_train)
     plt = _pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.4), layout="constrained")
     axes[0].hist2d(np.degrees(phi_u), np.degrees(psi_u), bins=60, range=[[-180, 180], [-180, 180]], cmap="viridis", cmin=1)
@@ -290,29 +331,39 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     for a in axes[1:]:
         a.set_xlabel("z0")
         a.set_ylabel("z1")
-    save_figure(fig, an / "latent_space.png")
+    save_figure(fig, path)
+
+
+def _msm(run: Any, x: np.ndarray, an: Path) -> Any:
+    """MSM on the GMVAE states of the unbiased run's features ``x``: ``an/its.png``, ``ck.png``, ``msm.json``."""
+    from ..analysis import MarkovAnalysis, gmvae_states
 
     dtrajs = gmvae_states(run, [x])
     lags = [1, 2, 5, 10, 20]
     lags = [lag for lag in lags if lag < len(x) // 4] or [1]
-    msm = MarkovAnalysis(lags, lagtime=lags[min(2, len(lags) - 1)], dt=report_interval * 0.002, time_unit="ps",
+    msm = MarkovAnalysis(lags, lagtime=lags[min(2, len(lags) - 1)], dt=_REPORT_INTERVAL * 0.002, time_unit="ps",
                          n_samples=20, n_metastable=2).fit(dtrajs).fetch_model()
     msm.plot_implied_timescales(an / "its.png")
     msm.plot_ck_test(an / "ck.png")
     msm.save(an / "msm.json")
-    shutil.copy(run_dir / "loss.png", an / "loss.png")
+    return msm
 
-    # 6. report
-    unb_core = alanine_basin(phi_u, psi_u)
+
+def _summary(unbiased: dict, biased: dict, bias_info: dict, msm: Any, cfg: DemoSettings) -> dict:
+    """The content of ``summary.json`` (a quantity that could not be computed is None)."""
+    from ..systems import alanine_basin
+
+    fes = biased["fes"]
     f_min = np.unravel_index(np.nanargmin(fes.free_energy), fes.free_energy.shape)
     phi_min = 0.5 * (fes.edges[0][f_min[0]] + fes.edges[0][f_min[0] + 1])
     psi_min = 0.5 * (fes.edges[1][f_min[1]] + fes.edges[1][f_min[1] + 1])
+    md_info, biased_ns, trans = unbiased["info"], biased["ns"], biased["transitions"]
     summary = {
         "check_passed": True,
         "latent_dim": cfg.latent_dim,
         "n_clusters": cfg.n_clusters,
-        "unbiased_ns": n_md * 0.002 / 1000.0,
-        "training_ns": n_hot * 0.002 / 1000.0,
+        "unbiased_ns": unbiased["ns"],
+        "training_ns": unbiased["training_ns"],
         "training_temperature_K": cfg.train_temperature,
         "biased_ns": biased_ns,
         "ns_per_day_unbiased": md_info["steps_per_second"] * 0.002 * 86400 / 1000.0,
@@ -323,9 +374,9 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
         "transitions_per_ns_biased": trans / biased_ns,
         "biased_timestep_fs": cfg.timestep_fs,
         "biased_mean_kinetic_temperature_K": (bias_info.get("kinetic_temperature") or {}).get("mean", float("nan")),
-        "transitions_per_ns_unbiased": _transitions(unb_core) / (n_md * 0.002 / 1000.0),
-        "delta_f_c7ax_minus_c7eq_kjmol": df,
-        "delta_f_c7ax_minus_c7eq_error_kjmol": df_err,
+        "transitions_per_ns_unbiased": _transitions(unbiased["core"]) / unbiased["ns"],
+        "delta_f_c7ax_minus_c7eq_kjmol": biased["df"],
+        "delta_f_c7ax_minus_c7eq_error_kjmol": biased["df_err"],
         "fes_minimum_phi_psi_deg": [math.degrees(phi_min), math.degrees(psi_min)],
         "fes_minimum_basin": {0: "C7eq", 1: "C7ax"}.get(int(alanine_basin(np.array([phi_min]), np.array([psi_min]))[0]), "other"),
         "slowest_its_ps": float(msm.slowest_timescale()),
@@ -333,14 +384,17 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
         "settings": cfg.__dict__,
     }
     # JSON has no NaN: a quantity that could not be computed (e.g. no C7ax frame) is null
-    summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-    atomic_write_json(out / "summary.json", summary)
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+
+
+def _report(summary: dict, md_info: dict, bias_info: dict, cfg: DemoSettings) -> str:
+    """The text of ``report.md``: the run in one paragraph, the main numbers, the figures."""
     lines = [
         "# gmvae-cv demo: alanine dipeptide",
         "",
         f"Unbiased MD {summary['unbiased_ns']:.2f} ns at 300 K ({summary['ns_per_day_unbiased']:.0f} ns/day, {md_info['platform']}), "
         f"GMVAE n_clusters={cfg.n_clusters}, latent dimension {cfg.latent_dim}, time lag {cfg.lag} ps, trained on {summary['training_ns']:.2f} ns at "
-        f"{cfg.train_temperature:g} K, export checked, metadynamics {biased_ns:.2f} ns on the CV "
+        f"{cfg.train_temperature:g} K, export checked, metadynamics {summary['biased_ns']:.2f} ns on the CV "
         f"({summary['ns_per_day_biased']:.0f} ns/day, {bias_info['platform']}).",
         "",
         "| quantity | value |",
@@ -353,6 +407,4 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
         lines.append(f"| {key} | {v:.4g} |" if isinstance(v, float) else f"| {key} | {'not computed' if v is None else v} |")
     lines += ["", "![FES](analysis/fes_phi_psi.png)", "", "![latent space](analysis/latent_space.png)", "",
               "![implied timescales](analysis/its.png)", "", "![CK test](analysis/ck.png)", "", "![loss](analysis/loss.png)", ""]
-    atomic_write_text(out / "report.md", "\n".join(lines))
-    log(f"[6/6] wrote {out / 'report.md'} and {out / 'summary.json'}")
-    return summary
+    return "\n".join(lines)
