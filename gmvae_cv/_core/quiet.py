@@ -34,6 +34,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Optional
+from .files import atomic_write_bytes
 
 __all__ = ["LOG_NAME", "quiet_output", "route_library_loggers"]
 
@@ -324,7 +325,5 @@ def _append(path: Path, data: bytes) -> None:
     """Append ``data`` to the log at ``path`` (atomically: the old log plus the new part)."""
     if not path.parent.is_dir():
         return
-    from .files import atomic_write_bytes
-
     old = path.read_bytes() if path.is_file() else b""
     atomic_write_bytes(path, old + data)

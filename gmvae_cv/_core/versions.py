@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 from importlib import metadata
+from .. import __version__
 
 __all__ = ["versions", "machine_info"]
 
@@ -60,8 +61,6 @@ def versions(*packages: str) -> dict[str, str]:
     >>> sorted(versions("torch"))[:3]
     ['gmvae_cv', 'machine', 'numpy']
     """
-    from .. import __version__
-
     out = {"gmvae_cv": __version__, "python": platform.python_version()}
     for key in ("numpy", *packages):
         v = _version(key, _DISTRIBUTIONS.get(key, (key,)))

@@ -6,20 +6,59 @@ energies (:class:`FESEstimator` -> :class:`FreeEnergySurface`, :class:`Reweighte
 models (:class:`MarkovAnalysis`, :class:`TRAMAnalysis`), rates from infrequent metadynamics
 (:func:`escape_statistics`, :mod:`.kinetics`), cluster metrics and plots.
 Imports :mod:`gmvae_cv.metad` (the hill kernels) and the stages before it.
+Names are imported when first used (PEP 562), so that reading PLUMED files or hills loads neither deeptime nor torch.
 """
 
-from .fes import KB_KJ_MOL_K, FESEstimator, FreeEnergySurface
-from .hills import GridSpec, Hills
-from .kinetics import EscapeStatistics, escape_statistics, free_energy_from_rates, ks_exponential, mean_time_interval, rates_agree
-from .metrics import cluster_confusion
-from .msm import BiasedDataError, MarkovAnalysis, MarkovAnalysisResult, TRAMAnalysis, TRAMResult, gmvae_states
-from .plumed_files import PlumedFile, PlumedFileWarning, read_plumed, write_plumed
-from .reweight import ReweightedFES, bias_log_weights, ct_log_weights, final_bias_log_weights
+from __future__ import annotations
 
-__all__ = [
-    "KB_KJ_MOL_K", "FESEstimator", "FreeEnergySurface", "GridSpec", "Hills", "cluster_confusion",
-    "BiasedDataError", "MarkovAnalysis", "MarkovAnalysisResult", "TRAMAnalysis", "TRAMResult", "gmvae_states",
-    "PlumedFile", "PlumedFileWarning", "read_plumed", "write_plumed", "ReweightedFES", "bias_log_weights",
-    "ct_log_weights", "final_bias_log_weights", "EscapeStatistics", "escape_statistics", "free_energy_from_rates",
-    "ks_exponential", "mean_time_interval", "rates_agree",
-]
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+from .._core.lazy import lazy_names as _lazy_names
+
+_NAMES = {
+    "KB_KJ_MOL_K": "fes",
+    "FESEstimator": "fes",
+    "FreeEnergySurface": "fes",
+    "BiasGrid": "hills",
+    "GridSpec": "hills",
+    "Hills": "hills",
+    "cluster_confusion": "metrics",
+    "BiasedDataError": "msm",
+    "MarkovAnalysis": "msm",
+    "MarkovAnalysisResult": "msm",
+    "TRAMAnalysis": "msm",
+    "TRAMResult": "msm",
+    "gmvae_states": "msm",
+    "PlumedFile": "plumed_files",
+    "PlumedFileWarning": "plumed_files",
+    "read_plumed": "plumed_files",
+    "write_plumed": "plumed_files",
+    "ReweightedFES": "reweight",
+    "bias_log_weights": "reweight",
+    "ct_log_weights": "reweight",
+    "final_bias_log_weights": "reweight",
+    "EscapeStatistics": "kinetics",
+    "escape_statistics": "kinetics",
+    "free_energy_from_rates": "kinetics",
+    "ks_exponential": "kinetics",
+    "mean_time_interval": "kinetics",
+    "rates_agree": "kinetics",
+    "count_transitions": "states",
+    "delta_f": "states",
+    "delta_f_phi": "states",
+    "delta_f_running": "states",
+}
+
+__all__ = list(_NAMES)
+
+__getattr__, __dir__ = _lazy_names(__name__, _NAMES, globals())
+
+if _TYPE_CHECKING:  # pragma: no cover
+    from .fes import FESEstimator, FreeEnergySurface, KB_KJ_MOL_K  # noqa: F401
+    from .hills import BiasGrid, GridSpec, Hills  # noqa: F401
+    from .metrics import cluster_confusion  # noqa: F401
+    from .msm import BiasedDataError, MarkovAnalysis, MarkovAnalysisResult, TRAMAnalysis, TRAMResult, gmvae_states  # noqa: F401
+    from .plumed_files import PlumedFile, PlumedFileWarning, read_plumed, write_plumed  # noqa: F401
+    from .reweight import ReweightedFES, bias_log_weights, ct_log_weights, final_bias_log_weights  # noqa: F401
+    from .kinetics import EscapeStatistics, escape_statistics, free_energy_from_rates, ks_exponential, mean_time_interval, rates_agree  # noqa: F401
+    from .states import count_transitions, delta_f, delta_f_phi, delta_f_running  # noqa: F401

@@ -14,6 +14,7 @@ import warnings
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from deeptime.clustering import KMeans
 
 from .._core.checks import as_list_of_arrays, check_int
 from .._core.errors import GMVAEInputError
@@ -104,8 +105,6 @@ def gmvae_states(
     if method == "clusters":
         return [run.transform(x, source=nm)["clusters"].astype(np.int32) for x, nm in zip(trajs, names)]
     if method == "kmeans":
-        from deeptime.clustering import KMeans
-
         k = check_int(n_clusters, "n_clusters", minimum=2)
         seed = check_int(seed, "seed", minimum=1)  # deeptime reads 0 as 'no fixed seed'
         zs = [run.transform(x, source=nm)["z"] for x, nm in zip(trajs, names)]

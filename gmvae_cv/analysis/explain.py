@@ -41,10 +41,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from mlcolvar.data import DictDataset
+from mlcolvar.explain import sensitivity_analysis
 
 from .._core.checks import check_array, load_array_file
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_json, atomic_write_text
+from ..features import feature_residues
+from .._core.figures import _pyplot, save_figure
+from ..learn import GMVAERun, load_run
 
 __all__ = ["explain", "sensitivity", "cluster_statistics", "load_explain_data"]
 
@@ -77,9 +82,6 @@ def sensitivity(run: Any, data: np.ndarray, *, batch: int = 20000) -> np.ndarray
     ndarray, shape ``(latent_dim, n_features)``
         Rows sum to 1; column order as ``data``.
     """
-    from mlcolvar.data import DictDataset
-    from mlcolvar.explain import sensitivity_analysis
-
     x = np.asarray(data, dtype=np.float32)
     if len(x) > batch:
         x = x[:: int(np.ceil(len(x) / batch))]
@@ -184,8 +186,6 @@ def load_explain_data(run: Any, data: Any = None) -> tuple[np.ndarray, str]:
 def _feature_names(run: Any) -> tuple[list[str], str, Optional[list[Optional[str]]]]:
     spec = run.feature_spec
     if spec is not None:
-        from ..features.peptide import feature_residues
-
         res = feature_residues(spec)
         return spec.names, "feature spec", res if all(r is not None for r in res) and len(set(res)) > 1 else None
     if run.info.get("feature_names"):
@@ -211,8 +211,6 @@ def _fold(values: np.ndarray, residues: list[str], how: str) -> tuple[list[str],
 
 
 def _plot_sensitivity(sens: np.ndarray, names: list[str], path: Path, title: str, max_features: int = 30) -> None:
-    from .._core.figures import _pyplot, save_figure
-
     plt = _pyplot()
     n_cv, m = sens.shape
     shown = min(m, max_features)
@@ -229,8 +227,6 @@ def _plot_sensitivity(sens: np.ndarray, names: list[str], path: Path, title: str
 
 def _plot_heatmap(d: np.ndarray, rows: list[int], names: list[str], path: Path, title: str, label: str,
                   diverging: bool = True) -> None:
-    from .._core.figures import _pyplot, save_figure
-
     plt = _pyplot()
     mat = d[rows]
     fig, ax = plt.subplots(figsize=(min(0.22 * len(names) + 3, 22), 0.45 * len(rows) + 2.2))
@@ -311,8 +307,6 @@ def _write_tables(out: Path, sens: np.ndarray, stats: dict[str, Any], names: lis
 
 def _plot_residues(rn: list[str], res_sens: np.ndarray, res_d: np.ndarray, rows_c: list[int], path: Path) -> None:
     """Per-residue sensitivity bars (one per component) over an RMS-``d`` heatmap per cluster."""
-    from .._core.figures import _pyplot, save_figure
-
     plt = _pyplot()
     n_cv = len(res_sens)
     fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.4 * len(rn) + 2), 7), constrained_layout=True)
@@ -385,8 +379,6 @@ def explain(
         ``|d|``; ``residues`` (or None): sensitivity per residue and RMS ``d`` per cluster and
         residue.
     """
-    from ..learn.train import GMVAERun, load_run
-
     if not isinstance(run, GMVAERun):
         run = load_run(run)
     x, source = load_explain_data(run, data)

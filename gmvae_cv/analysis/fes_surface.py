@@ -18,6 +18,7 @@ import numpy as np
 from .._core.files import atomic_write_text
 from .._core.jsonfile import read_json_file
 from .results_json import nan_to_none
+from .plots import plot_fes
 
 __all__ = ["FreeEnergySurface"]
 
@@ -177,6 +178,4 @@ class FreeEnergySurface:
 
     def plot(self, path: str | os.PathLike, *, max_energy: Optional[float] = None, title: str = "") -> None:
         """Save a PNG: a curve with its error band (1D) or filled contours (2D)."""
-        from .plots import plot_fes
-
         plot_fes(self, path, max_energy=max_energy, title=title)

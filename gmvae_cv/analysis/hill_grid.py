@@ -18,7 +18,7 @@ import numpy as np
 
 from .._core.checks import check_array, check_positive
 from .._core.errors import GMVAEInputError
-from ..metad.kernels import DP2CUTOFF, PLUMED_KERNELS, GridSpec, HillKernel, wrap_difference as _wrap
+from ..metad import DP2CUTOFF, PLUMED_KERNELS, GridSpec, HillKernel, wrap_difference as _wrap
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hills import Hills

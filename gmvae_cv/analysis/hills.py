@@ -30,7 +30,7 @@ import numpy as np
 
 from .._core.errors import GMVAEInputError
 from .._core.checks import check_array
-from ..metad.kernels import DP2CUTOFF, PLUMED_KERNELS, GridSpec, HillKernel, wrap_difference as _wrap
+from ..metad import DP2CUTOFF, PLUMED_KERNELS, GridSpec, HillKernel, wrap_difference as _wrap
 from .plumed_files import PlumedFile, PlumedFileWarning, write_plumed
 
 __all__ = ["Hills", "GridSpec", "HillSumGrid", "bias_along_trajectory", "ct_series", "DP2CUTOFF"]

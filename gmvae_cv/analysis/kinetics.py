@@ -43,6 +43,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.stats import chi2
+from scipy.optimize import minimize_scalar
+from scipy.stats import kstest
+from scipy.stats import f as f_dist
 
 from .._core.checks import check_array, check_positive
 from .._core.errors import GMVAEInputError
@@ -159,8 +163,6 @@ def mean_time_interval(times: Any, confidence: float = 0.95) -> tuple[float, flo
     >>> tau, round(lo, 3), round(hi, 3)
     (2.0, 0.83, 9.698)
     """
-    from scipy.stats import chi2
-
     t = _times(times)
     if not 0.0 < confidence < 1.0:
         raise GMVAEInputError(f"'confidence' is {confidence}, expected a number in (0, 1)")
@@ -194,9 +196,6 @@ def ks_exponential(times: Any, *, tau: float | None = None) -> tuple[float, floa
     (p_value, statistic, tau_fit) : tuple of float
         ``tau_fit`` in the unit of ``times`` (``tau`` if given).
     """
-    from scipy.optimize import minimize_scalar
-    from scipy.stats import kstest
-
     t = np.sort(_times(times, minimum=3))
     n = t.size
     if tau is None:
@@ -238,8 +237,6 @@ def rates_agree(groups: Sequence[Any]) -> float:
     >>> rates_agree([[1.0, 2.0, 3.0], [1.5, 2.5, 2.0]]) > 0.5
     True
     """
-    from scipy.stats import chi2
-
     gs = [_times(g, f"groups[{i}]") for i, g in enumerate(groups)]
     if len(gs) < 2:
         raise GMVAEInputError(f"'groups' has {len(gs)} group(s), expected at least 2")
@@ -334,8 +331,6 @@ def free_energy_from_rates(forward: Any, backward: Any, kT: float, *, confidence
     (dF, low, high) : tuple of float
         :math:`F_B - F_A` in the unit of ``kT``.
     """
-    from scipy.stats import f as f_dist
-
     a = _times(forward, "forward")
     b = _times(backward, "backward")
     kT = check_positive(kT, "kT")

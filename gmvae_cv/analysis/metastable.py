@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from deeptime.util import confidence_interval
 
 from .._core.errors import GMVAEInputError
 from .msm_result import MarkovAnalysisResult
@@ -89,8 +90,6 @@ def ck_test(
     confidence : float
         Width of the error bands.
     """
-    from deeptime.util import confidence_interval
-
     test_model = post if post is not None else ml
     ck = test_model.ck_test(list(models), res.n_metastable, include_lag0=True, err_est=post is not None)
     res.ck_lagtimes = np.asarray(ck.lagtimes)

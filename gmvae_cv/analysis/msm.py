@@ -23,6 +23,9 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from deeptime.markov import TransitionCountEstimator
+from deeptime.markov.msm import BayesianMSM, MaximumLikelihoodMSM
+from deeptime.util import confidence_interval
 
 from .._core.checks import as_list_of_arrays, check_int, check_positive
 from .._core.errors import GMVAEInputError
@@ -148,9 +151,6 @@ class MarkovAnalysis:
         self._model: Optional[MarkovAnalysisResult] = None
 
     def _models(self, dtrajs: list[np.ndarray], lag: int):
-        from deeptime.markov import TransitionCountEstimator
-        from deeptime.markov.msm import BayesianMSM, MaximumLikelihoodMSM
-
         counts = TransitionCountEstimator(lag, self.count_mode).fit_fetch(dtrajs).submodel_largest()
         ml = MaximumLikelihoodMSM(reversible=self.reversible, lagtime=lag).fit_fetch(counts)
         post = None
@@ -187,8 +187,6 @@ class MarkovAnalysis:
         its, its_mean, its_lower, its_upper : (n_lags, n_its) ndarray
             ML timescales, Bayesian sample mean and confidence band (``nan`` where undefined).
         """
-        from deeptime.util import confidence_interval
-
         k_its = self.n_timescales or max(1, min(10, n_states - 1))
         n_l = len(lags)
         its = np.full((n_l, k_its), np.nan)
@@ -210,8 +208,6 @@ class MarkovAnalysis:
 
     def _stationary(self, ml: Any, post: Optional[Any], active: np.ndarray, n_states: int) -> tuple[np.ndarray, ...]:
         """Stationary distribution over the input states and its band (``nan`` outside the active set)."""
-        from deeptime.util import confidence_interval
-
         pi = np.full(n_states, np.nan)
         pi[active] = ml.stationary_distribution
         pi_lo = np.full(n_states, np.nan)

@@ -17,6 +17,7 @@ from .._core.checks import load_array_file
 from .._core.errors import GMVAEInputError
 from .dtrajs import check_dtrajs, gmvae_states
 from .plumed_files import PlumedFile
+from ..learn import load_run
 
 __all__ = ["read_dtrajs", "run_states", "colvar_bias", "read_bias_energies"]
 
@@ -60,8 +61,6 @@ def run_states(run_dir: PathLike, data: Sequence[PathLike], *, method: str = "cl
     out : path, optional
         Folder for the state files.
     """
-    from ..learn import load_run
-
     if not data:
         raise GMVAEInputError("'data' is empty: the states of a run are assigned to feature files (--data)")
     run = load_run(run_dir)

@@ -17,6 +17,8 @@ import numpy as np
 
 from .._core.files import atomic_write_text
 from .results_json import nan_to_none
+from .plots import plot_implied_timescales
+from .plots import plot_ck_test
 
 __all__ = ["MarkovAnalysisResult"]
 
@@ -129,13 +131,9 @@ class MarkovAnalysisResult:
 
     def plot_implied_timescales(self, path: str | os.PathLike, **kw: Any) -> None:
         """ITS against lag time, log scale, with confidence bands and the lag = timescale line."""
-        from .plots import plot_implied_timescales
-
         plot_implied_timescales(self, path, **kw)
 
     def plot_ck_test(self, path: str | os.PathLike, **kw: Any) -> None:
         """The Chapman-Kolmogorov test as a matrix of panels (set i -> set j)."""
-        from .plots import plot_ck_test
-
         plot_ck_test(self, path, **kw)
 

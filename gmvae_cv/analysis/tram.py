@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from deeptime.markov.msm import TRAM, TRAMDataset
 
 from .._core.checks import as_list_of_arrays, check_int, check_positive
 from .._core.errors import GMVAEInputError
@@ -131,8 +132,6 @@ class TRAMAnalysis:
         -------
         self
         """
-        from deeptime.markov.msm import TRAM, TRAMDataset
-
         dtrajs = check_dtrajs(dtrajs)
         bias = [np.asarray(b, dtype=np.float64) for b in as_list_of_arrays(bias_energies, "bias_energies")]
         if len(bias) != len(dtrajs):

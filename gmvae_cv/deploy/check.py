@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import openmm
 
 from .._core.errors import GMVAEInputError
 from .._core.checks import check_int, load_array_file
@@ -38,6 +39,9 @@ from .contract import (
     read_cv_json,
 )
 from .writer import _frames_arrays
+from ..features import FeatureSpec
+from .plumed import render_plumed_dat as _render_dat
+from ..learn import load_run
 
 __all__ = ["check_export", "CheckRow", "CheckReport"]
 
@@ -153,8 +157,6 @@ def _plumed_pattern_eval(frozen: torch.jit.ScriptModule, x32: np.ndarray) -> tup
 
 def _python_reference(model: Any, x64: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Values and autograd gradients of the Python model (float64 copy) on features."""
-    import copy
-
     m = copy.deepcopy(model).double().eval()
     fn = m.forward_cv if what == "cv" else m.cluster_probabilities
     x = torch.tensor(x64, dtype=torch.float64, requires_grad=True)
@@ -237,10 +239,6 @@ def check_export(
     GMVAEInputError
         Not an export, a missing file, no frames, a file not made by gmvae-cv.
     """
-    from ..features import FeatureSpec
-    from .plumed import render_plumed_dat as _render_dat
-    from ..learn.train import load_run
-
     exp_dir = Path(exp_dir)
     info = read_cv_json(exp_dir)
     report = CheckReport(str(exp_dir))
@@ -365,8 +363,6 @@ def _reference_forces(m64: Any, feat: Any, xyz: np.ndarray, box: Any, d: int, n_
 
 def _component_context(path: Path, j: int, n_atoms: int, periodic: bool) -> Any:
     """An OpenMM Reference-platform Context whose energy (kJ/mol) is CV component ``j``."""
-    import openmm
-
     system = openmm.System()
     for _ in range(n_atoms):
         system.addParticle(1.0)
@@ -378,8 +374,6 @@ def _component_context(path: Path, j: int, n_atoms: int, periodic: bool) -> Any:
 
 def _context_energy(ctx: Any, pos: np.ndarray) -> float:
     """Potential energy (kJ/mol) of ``ctx`` at positions ``pos`` (nm)."""
-    import openmm
-
     ctx.setPositions(pos)
     return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
 
@@ -429,8 +423,6 @@ def _check_openmm(report: CheckReport, exp_dir: Path, info: dict, spec: Any, run
     and forces are compared with the float64 Python model (value, autograd) and the forces with
     central differences of the energy (h = 1e-4 nm) on the ``fd_idx`` frames.
     """
-    import openmm
-
     name = OPENMM_MODEL
     path = exp_dir / name
     cv = load_openmm_cv(path, verify=False)

@@ -229,7 +229,7 @@ def openmm_component_force(path: str | os.PathLike, i: int, *, periodic: bool = 
     -------
     openmmtorch.TorchForce
     """
-    from openmmtorch import TorchForce
+    from openmmtorch import TorchForce  # the plugin (CPU or CUDA build): loaded only to make a force
 
     cv = load_openmm_cv(path, verify=verify)
     d = int(cv.gmvae_marker["latent_dim"])

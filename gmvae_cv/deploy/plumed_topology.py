@@ -19,7 +19,10 @@ from typing import Any, Optional
 
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_bytes, atomic_write_text
-from ..features.atom_mapping import AtomMapping, map_spec_atoms, mapping_comment, remap_spec
+from ..features import AtomMapping, map_spec_atoms, mapping_comment, remap_spec
+from ..features import FeatureSpec
+from .contract import read_cv_json
+from .plumed import render_plumed_dat, render_plumed_opes, render_walkers
 
 __all__ = ["PLUMED_MODEL_FILES", "write_plumed_for_topology"]
 
@@ -72,10 +75,6 @@ def write_plumed_for_topology(
         Not an export, a ``.ptc`` file missing or altered (sha256 differs from ``cv.json``), or
         atoms that do not map one-to-one (the message names them).
     """
-    from ..features import FeatureSpec
-    from .contract import read_cv_json
-    from .plumed import render_plumed_dat, render_plumed_opes, render_walkers
-
     exp_dir = Path(exp_dir)
     info = read_cv_json(exp_dir)
     spec = FeatureSpec.from_dict(info["feature_spec"], source=exp_dir / "cv.json")

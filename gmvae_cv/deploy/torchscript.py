@@ -36,6 +36,7 @@ from typing import Any, List, Optional
 import torch
 
 from .._core.errors import GMVAEInputError
+from .._core.files import atomic_write_bytes
 
 __all__ = [
     "EncoderMean",
@@ -347,8 +348,6 @@ def save_scripted(module: torch.nn.Module, path: str | os.PathLike, marker: dict
     bytes
         The file's content.
     """
-    from .._core.files import atomic_write_bytes
-
     scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module.eval())
     full = {"format": MARKER_FORMAT, "format_version": MARKER_VERSION, **marker}
     buf = io.BytesIO()

@@ -77,12 +77,12 @@ from .contract import (
     _CONTRACTS,
     _sha256,
 )
+from ..learn import RUN_JSON, GMVAERun, load_run
+from .. import __version__
 
 __all__ = ["export", "render_export_readme"]
 
 def _as_run(run_or_path: Any):
-    from ..learn.train import GMVAERun, load_run
-
     if isinstance(run_or_path, GMVAERun):
         return run_or_path
     if isinstance(run_or_path, (str, os.PathLike)):
@@ -91,8 +91,6 @@ def _as_run(run_or_path: Any):
 
 
 def _run_source(run: Any) -> str:
-    from ..learn.train import RUN_JSON
-
     return str(run.path / RUN_JSON) if run.path is not None else "run"
 
 
@@ -150,8 +148,6 @@ def _frames_arrays(frames: Any, spec: Any) -> tuple[np.ndarray, Optional[np.ndar
 
 def _identity(spec: Any, d: int, k: int) -> dict:
     """What both the TorchScript marker and cv.json say about the CV: version, sizes, features."""
-    from .. import __version__
-
     return {"gmvae_cv_version": __version__, "n_features": spec.n_features, "latent_dim": d, "n_clusters": k,
             "feature_names": spec.names, "feature_units": spec.units}
 
@@ -166,8 +162,6 @@ def _marker(kind: str, spec: Any, d: int, k: int, extra: Optional[dict] = None) 
 
 def _run_files(run: Any) -> dict[str, bytes]:
     """The run's ``gmvae_run.json`` and ``model.pt`` as bytes (from its folder, or serialised)."""
-    from ..learn.train import RUN_JSON
-
     if run.path is not None and (run.path / RUN_JSON).is_file() and (run.path / "model.pt").is_file():
         return {RUN_JSON: (run.path / RUN_JSON).read_bytes(), "model.pt": (run.path / "model.pt").read_bytes()}
     buf = io.BytesIO()

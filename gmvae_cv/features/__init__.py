@@ -10,10 +10,11 @@ Imports only :mod:`gmvae_cv._core`.
 """
 
 from .peptide import backbone_torsions, feature_residues
-from .presets import READY_SPECS, alanine_backbone_torsions, alanine_heavy_atom_distances, phi_psi, ready_spec, resolve_spec
+from .atom_mapping import AtomMapping, map_spec_atoms, mapping_comment, remap_spec
+from .presets import READY_SPECS, alanine_backbone_torsions, backbone_torsion_atoms, alanine_heavy_atom_distances, phi_psi, ready_spec, resolve_spec
 from .selection import features_from_selection
 from .spec import SPEC_FORMAT, SPEC_VERSION, FeatureSpec, PlumedFeatures
-from .topology import check_length_units
+from .topology import _as_mdtraj_topology as as_mdtraj_topology, _atom_label as atom_label, check_length_units
 from .torch_module import FeatureModule
 from .trajectory import load_frames, load_trajectory_features
 from .types import Angle, Contact, Distance, Feature, Torsion, angle, contact, distance, torsion, torsion_sincos
@@ -23,5 +24,6 @@ __all__ = [
     "contact", "FeatureSpec", "FeatureModule", "PlumedFeatures", "SPEC_FORMAT", "SPEC_VERSION",
     "check_length_units", "features_from_selection", "alanine_heavy_atom_distances",
     "alanine_backbone_torsions", "phi_psi", "load_trajectory_features", "load_frames", "READY_SPECS", "ready_spec",
-    "resolve_spec", "backbone_torsions", "feature_residues",
+    "resolve_spec", "backbone_torsion_atoms", "AtomMapping", "map_spec_atoms", "mapping_comment", "remap_spec",
+    "as_mdtraj_topology", "atom_label", "backbone_torsions", "feature_residues",
 ]

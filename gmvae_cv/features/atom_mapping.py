@@ -23,8 +23,10 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
+import mdtraj as md
 
 from .._core.errors import GMVAEInputError
+from .spec import FeatureSpec
 
 __all__ = ["RESIDUE_ALIASES", "ATOM_ALIASES", "AtomMapping", "map_spec_atoms", "remap_spec", "canonical_name", "mapping_comment"]
 
@@ -104,8 +106,6 @@ class AtomMapping:
 
 
 def _topology(topology: Any, source: Optional[str]):
-    import mdtraj as md
-
     if isinstance(topology, md.Trajectory):
         return topology.topology, source or "topology"
     if isinstance(topology, md.Topology):
@@ -211,8 +211,6 @@ def remap_spec(spec: Any, mapping: AtomMapping, *, description: Optional[str] = 
     The features keep their names, order and parameters; ``atom_labels`` become the new
     topology's labels. ``spec.periodic`` is kept.
     """
-    from .spec import FeatureSpec
-
     data = spec.to_dict()
     for f in data["features"]:
         f["atoms"] = [mapping.old_to_new[int(a)] for a in f["atoms"]]

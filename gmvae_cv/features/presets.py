@@ -7,6 +7,7 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+from openmm import app
 
 from .._core.errors import GMVAEInputError
 from .peptide import backbone_torsions
@@ -15,20 +16,18 @@ from .spec import FeatureSpec
 from .topology import _as_mdtraj_topology, _atom_label
 from .types import Feature, torsion, torsion_sincos
 
-__all__ = ["alanine_heavy_atom_distances", "alanine_backbone_torsions", "phi_psi", "READY_SPECS", "ready_spec", "resolve_spec"]
+__all__ = ["alanine_heavy_atom_distances", "alanine_backbone_torsions", "phi_psi", "backbone_torsion_atoms", "READY_SPECS", "ready_spec", "resolve_spec"]
 
 READY_SPECS = ("alanine-distances", "alanine-torsions", "alanine-torsions-raw", "backbone-torsions")
 """Names :func:`ready_spec` knows (the ``--spec`` values of the CLI besides a spec JSON file)."""
 
 def _default_alanine_topology():
     """The bundled ACE-ALA-NME topology (``gmvae_cv/data/alanine-dipeptide.pdb``, OpenMM's reader)."""
-    from openmm import app
-
     pdb = app.PDBFile(str(resources.files("gmvae_cv") / "data" / "alanine-dipeptide.pdb"))
     return _as_mdtraj_topology(pdb.topology)
 
 
-def _backbone_torsion_atoms(top: Any, *, source: Any = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def backbone_torsion_atoms(top: Any, *, source: Any = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(phi, psi) atom quadruples of the one residue that has both (a dipeptide)."""
     found = []
     residues = list(top.residues)
@@ -106,7 +105,7 @@ def alanine_backbone_torsions(
     (4, 6, 8, 14)
     """
     top = _as_mdtraj_topology(topology) if topology is not None else _default_alanine_topology()
-    phi, psi = _backbone_torsion_atoms(top)
+    phi, psi = backbone_torsion_atoms(top)
     feats: list[Feature] = []
     if transform in ("sincos", "both"):
         feats += [*torsion_sincos(*phi, name="phi"), *torsion_sincos(*psi, name="psi")]
@@ -141,7 +140,7 @@ def phi_psi(traj: Any, unit: str = "rad") -> np.ndarray:
         raise GMVAEInputError(f"'unit' is {unit!r}, expected 'rad' or 'deg'")
     if not hasattr(traj, "xyz") or not hasattr(traj, "topology"):
         raise GMVAEInputError(f"'traj' is {type(traj).__name__}, expected an mdtraj.Trajectory")
-    phi, psi = _backbone_torsion_atoms(traj.topology)
+    phi, psi = backbone_torsion_atoms(traj.topology)
     spec = FeatureSpec([torsion(*phi, name="phi"), torsion(*psi, name="psi")], traj.n_atoms)
     out = spec.compute(traj)
     return np.degrees(out) if unit == "deg" else out

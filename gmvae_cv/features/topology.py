@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import mdtraj as md
 
 from .._core.checks import check_array
 from .._core.errors import GMVAEInputError
@@ -18,8 +19,6 @@ __all__ = ["check_length_units"]
 
 # ------------------------------------------------------------------------------------ topology helpers
 def _as_mdtraj_topology(topology: Any):
-    import mdtraj as md
-
     if isinstance(topology, md.Topology):
         return topology
     if isinstance(topology, md.Trajectory):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import mdtraj as md
 
 from .._core.checks import check_int
 from .._core.errors import GMVAEInputError
@@ -61,8 +62,6 @@ def load_trajectory_features(
         Missing or unreadable file, wrong atom count, NaN positions, suspicious units; the
         message names the file.
     """
-    import mdtraj as md
-
     if isinstance(traj_files, (str, os.PathLike)):
         traj_files = [traj_files]
     files = [Path(f) for f in traj_files]
@@ -123,8 +122,6 @@ def load_frames(traj_files: Sequence[str | os.PathLike], top: Any, *, stride: in
     stride : int
         Read every ``stride``-th frame.
     """
-    import mdtraj as md
-
     if top is None:
         raise GMVAEInputError("'top' is missing, expected the topology of the trajectories")
     for f in traj_files:

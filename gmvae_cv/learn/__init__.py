@@ -10,10 +10,10 @@ from .data import feature_inputs, load_trajectories, make_dataset
 from .loss import GMVAELoss, gmvae_loss, log_normal
 from .model import GMVAECV
 from .config import TrainConfig
-from .rundir import TRAINING_RUN_FORMAT, GMVAERun, load_run
+from .rundir import RUN_JSON, TRAINING_RUN_FORMAT, GMVAERun, load_run
 from .train import fit
 
 __all__ = [
     "make_dataset", "load_trajectories", "feature_inputs", "log_normal", "gmvae_loss", "GMVAELoss", "GMVAECV",
-    "TrainConfig", "GMVAERun", "fit", "load_run", "TRAINING_RUN_FORMAT",
+    "TrainConfig", "GMVAERun", "fit", "load_run", "TRAINING_RUN_FORMAT", "RUN_JSON",
 ]

@@ -27,6 +27,8 @@ from .._core.files import atomic_write_bytes, atomic_write_json
 from .._core.jsonfile import read_json_file
 from .config import TrainConfig
 from .model import GMVAECV
+from ..features import FeatureSpec
+from .plots import plot_loss_curve
 
 __all__ = ["GMVAERun", "load_run", "TRAINING_RUN_FORMAT", "TRAINING_RUN_VERSION", "RUN_JSON",
            "prepare_run_dir", "write_run_dir"]
@@ -63,8 +65,6 @@ class GMVAERun:
     @property
     def feature_spec(self):
         """The :class:`~gmvae_cv.features.FeatureSpec` the run was trained on, or None."""
-        from ..features import FeatureSpec
-
         d = self.info.get("feature_spec")
         src = self.path / RUN_JSON if self.path is not None else None
         return FeatureSpec.from_dict(d, source=src) if d is not None else None
@@ -197,8 +197,6 @@ def prepare_run_dir(run_dir: Path, info: dict, overwrite: bool) -> Optional[Path
 
 def write_run_dir(run_dir: Path, model: GMVAECV, history: dict[str, list], info: dict) -> None:
     """Write the finished run: ``model.pt``, ``history.json``, ``loss.png`` and the final ``gmvae_run.json``."""
-    from .plots import plot_loss_curve
-
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     atomic_write_bytes(run_dir / "model.pt", buf.getvalue())

@@ -42,9 +42,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy.sparse.csgraph import connected_components
 
 from .._core.checks import as_list_of_arrays, check_int, check_positive
 from .._core.errors import GMVAEInputError
+from .loss import GMVAELoss
+from .train import fit
 
 __all__ = ["validation_elbo", "elbo_across_k", "choose_k", "select_n_clusters", "count_metastable_states"]
 
@@ -68,8 +71,6 @@ def validation_elbo(run: Any, data: np.ndarray, *, n_samples: int = 20, seed: in
         ``neg_elbo`` and its parts ``reconstruction``, ``kl_z``, ``kl_y`` (KL of q(y|x) from the
         uniform prior), ``entropy`` (of q(y|x)), each the mean over frames and samples.
     """
-    from .loss import GMVAELoss
-
     n_samples = check_int(n_samples, "n_samples", minimum=1)
     model = run.model.eval()
     x = torch.as_tensor(np.asarray(data), dtype=torch.float32)
@@ -175,8 +176,6 @@ def elbo_across_k(
         ``parts`` (mean reconstruction, kl_z, kl_y, entropy over seeds). The ELBO values are in
         nats per frame of standardised features.
     """
-    from .train import fit
-
     trajs = as_list_of_arrays(data, "data")
     holdout_every = check_int(holdout_every, "holdout_every", minimum=2)
     tolerance = check_positive(tolerance, "tolerance", strict=False)
@@ -259,8 +258,6 @@ def count_metastable_states(
         ``n_states``; ``sets``: per strongly connected set its clusters, fraction of frames,
         eigenvalues (descending) and the number of them counted.
     """
-    from scipy.sparse.csgraph import connected_components
-
     lag = check_int(lag, "lag", minimum=1)
     counts = np.zeros((n_clusters, n_clusters))
     n_total = 0
@@ -332,8 +329,6 @@ def select_n_clusters(
         for short runs that drift one way); ``per_seed``: for each seed its ``n_states``, the
         cluster populations and the spectrum of each connected set; ``rule`` (text).
     """
-    from .train import fit
-
     trajs = as_list_of_arrays(trajectories, "trajectories")
     k_max = check_int(k_max, "k_max", minimum=2)
     seeds = [check_int(s, "seeds", minimum=0) for s in seeds]

@@ -18,6 +18,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+import lightning
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from mlcolvar.data import DictModule
 
 from .._core.checks import as_list_of_arrays
 from .._core.errors import GMVAEInputError
@@ -26,6 +31,7 @@ from .config import TrainConfig
 from .data import make_dataset
 from .model import GMVAECV
 from .rundir import RUN_JSON, TRAINING_RUN_FORMAT, TRAINING_RUN_VERSION, GMVAERun, load_run, prepare_run_dir, write_run_dir  # noqa: F401
+from .callbacks import BestState, History
 
 __all__ = ["TrainConfig", "GMVAERun", "fit", "load_run", "TRAINING_RUN_FORMAT"]
 
@@ -48,9 +54,6 @@ def init_cluster_encoder(model: GMVAECV, dataset, config: TrainConfig) -> dict[s
         ``gmm_weights`` (k,), the mixture's component populations, and ``agreement``: the
         fraction of frames whose argmax q(y|x) after the warm-up equals the GMM's label.
     """
-    from sklearn.decomposition import PCA
-    from sklearn.mixture import GaussianMixture
-
     x = dataset["data"]
     with torch.no_grad():
         h = model._normalize(x).double().numpy()
@@ -262,11 +265,6 @@ class _Trained:
 
 def _build_trainer(config: TrainConfig, run_dir: Optional[Path], monitor: str, progress: bool, accelerator: str):
     """The Lightning trainer (early stopping on ``monitor``, checkpoints in ``run_dir``) and its history and best-state callbacks."""
-    import lightning
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-    from .callbacks import BestState, History
-
     history_cb = History()
     best_cb = BestState(monitor)
     callbacks = [history_cb, best_cb, EarlyStopping(monitor=monitor, patience=config.patience, mode="min")]
@@ -296,8 +294,6 @@ def _train(config: TrainConfig, prepared: _Prepared, run_dir: Optional[Path], ck
 
     Runs under the caller's seeded torch RNG.
     """
-    from mlcolvar.data import DictModule
-
     n, n_val = prepared.n, prepared.n_val
     model = GMVAECV(**config.model_kwargs(prepared.n_features))
     lengths = (1.0 - config.val_fraction, config.val_fraction) if n_val else (1.0,)

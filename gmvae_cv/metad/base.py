@@ -14,10 +14,11 @@ import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from openmm import unit
 
 from .._core.checks import check_int
 from .._core.errors import GMVAEInputError
-from ..deploy.loaders import CVModel
+from ..deploy import CVModel
 from .binding import ForceBinding
 from .grid import BiasGrid
 from .stability import StabilityMonitor, lockstep
@@ -229,6 +230,4 @@ class FusedBiasEngine:
 
 
 def _ps():
-    from openmm import unit
-
     return unit.picosecond

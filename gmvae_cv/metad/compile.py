@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
 __all__ = ["compile_energy_and_forces"]
 
@@ -31,8 +32,6 @@ def compile_energy_and_forces(energy: torch.nn.Module, example: Sequence[torch.T
         ``forward(positions, *rest) -> (energy, forces)`` with forces ``= -dE/dpositions``, no
         autograd at run time.
     """
-    from torch.fx.experimental.proxy_tensor import make_fx
-
     def energy_and_forces(positions, *rest):
         with torch.enable_grad():
             p = positions.detach().requires_grad_(True)

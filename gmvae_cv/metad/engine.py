@@ -42,12 +42,13 @@ import numpy as np
 
 from .._core.checks import as_value, check_int
 from .._core.errors import GMVAEInputError, SimulationUnstableError
-from ..deploy.loaders import CVModel
+from ..deploy import CVModel
 from .base import FusedBiasEngine
 from .bias_state import HillBias
 from .binding import BiasRouteWarning
 from .hill import Hill
 from .parameters import BiasEdgeWarning, MetadynamicsParameters, biased_variables, check_cv, gas_constant, variables_grid
+from .walkers import SharedWalkers
 
 __all__ = ["WellTemperedMetadynamics", "MetadynamicsParameters", "Hill", "BiasEdgeWarning", "BiasRouteWarning",
            "SimulationUnstableError", "as_value"]
@@ -171,8 +172,6 @@ class WellTemperedMetadynamics(FusedBiasEngine):
         self._exchanged = False
         self._since_exchange = 0
         if walkers_dir is not None:
-            from .walkers import SharedWalkers
-
             if walker_id is None:
                 raise GMVAEInputError("'walker_id' is missing: a walker sharing 'walkers_dir' needs its own id (an integer >= 0)")
             self.walker_id = check_int(walker_id, "walker_id", minimum=0)

@@ -201,7 +201,7 @@ class BiasForceBuilder:
 
     def force(self, positions: np.ndarray, box: Optional[np.ndarray] = None, *, n_probes: int = 4, seed: int = 0):
         """A new ``openmmtorch.TorchForce`` with the global parameter :data:`VERSION_PARAMETER`."""
-        from openmmtorch import TorchForce
+        from openmmtorch import TorchForce  # the plugin (CPU or CUDA build): loaded only to make a force
 
         module = self.module(positions, box, n_probes=n_probes, seed=seed)
         # a module called from Python has mapped the table: serialize it unmapped (the force maps its own)

@@ -38,6 +38,7 @@ import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import openmm
 
 from .._core.errors import GMVAEInputError
 from .._core.checks import check_array, check_int
@@ -381,8 +382,6 @@ class BiasGrid:
 
         OpenMM's functions are periodic in all arguments or in none, so mixed periodicity is refused.
         """
-        import openmm
-
         if len(set(self.periodic)) > 1:
             raise GMVAEInputError("OpenMM tabulated functions need all components periodic or none")
         per = self.periodic[0]

@@ -33,10 +33,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from openmm import unit
+import openmm
+from openmm import app
 
 from .._core.checks import as_value, check_int, check_positive
 from .._core.errors import GMVAEInputError
-from ..deploy.loaders import CVModel
+from ..deploy import CVModel
 from .base import FusedBiasEngine
 from .parameters import BiasedVariable, biased_variables, check_cv, gas_constant, variables_grid
 
@@ -153,8 +156,6 @@ class OPESBias(FusedBiasEngine):
                  grid_bin: Optional[Sequence[int]] = None, compression_threshold: float = 1.0, route: str = "compiled",
                  dtype: str = "float64", table_path: Optional[str | os.PathLike] = None,
                  heating_limit: Optional[float | str] = "auto", on_kernel: Optional[Callable] = None) -> None:
-        from openmm import unit
-
         cv = check_cv(cv)
         temperature = as_value(temperature, unit.kelvin, "temperature")
         barrier = as_value(barrier, unit.kilojoule_per_mole, "barrier")
@@ -194,8 +195,6 @@ class OPESBias(FusedBiasEngine):
 
     def _update_grid(self) -> None:
         """Node values = ``openmm-opes``' bias on the grid + barrier (its axes are reversed)."""
-        from openmm import unit
-
         bias = self.estimator.getBias().value_in_unit(unit.kilojoule_per_mole)
         self.grid.values = np.ascontiguousarray(np.asarray(bias).T) + self.params.barrier
 
@@ -210,14 +209,10 @@ class OPESBias(FusedBiasEngine):
 
     def rct(self) -> float:
         """PLUMED's ``rct`` (``openmm-opes``' running :math:`c(t)`), kJ/mol."""
-        from openmm import unit
-
         return float(self.estimator.getCt("running").value_in_unit(unit.kilojoule_per_mole))
 
     def free_energy(self) -> np.ndarray:
         """``openmm-opes``' free-energy estimate on the grid nodes, kJ/mol (NaN before the first kernel)."""
-        from openmm import unit
-
         return np.ascontiguousarray(np.asarray(self.estimator.getFreeEnergy().value_in_unit(unit.kilojoule_per_mole)).T)
 
     def n_kernels(self) -> int:
@@ -238,8 +233,6 @@ class OPESBias(FusedBiasEngine):
         """Add one kernel per walker at CV values ``centers`` (all components each), weighted by the
         bias each felt before this round (as PLUMED's ``WALKERS_MPI``), then write the new bias to
         the table (contexts must be told with :meth:`sync`; :meth:`step` does it)."""
-        from openmm import unit
-
         comp = list(self.params.components)
         walkers = list(range(len(centers))) if walkers is None else list(walkers)
         points = [np.asarray(s, dtype=np.float64)[comp] for s in centers]
@@ -320,8 +313,6 @@ class OPESBias(FusedBiasEngine):
 def _estimator(variables: Sequence[BiasedVariable], temperature: float, barrier: float, pace: int, explore: bool,
                compression_threshold: float):
     """``openmm_opes.OPES`` on a throwaway System, with placeholder CV forces carrying our grid and widths."""
-    import openmm
-    from openmm import app
     from openmm_opes import OPES
 
     placeholders = [app.BiasVariable(openmm.CustomBondForce("0"), v.minimum, v.maximum, v.sigma, v.periodic, v.bins + 1)

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from openmm import unit
 
 from .._core.checks import as_value, check_int
 from .._core.errors import GMVAEInputError
-from ..deploy.loaders import CVModel
+from ..deploy import CVModel
 from .grid import BiasGrid
 from .kernels import KERNELS
 
@@ -33,8 +34,6 @@ class BiasEdgeWarning(UserWarning):
 
 def gas_constant() -> float:
     """:math:`R` in kJ/mol/K (OpenMM's value)."""
-    from openmm import unit
-
     return unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
 
 
@@ -236,8 +235,6 @@ class MetadynamicsParameters:
     @staticmethod
     def check_scalars(*, temperature: Any, height: Any, bias_factor: Any, pace: Any, kernel: str) -> dict:
         """The well-tempered scalars (Quantity or bare numbers in K, kJ/mol), checked, as keywords of :meth:`create`."""
-        from openmm import unit
-
         temperature = as_value(temperature, unit.kelvin, "temperature")
         height = as_value(height, unit.kilojoule_per_mole, "height")
         try:

@@ -22,6 +22,8 @@ import os
 import struct
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
+from openmm import unit
+from openmm import app
 
 
 from .._core.errors import GMVAEInputError
@@ -182,8 +184,6 @@ class ColvarReporter:
         return {"steps": steps, "periodic": False, "include": ["positions"]}  # unwrapped, as the force sees them
 
     def report(self, simulation, state) -> None:
-        from openmm import unit
-
         pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         s = self.meta.binding.cv_of_state(state, pos)
         columns = self.meta.colvar_columns(s)
@@ -219,8 +219,6 @@ class DCDWriter:
 
     def __init__(self, path: str | os.PathLike, topology: Any, timestep_ps: float, interval: int, *,
                  resume: Optional[tuple[int, int]] = None) -> None:
-        from openmm import app, unit
-
         self.path = Path(path)
         self.interval = int(interval)
         self.n_frames = 0

@@ -45,12 +45,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from openmm import unit
+import openmm
+from openmm import app
+import torch
 
 from .._core.checks import as_value, check_int
 from .._core.errors import GMVAEInputError, SimulationUnstableError
 from .._core.files import atomic_write_json
 from .._core.versions import versions
-from ..deploy.loaders import CVModel
+from ..deploy import CVModel
 from .reporters import ColvarReporter, DCDWriter
 from .rundir import (CHECKPOINT, CHECKPOINT_FORMAT, RUN_FORMAT, choose_platform, extra_columns, file_names,
                      load_checkpoint_info, prepare_directory, read_checkpoint, sha256_hex, walker_seed,
@@ -156,8 +160,6 @@ class _BiasRun:
 
     def __init__(self, cv: CVModel, out: Path, settings: RunSettings, system: Any, topology: Any, positions: Any,
                  n_steps: int) -> None:
-        from openmm import unit
-
         md, wk = settings.md, settings.walkers
         self.cv, self.out, self.settings, self.system, self.topology = cv, out, settings, system, topology
         self.n_steps = check_int(n_steps, "n_steps", minimum=1)
@@ -246,9 +248,6 @@ class _BiasRun:
         return params
 
     def _simulations(self, systems: list) -> list:
-        import openmm
-        from openmm import app
-
         md = self.settings.md
         temperature = self.meta.stability.temperature
         self.chosen, self.probe = choose_platform(md.platform, systems[0], self.pos0, temperature, self.friction_ps,
@@ -309,9 +308,6 @@ class _BiasRun:
 
     # ------------------------------------------------------------------ the run
     def _run(self) -> BiasRunResult:
-        import openmm
-        import torch
-
         self.colvar_stride, self.traj_stride, self.checkpoint_interval = self._strides()
         system_xml = openmm.XmlSerializer.serialize(self.system)
         self.params = self._params(system_xml)
@@ -400,8 +396,6 @@ class _BiasRun:
         self.meta.sync([s.context for s in sims])
 
     def _info(self, status: str, perf: Optional[dict]) -> dict:
-        import torch
-
         meta, md = self.meta, self.settings.md
         files = {str(w): file_names(self.walkers, w, self.method.deposits) for w in range(self.walkers)}
         outside = int(sum(c.outside for c in self.colvars))

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_text
-from ..deploy.loaders import CVModel
+from ..deploy import CVModel
 from .engine import WellTemperedMetadynamics
 from .kernels_file import KernelsWriter, epsilon_of
 from .opes import OPESBias

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import openmm
 
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_bytes
@@ -158,8 +159,6 @@ def probe_platforms(available) -> list[str]:
 
 def choose_platform(platform: Optional[str], system: Any, pos0: np.ndarray, temperature: float, friction: float,
                      timestep: float, meta: Any, cpu_threads: Optional[int]) -> tuple[str, dict]:
-    import openmm
-
     available = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
     if platform is not None and platform.lower() == "auto":
         platform = None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from .._core.errors import GMVAEInputError
+from .opes import OPESParameters
 
 __all__ = ["MetadynamicsSettings", "MDSettings", "OutputSettings", "WalkerSettings", "RunSettings"]
 
@@ -149,8 +150,6 @@ class WalkerSettings:
 
 
 def _bias_classes() -> dict:
-    from .opes import OPESParameters
-
     return {"metad": MetadynamicsSettings, "opes": OPESParameters, "opes-explore": OPESParameters}
 
 

@@ -11,6 +11,8 @@ import itertools
 from typing import Sequence
 
 import numpy as np
+from scipy.fft import dst, idst
+from scipy.linalg.lapack import dgtsv
 
 __all__ = ["HERMITE_BASIS", "hermite_table", "spline_slopes", "natural_slopes", "scatter_add"]
 
@@ -26,8 +28,6 @@ def spline_slopes(y: np.ndarray, axis: int, h: float, periodic: bool) -> np.ndar
     spacing ``h``: the spline OpenMM's ``SplineFitter`` builds, solved here for all lines at once
     (discrete sine transform for the natural spline, FFT for the periodic one).
     """
-    from scipy.fft import dst, idst
-
     y = np.moveaxis(y, axis, 0)
     n = y.shape[0]
     flat = y.reshape(n, -1)
@@ -66,8 +66,6 @@ def natural_slopes(y: np.ndarray, axis: int, h: float) -> np.ndarray:
     ``dgtsv`` (``2 k_0 + k_1 = 3 (y_1 - y_0) / h``, ``k_{i-1} + 4 k_i + k_{i+1} = 3 (y_{i+1} -
     y_{i-1}) / h``, ``k_{n-2} + 2 k_{n-1} = 3 (y_{n-1} - y_{n-2}) / h``): no BLAS, so the result does
     not depend on the number of BLAS threads (a run must be reproducible bit for bit)."""
-    from scipy.linalg.lapack import dgtsv
-
     y = np.moveaxis(y, axis, -1)  # lines along the last axis: the Fortran-ordered right-hand sides of dgtsv
     n = y.shape[-1]
     flat = y.reshape(-1, n)

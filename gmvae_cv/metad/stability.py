@@ -13,6 +13,9 @@ import math
 from typing import Any, Optional
 
 import numpy as np
+import openmm
+from scipy.stats import chi2
+from openmm import unit
 
 from .._core.errors import GMVAEInputError, SimulationUnstableError
 from .binding import ForceBinding
@@ -59,8 +62,6 @@ class StabilityMonitor:
 
     def degrees_of_freedom(self, system: Any) -> int:
         """Particles with mass times 3, less constraints and a removed centre-of-mass motion."""
-        import openmm
-
         key = id(system)
         if key not in self._dof:
             n = sum(1 for i in range(system.getNumParticles()) if system.getParticleMass(i)._value > 0)
@@ -77,16 +78,12 @@ class StabilityMonitor:
         if self.heating_limit == "auto":
             dof = self.degrees_of_freedom(system)
             if ("auto", dof) not in self._limits:  # scipy's isf costs more than the rest of a deposition
-                from scipy.stats import chi2
-
                 self._limits[("auto", dof)] = max(1.5, float(chi2.isf(1e-12, dof)) / dof)
             return self.temperature * self._limits[("auto", dof)]
         return self.temperature * float(self.heating_limit)
 
     def unstable(self, sim: Any, walker: int, what: str) -> SimulationUnstableError:
         """The error for ``walker``, with the largest bias force when it can still be computed."""
-        from openmm import unit
-
         detail = ""
         group = self.binding.force_groups.get(id(sim.system))
         if group is not None:
@@ -110,8 +107,6 @@ class StabilityMonitor:
         """Raise :class:`SimulationUnstableError` if a walker's positions, energies or CV are not
         finite or its kinetic temperature exceeds :meth:`temperature_limit`; return every walker's
         CV values (all components, shape ``(D,)`` each)."""
-        from openmm import unit
-
         values = []
         for w, sim in enumerate(sims):
             state = sim.context.getState(getPositions=True, getEnergy=True)
@@ -154,8 +149,6 @@ class StabilityMonitor:
             raise
 
     def _diagnose_failure(self, sim: Any, walker: int, exc: BaseException) -> None:
-        from openmm import unit
-
         try:
             pos = sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         except Exception:  # noqa: BLE001

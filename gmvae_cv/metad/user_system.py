@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import openmm
+from openmm import app, unit
 
 from .._core.errors import GMVAEInputError
 
@@ -59,9 +61,6 @@ def load_md_system(
     -------
     MDSystem
     """
-    import openmm
-    from openmm import app, unit
-
     pdb = Path(pdb)
     if not pdb.is_file():
         raise GMVAEInputError(f"{pdb}: file not found (expected a PDB or mmCIF structure)")

@@ -38,6 +38,7 @@ from .polystyrene import (
     ttgg_fraction,
 )
 from .toy import SYSTEMS, FourWell, MullerBrown, ToySystem, overdamped_langevin
+from .toy_rates import DoubleWell, toy_infrequent_metadynamics
 
 __all__ = [
     "FourWell",
@@ -57,4 +58,6 @@ __all__ = [
     "tt_fraction",
     "ttgg_fraction",
     "chain_state",
+    "DoubleWell",
+    "toy_infrequent_metadynamics",
 ]

@@ -22,8 +22,12 @@ import io
 import sys
 
 import numpy as np
+from openmm import app
+import openmm
+from openmm import unit
 
 from ._internal_coordinates import place
+from .._core.files import atomic_write_text
 
 __all__ = ["build_alanine_dipeptide", "internal_coordinate_positions", "ATOMS", "write_pdb"]
 
@@ -83,8 +87,6 @@ def internal_coordinate_positions(phi: float = -80.0, psi: float = 75.0) -> np.n
 
 
 def _topology():
-    from openmm import app
-
     top = app.Topology()
     chain = top.addChain(id="A")
     for rname, atoms in ATOMS:
@@ -113,9 +115,6 @@ def build_alanine_dipeptide(phi: float = -80.0, psi: float = 75.0, *, tolerance:
     energy : float
         Potential energy in kJ/mol at the minimum.
     """
-    import openmm
-    from openmm import app, unit
-
     top = _topology()
     ff = app.ForceField("amber14-all.xml")
     system = ff.createSystem(top, nonbondedMethod=app.NoCutoff, constraints=None)
@@ -129,8 +128,6 @@ def build_alanine_dipeptide(phi: float = -80.0, psi: float = 75.0, *, tolerance:
 
 def write_pdb(topology, positions: np.ndarray, remarks: list[str] | None = None) -> str:
     """PDB text of ``positions`` (nm), with ``REMARK`` lines first."""
-    from openmm import app, unit
-
     buf = io.StringIO()
     for line in remarks or []:
         buf.write(f"REMARK 250 {line[:69]}\n")
@@ -139,10 +136,6 @@ def write_pdb(topology, positions: np.ndarray, remarks: list[str] | None = None)
 
 
 def _main(argv: list[str]) -> int:  # pragma: no cover - regeneration script
-    import openmm
-
-    from .._core.files import atomic_write_text
-
     out = argv[1] if len(argv) > 1 else "alanine-dipeptide.pdb"
     top, pos, energy = build_alanine_dipeptide()
     remarks = [

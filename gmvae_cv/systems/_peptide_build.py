@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from openmm import app, unit
 
 from .._core.errors import GMVAEInputError
 from ._internal_coordinates import place
@@ -114,8 +115,6 @@ def build_capped_peptide(
     positions : ndarray, shape ``(n_atoms, 3)``
         nm.
     """
-    from openmm import app, unit
-
     residues = peptide_heavy_atoms(sequence, phi, psi)
     top = app.Topology()
     chain = top.addChain(id="A")

@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+import mdtraj as md
+import openmm
+from openmm import unit
+from openmm import app
 
 from .._core.checks import as_value, check_int
 from .._core.errors import GMVAEInputError
@@ -75,14 +79,10 @@ class MolecularSystem:
     @property
     def mdtraj_topology(self):
         """The topology as an :class:`mdtraj.Topology`."""
-        import mdtraj as md
-
         return md.Topology.from_openmm(self.topology)
 
     def to_mdtraj(self):
         """The structure as a one-frame :class:`mdtraj.Trajectory`."""
-        import mdtraj as md
-
         return md.Trajectory(self.positions[None].astype(np.float32), self.mdtraj_topology)
 
 
@@ -108,8 +108,6 @@ class _Settings:
 
     def integrator(self):
         """A fresh seeded ``LangevinMiddleIntegrator``."""
-        import openmm
-
         integ = openmm.LangevinMiddleIntegrator(self.temperature_K, self.friction_ps, self.timestep_ps)
         integ.setRandomNumberSeed(self.openmm_seed)
         return integ
@@ -117,8 +115,6 @@ class _Settings:
 
 def _check_settings(n_steps, report_interval, seed, equilibration_steps, temperature, timestep, friction) -> _Settings:
     """Validate the run arguments (naming the bad one) and convert Quantities to K, ps, 1/ps."""
-    from openmm import unit
-
     n_steps = check_int(n_steps, "n_steps", minimum=1)
     report_interval = check_int(report_interval, "report_interval", minimum=1)
     if n_steps % report_interval:
@@ -136,9 +132,6 @@ def _check_settings(n_steps, report_interval, seed, equilibration_steps, tempera
 
 def degrees_of_freedom(system: Any) -> int:
     """3 per massive particle, minus constraints, minus 3 if a ``CMMotionRemover`` is present."""
-    import openmm
-    from openmm import unit
-
     dof = 3 * sum(system.getParticleMass(i).value_in_unit(unit.dalton) > 0 for i in range(system.getNumParticles()))
     dof -= system.getNumConstraints()
     if any(isinstance(system.getForce(i), openmm.CMMotionRemover) for i in range(system.getNumForces())):
@@ -148,8 +141,6 @@ def degrees_of_freedom(system: Any) -> int:
 
 def _probe_speed(system, positions: np.ndarray, integrator, name: str, seconds: float = 0.1) -> float:
     """Steps per second of ``integrator`` on platform ``name``, timed for about ``seconds``."""
-    import openmm
-
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(name))
     context.setPositions(positions)
     context.setVelocitiesToTemperature(integrator.getTemperature())
@@ -178,8 +169,6 @@ def choose_platform(system: Any, positions: np.ndarray, settings: _Settings, pla
     probe : dict
         Probe speeds, steps/s per platform (empty when the user chose).
     """
-    import openmm
-
     available = {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}
     probe: dict[str, float] = {}
     if platform is not None:
@@ -197,8 +186,6 @@ def _write_frames(out: Path, context, integrator, topology, s: _Settings, dof: i
 
     The log columns are step, time (ps), potential and kinetic energy (kJ/mol), temperature (K).
     """
-    from openmm import app, unit
-
     log = np.zeros((s.n_frames, 5))
     tmp_dcd = out / f".traj.dcd.{os.getpid()}.tmp"
     bar = progress(total=s.n_steps) if progress is not None else None
@@ -235,8 +222,6 @@ def _write_frames(out: Path, context, integrator, topology, s: _Settings, dof: i
 
 def _write_structure_and_log(out: Path, topology, positions: np.ndarray, log: np.ndarray) -> None:
     """``topology.pdb`` (the start structure, nm) and ``state.csv`` (the log, units in the header)."""
-    from openmm import app, unit
-
     buf = io.StringIO()
     app.PDBFile.writeFile(topology, positions * unit.nanometer, buf, keepIds=True)
     atomic_write_text(out / "topology.pdb", buf.getvalue())
@@ -318,8 +303,6 @@ def run_langevin(
     SimulationRun
         Of type ``run_type``.
     """
-    import openmm
-
     s = _check_settings(n_steps, report_interval, seed, equilibration_steps, temperature, timestep, friction)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from openmm import app, unit
+import openmm
+import mdtraj as md
 
 from .._core.errors import GMVAEInputError
 from ._peptide_build import EXTENDED_PHI_PSI, HELIX_PHI_PSI, build_capped_peptide
 from ._simulate import MolecularSystem
 from .alanine import AlanineDipeptide
+from ._alanine_build import write_pdb
+from .._core.files import atomic_write_text
 
 __all__ = ["AAQAA3", "AAQAA3_SEQUENCE", "dssp_helicity", "STARTS"]
 
@@ -38,8 +43,6 @@ _FULL_SEQUENCE = ("ACE", *AAQAA3_SEQUENCE, "NME")
 
 def _missing_hydrogens(topology, positions: np.ndarray, forcefield) -> dict[str, list[str]]:
     """Hydrogens the force field's templates have and ``topology`` lacks, per residue label."""
-    from openmm import app, unit
-
     modeller = app.Modeller(topology, positions * unit.nanometer)
     modeller.addHydrogens(forcefield, pH=7.0)  # adds only the absent ones
     before = {r.index: {a.name for a in r.atoms()} for r in topology.residues()}
@@ -103,9 +106,6 @@ class AAQAA3(MolecularSystem):
         minimize_tolerance: Optional[float] = 10.0,
         hydrogen_mass: Optional[float] = None,
     ) -> None:
-        import openmm
-        from openmm import app, unit
-
         ff = app.ForceField(*self.forcefield_files)
         self.energy: Optional[float] = None
         if hydrogen_mass is not None and not (isinstance(hydrogen_mass, (int, float)) and 1.0 <= hydrogen_mass <= 4.0):
@@ -159,9 +159,6 @@ class AAQAA3(MolecularSystem):
 
     def write_pdb(self, path: str | os.PathLike) -> None:
         """Write the structure (``positions``) as PDB, atomically."""
-        from ._alanine_build import write_pdb
-        from .._core.files import atomic_write_text
-
         atomic_write_text(path, write_pdb(self.topology, self.positions, [self.system_label[:69], str(self.pdb_path)[:69]]))
 
 
@@ -182,8 +179,6 @@ def dssp_helicity(traj: Any) -> tuple[np.ndarray, np.ndarray]:
         Per frame and residue (caps excluded, N to C); the mean over frames is the helix fraction
         per residue.
     """
-    import mdtraj as md
-
     if not isinstance(traj, md.Trajectory):
         raise GMVAEInputError(f"'traj' is {type(traj).__name__}, expected an mdtraj.Trajectory")
     codes = md.compute_dssp(traj, simplified=True)

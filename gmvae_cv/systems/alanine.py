@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+from openmm import app, unit
 
 from .._core.checks import check_array
 from .._core.errors import GMVAEInputError
@@ -130,8 +131,6 @@ class AlanineDipeptide(MolecularSystem):
     """Hydrogen mass for :meth:`create_system`, amu (``None``: the force field's, 1.008)."""
 
     def __init__(self, pdb: str | os.PathLike | None = None) -> None:
-        from openmm import app, unit
-
         self.pdb_path = Path(pdb) if pdb is not None else alanine_dipeptide_pdb()
         if not self.pdb_path.is_file():
             raise GMVAEInputError(f"{self.pdb_path}: file not found (expected a PDB of alanine dipeptide)")
@@ -162,8 +161,6 @@ class AlanineDipeptide(MolecularSystem):
         openmm.System
             Hydrogen masses as ``hydrogen_mass`` (amu; ``None``, the dipeptide's: unchanged).
         """
-        from openmm import app, unit
-
         if constraints not in ("HBonds", None):
             raise GMVAEInputError(f"'constraints' is {constraints!r}, expected 'HBonds' or None")
         ff = app.ForceField(*self.forcefield_files)

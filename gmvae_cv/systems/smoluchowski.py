@@ -23,6 +23,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy.linalg import eigh_tridiagonal
+import scipy.sparse as sp
+from scipy.sparse.linalg import eigsh
 
 from .._core.errors import GMVAEInputError
 from .._core.checks import check_int, check_positive
@@ -73,8 +76,6 @@ def relaxation_times(
         axes.append(lo + h * (np.arange(n) + 0.5))
     hs = [(hi - lo) / n for (lo, hi), n in zip(bounds, ns)]
     if d == 1:
-        from scipy.linalg import eigh_tridiagonal
-
         u = beta * np.ravel(system.potential(axes[0][:, None]))
         c = diff / hs[0] ** 2
         up = c * np.exp(-(u[1:] - u[:-1]) / 2)
@@ -87,9 +88,6 @@ def relaxation_times(
         lam = -np.sort(ev)[::-1][1:]
         return 1.0 / lam
     if d == 2:
-        import scipy.sparse as sp
-        from scipy.sparse.linalg import eigsh
-
         X, Y = np.meshgrid(axes[0], axes[1], indexing="ij")
         u = beta * system.potential(np.c_[X.ravel(), Y.ravel()]).reshape(ns)
         n_tot = ns[0] * ns[1]

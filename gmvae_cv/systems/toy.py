@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.optimize import root
 
 from .._core.errors import GMVAEInputError
 from .._core.checks import check_array, check_int, check_positive
@@ -268,8 +270,6 @@ class MullerBrown(ToySystem):
     def __post_init__(self) -> None:
         self.name = "muller-brown"
         self.dim = 2
-        from scipy.optimize import minimize
-
         starts = np.array([[-0.558, 1.442], [0.623, 0.028], [-0.050, 0.467]])
         mins = []
         for s in starts:
@@ -277,8 +277,6 @@ class MullerBrown(ToySystem):
             mins.append(res.x)
         self._minima = np.array(mins)
         # the two saddles (A-C and C-B): roots of the gradient from nearby guesses
-        from scipy.optimize import root
-
         sad = []
         for s0 in ([-0.82, 0.62], [0.21, 0.29]):
             r = root(lambda p: self.gradient(p[None])[0], np.array(s0), tol=1e-12)

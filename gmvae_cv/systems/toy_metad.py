@@ -26,8 +26,8 @@ import numpy as np
 
 from .._core.errors import GMVAEInputError
 from .._core.checks import check_int
-from ..analysis.hills import BiasGrid, GridSpec, Hills
-from ..analysis.plumed_files import write_plumed
+from ..analysis import BiasGrid, GridSpec, Hills
+from ..analysis import write_plumed
 from .toy import ToySystem, check_hill_schedule
 
 __all__ = ["ToyMetadRun", "toy_metadynamics"]

@@ -28,10 +28,22 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+import mdtraj as md
 
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_json, atomic_write_text
 from .markers import done, fresh, mark_done, read_done
+from ..features import alanine_heavy_atom_distances, load_trajectory_features
+from ..learn import load_run
+from ..systems import AlanineDipeptide, alanine_basin
+from ..learn import fit
+from ..deploy import check_export, export
+from ..deploy import load_cv
+from ..features import alanine_backbone_torsions
+from ..metad import run_metadynamics
+from ..analysis import Hills, ReweightedFES, ct_log_weights, read_plumed
+from .._core.figures import _pyplot, save_figure
+from ..analysis import MarkovAnalysis, gmvae_states
 
 __all__ = ["DemoSettings", "run_demo"]
 
@@ -143,12 +155,6 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     dict
         The content of ``summary.json``.
     """
-    import mdtraj as md
-
-    from ..features import alanine_heavy_atom_distances, load_trajectory_features
-    from ..learn import load_run
-    from ..systems import AlanineDipeptide, alanine_basin
-
     cfg = settings or (DemoSettings.quick() if quick else DemoSettings())
     out = Path(out)
     _check_settings(out, cfg)
@@ -225,8 +231,6 @@ def _md_stage(ala: Any, stage: Path, ns: float, temperature: float, seed: int, w
 def _train_stage(run_dir: Path, x_train: np.ndarray, n_features: int, spec: Any, hot_file: Path, cfg: DemoSettings,
                  progress: Optional[Callable], log: Callable[[str], None]) -> None:
     """Train the time-lagged GMVAE on the training run's features ``x_train`` into ``run_dir`` unless done."""
-    from ..learn import fit
-
     if done(run_dir / "stage"):
         log(f"[2/6] GMVAE: reusing {run_dir}")
         return
@@ -240,8 +244,6 @@ def _train_stage(run_dir: Path, x_train: np.ndarray, n_features: int, spec: Any,
 
 def _export_stage(exp_dir: Path, run: Any, x_train: np.ndarray, hot: Any, log: Callable[[str], None]) -> None:
     """Export ``run`` into ``exp_dir`` and check it (stops the demo on a disagreement) unless done."""
-    from ..deploy import check_export, export
-
     if done(exp_dir / "stage"):
         log(f"[3/6] export and check: reusing {exp_dir}")
         return
@@ -258,10 +260,6 @@ def _export_stage(exp_dir: Path, run: Any, x_train: np.ndarray, hot: Any, log: C
 def _bias_stage(ala: Any, bias_dir: Path, exp_dir: Path, cfg: DemoSettings, progress: Optional[Callable],
                 log: Callable[[str], None]) -> dict:
     """Well-tempered metadynamics on the exported CV into ``bias_dir`` unless done; return its ``stage/done.json``."""
-    from ..deploy import load_cv
-    from ..features import alanine_backbone_torsions
-    from ..metad import run_metadynamics
-
     pace = int(round(1000.0 / cfg.timestep_fs))  # one hill per ps
     n_bias = int(round(cfg.biased_ns * 1e6 / cfg.timestep_fs / pace)) * pace
     cv = load_cv(exp_dir)
@@ -288,9 +286,6 @@ def _reweighting(bias_dir: Path, an: Path, cfg: DemoSettings) -> dict:
     Writes ``an/fes_phi_psi.dat`` and ``.png``; returns ``df``, ``df_err`` (kJ/mol), ``ns``
     (biased time), ``transitions`` and ``fes``.
     """
-    from ..analysis import Hills, ReweightedFES, ct_log_weights, read_plumed
-    from ..systems import alanine_basin
-
     kT = _KB * 300.0
     colvar = read_plumed(bias_dir / "COLVAR")
     hills = Hills.from_file(bias_dir / "HILLS")
@@ -308,10 +303,6 @@ def _reweighting(bias_dir: Path, an: Path, cfg: DemoSettings) -> dict:
 
 def _plot_latent_space(path: Path, phi_u: np.ndarray, psi_u: np.ndarray, hot: Any, emb: dict, cfg: DemoSettings) -> None:
     """The unbiased Ramachandran plot and the latent space of the training frames (by cluster, phi, psi)."""
-    import mdtraj as md
-
-    from .._core.figures import _pyplot, save_figure
-
     phi_h = md.compute_phi(hot)[1][:, 0]
     psi_h = md.compute_psi(hot)[1][:, 0]
     plt = _pyplot()
@@ -336,8 +327,6 @@ def _plot_latent_space(path: Path, phi_u: np.ndarray, psi_u: np.ndarray, hot: An
 
 def _msm(run: Any, x: np.ndarray, an: Path) -> Any:
     """MSM on the GMVAE states of the unbiased run's features ``x``: ``an/its.png``, ``ck.png``, ``msm.json``."""
-    from ..analysis import MarkovAnalysis, gmvae_states
-
     dtrajs = gmvae_states(run, [x])
     lags = [1, 2, 5, 10, 20]
     lags = [lag for lag in lags if lag < len(x) // 4] or [1]
@@ -351,8 +340,6 @@ def _msm(run: Any, x: np.ndarray, an: Path) -> Any:
 
 def _summary(unbiased: dict, biased: dict, bias_info: dict, msm: Any, cfg: DemoSettings) -> dict:
     """The content of ``summary.json`` (a quantity that could not be computed is None)."""
-    from ..systems import alanine_basin
-
     fes = biased["fes"]
     f_min = np.unravel_index(np.nanargmin(fes.free_energy), fes.free_energy.shape)
     phi_min = 0.5 * (fes.edges[0][f_min[0]] + fes.edges[0][f_min[0] + 1])

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+import openmm
+from openmm import unit
 
 from ..._core.checks import check_int
 from ..._core.errors import GMVAEInputError
@@ -124,9 +126,6 @@ class Polystyrene(MolecularSystem):
         tolerance : float
             kJ/mol/nm.
         """
-        import openmm
-        from openmm import unit
-
         system = self.create_system()
         ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
         ctx.setPositions(self.positions)

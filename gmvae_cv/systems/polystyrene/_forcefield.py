@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from openmm import app
+import openmm
 
 from ..._core.errors import GMVAEInputError
 from ._geometry import RING_BOND_NM, RING_NAMES
@@ -95,8 +97,6 @@ def chain_system(forcefield_path: Path, topology: Any, rings: np.ndarray):
     openmm.System
         With a ``CMMotionRemover``; Lennard-Jones exclusions exactly the 1-2, 1-3, 1-4 pairs.
     """
-    from openmm import app
-
     try:
         ff = app.ForceField(str(forcefield_path))
         system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.AllBonds)
@@ -129,8 +129,6 @@ def _exclusions_from_bonds(system: Any, topology: Any) -> None:
     one with the same particle parameters and exceptions from :meth:`createExceptionsFromBonds`
     (both 1-4 scales 0).
     """
-    import openmm
-
     k = next(i for i, f in enumerate(system.getForces()) if isinstance(f, openmm.NonbondedForce))
     old = system.getForce(k)
     new = openmm.NonbondedForce()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from openmm import app
 
 from ..._core.errors import GMVAEInputError
 from .._internal_coordinates import place
@@ -109,8 +110,6 @@ def _ring_positions(ch: np.ndarray, prev: np.ndarray, nxt: np.ndarray, sign: int
 
 def build_chain(n_monomers: int, chirality: np.ndarray, torsions_deg: np.ndarray):
     """Topology, positions (nm), backbone indices ``(2N + 1,)`` and ring indices ``(N, 6)`` of the chain."""
-    from openmm import app
-
     carbon = app.Element.getBySymbol("C")
     backbone = _backbone_positions(torsions_deg)
     top = app.Topology()

@@ -14,6 +14,8 @@ import numpy as np
 
 from ..._core.checks import check_array
 from ..._core.errors import GMVAEInputError
+from ...features import FeatureSpec, torsion, torsion_sincos
+from ...features import as_mdtraj_topology, atom_label
 
 __all__ = [
     "polystyrene_backbone_torsions",
@@ -58,9 +60,7 @@ def backbone_torsion_atoms(topology: Any) -> np.ndarray:
     topology : mdtraj.Topology, openmm.app.Topology or path
         A chain written by :meth:`Polystyrene.simulate` (``topology.pdb``) or built by it.
     """
-    from ...features.topology import _as_mdtraj_topology
-
-    top = _as_mdtraj_topology(topology)
+    top = as_mdtraj_topology(topology)
     order = {"STB": ("CT", "CA", "CB"), "STY": ("CA", "CB"), "STE": ("CA", "CT")}
     residues = list(top.residues)
     if len(residues) < 3 or residues[0].name != "STB" or residues[-1].name != "STE":
@@ -116,10 +116,7 @@ def polystyrene_backbone_torsions(topology: Any, *, transform: str = "sincos", p
     >>> spec.n_features, spec.names[:3]
     (12, ['sin_t00', 'cos_t00', 'sin_t01'])
     """
-    from ...features import FeatureSpec, torsion, torsion_sincos
-    from ...features.topology import _as_mdtraj_topology, _atom_label
-
-    top = _as_mdtraj_topology(topology)
+    top = as_mdtraj_topology(topology)
     quads = backbone_torsion_atoms(top)
     if transform == "sincos":
         feats = [f for k, q in enumerate(quads) for f in torsion_sincos(*(int(a) for a in q), name=f"t{k:02d}")]
@@ -127,7 +124,7 @@ def polystyrene_backbone_torsions(topology: Any, *, transform: str = "sincos", p
         feats = [torsion(*(int(a) for a in q), name=f"t{k:02d}") for k, q in enumerate(quads)]
     else:
         raise GMVAEInputError(f"'transform' is {transform!r}, expected 'sincos' or 'raw'")
-    labels = {int(a): _atom_label(top.atom(int(a))) for a in np.unique(quads)}
+    labels = {int(a): atom_label(top.atom(int(a))) for a in np.unique(quads)}
     n_mono = (len(quads) + 2) // 2
     return FeatureSpec(
         feats, top.n_atoms, periodic=periodic, atom_labels=labels,

@@ -16,10 +16,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import openmm
+import mdtraj as md
 
 from ..._core.errors import GMVAEInputError
 from ..markers import done, fresh, mark_done
 from .settings import ALANINE, ExploreSettings
+from ...features import alanine_backbone_torsions
+from ...systems import AlanineDipeptide
+from ...metad import load_md_system
+from ...features import FeatureSpec, alanine_heavy_atom_distances
+from ...features import load_trajectory_features
+from ..._core.checks import as_list_of_arrays, check_array
 
 __all__ = ["System", "Inputs", "make_system", "resolve_spec", "check_unbiased", "given_trajectories",
            "input_stage", "load_inputs"]
@@ -81,16 +89,11 @@ class Inputs:
 
 def make_system(system: Any, pdb: Any, system_xml: Any, forcefield: Any) -> System:
     """The :class:`System` named by :func:`explore`'s ``system``, ``pdb``, ``system_xml``, ``forcefield``."""
-    import openmm
-
     if isinstance(system, str) and system != ALANINE:
         raise GMVAEInputError(f"'system' is {system!r}, expected {ALANINE!r} or an MDSystem (gmvae_cv.load_md_system)")
     if system == ALANINE:
         if pdb is not None or system_xml is not None or forcefield is not None:
             raise GMVAEInputError(f"'system' is {ALANINE!r}, a built-in system; do not combine it with pdb/system_xml/forcefield")
-        from ...features import alanine_backbone_torsions
-        from ...systems import AlanineDipeptide
-
         ala = AlanineDipeptide()
         out = System(ala.create_system(), ala.topology, ala.positions,
                      {"name": "alanine dipeptide (ACE-ALA-NME), vacuum", "forcefield": list(ala.forcefield_files),
@@ -101,8 +104,6 @@ def make_system(system: Any, pdb: Any, system_xml: Any, forcefield: Any) -> Syst
         out = System(system.system, system.topology, np.asarray(system.positions, dtype=np.float64),
                      dict(getattr(system, "description", {}) or {}), "user")
     elif pdb is not None:
-        from ...metad import load_md_system
-
         md = load_md_system(pdb, system_xml=system_xml, forcefield=forcefield)
         out = System(md.system, md.topology, md.positions, md.description, "user")
     else:
@@ -117,8 +118,6 @@ def resolve_spec(spec: Any, topology: Any):
     Returns ``(spec, source)``: the :class:`~gmvae_cv.features.FeatureSpec` and where it came from
     (``'object'``, the ready name or the path).
     """
-    from ...features import FeatureSpec, alanine_backbone_torsions, alanine_heavy_atom_distances
-
     if isinstance(spec, FeatureSpec):
         return spec, "object"
     if spec in ("alanine-distances", "alanine_heavy_atom_distances"):
@@ -202,12 +201,8 @@ def given_trajectories(traj: Any, top: Any, data: Any, input_logw: Any, cfg: Exp
 def _given_features(traj_files: list[Path], top: Any, data: Any, fspec: Any) -> list[np.ndarray]:
     """Features ``(n_frames_i, n_features)`` of each given trajectory, or the given ``data`` arrays (checked)."""
     if traj_files:
-        from ...features import load_trajectory_features
-
         x0 = load_trajectory_features(traj_files, top, fspec)
     else:
-        from ..._core.checks import as_list_of_arrays, check_array
-
         x0 = [check_array(m, f"data[{i}]", ndim=2) for i, m in enumerate(as_list_of_arrays(data, "data"))]
     for i, m in enumerate(x0):
         if m.shape[1] != fspec.n_features:
@@ -230,8 +225,6 @@ def input_stage(inp: Path, traj_files: list[Path], top: Any, data: Any, input_lo
         raise GMVAEInputError(f"'input_logw' has {len(lw)} values for {n_frames} frames")
     arrays = {"logw": lw, "lengths": np.array([len(m) for m in x0])}
     if traj_files and sysm.alanine:
-        import mdtraj as md
-
         tr = md.load([str(t) for t in traj_files], top=str(top))
         arrays["phi"] = md.compute_phi(tr)[1][:, 0]
         arrays["psi"] = md.compute_psi(tr)[1][:, 0]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import mdtraj as md
 
 from .inputs import System
 from .settings import ExploreSettings
+from ..._core.figures import _pyplot, save_figure
 
 __all__ = ["plot_round", "plot_delta_f"]
 
@@ -17,8 +19,6 @@ def plot_round(rd: Path, r: int, arrays: dict, tr: dict, out: Path, sysm: System
 
     ``arrays``: the content of ``frames.npz``; ``tr``: the GMVAE's transform of the biased frames.
     """
-    from ..._core.figures import _pyplot, save_figure
-
     plt = _pyplot()
     an = rd / "analysis"
     z = tr["z"]
@@ -30,8 +30,6 @@ def plot_round(rd: Path, r: int, arrays: dict, tr: dict, out: Path, sysm: System
     ax.set_xlabel("z0")
     ax.set_ylabel("z1")
     if sysm.alanine:
-        import mdtraj as md
-
         xt = md.load(str(rd / "bias" / ("traj.dcd" if cfg.walkers == 1 else "traj.0.dcd")), top=md.Topology.from_openmm(sysm.topology))
         phi_t = md.compute_phi(xt)[1][:, 0]
         n = min(len(phi_t), len(z))
@@ -58,8 +56,6 @@ def plot_round(rd: Path, r: int, arrays: dict, tr: dict, out: Path, sysm: System
 
 def plot_delta_f(out: Path, rounds: list[dict]) -> None:
     """``out/delta_f.png``: each round's dF (phi > 0 against phi < 0) against the biased time of all rounds."""
-    from ..._core.figures import _pyplot, save_figure
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     acc = 0.0

@@ -13,12 +13,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import mdtraj as md
 
 from ..._core.errors import GMVAEInputError
 from ..markers import read_done
 from .inputs import System
 from .plots import plot_round
 from .settings import KB, ExploreSettings
+from ...analysis import Hills, ct_log_weights, read_plumed
+from ...features import load_trajectory_features
+from ...analysis import count_transitions
+from ...systems import alanine_basin
+from ...analysis import delta_f, delta_f_phi, delta_f_running
+from ...learn import load_run
 
 __all__ = ["walker_files", "analyse_round", "cluster_provenance", "stop_rule"]
 
@@ -37,11 +44,6 @@ def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: An
     trajectory frames; per walker a dict of its COLVAR rows (``time`` ps, ``logw``, ``s`` the CV and,
     for alanine dipeptide, ``phi``, ``psi`` rad); per walker the log-weights of its trajectory frames.
     """
-    import mdtraj as md
-
-    from ...analysis import Hills, ct_log_weights, read_plumed
-    from ...features import load_trajectory_features
-
     kT = KB * cfg.temperature
     # one bias shared by all walkers: every walker's frames are reweighted with the hills of all of them
     hills = None
@@ -82,9 +84,6 @@ def _cluster_populations(tr: dict, traj_logw: np.ndarray, n_clusters: int) -> di
 
 def _alanine_transitions(rows: list, biased_ns: float) -> dict:
     """C7eq <-> C7ax transitions of all walkers and the first C7eq -> C7ax one (ns into the round)."""
-    from ...analysis.states import count_transitions
-    from ...systems import alanine_basin
-
     trans, first = 0, None
     for q in rows:
         lab_c = alanine_basin(q["phi"], q["psi"])
@@ -99,9 +98,6 @@ def _alanine_transitions(rows: list, biased_ns: float) -> dict:
 
 def _alanine_delta_f(arrays: dict, kT: float, n_blocks: int) -> dict:
     """dF (phi > 0 against phi < 0, C7ax against C7eq) of the kept frames, and dF along the round (kJ/mol)."""
-    from ...analysis.states import delta_f, delta_f_phi, delta_f_running
-    from ...systems import alanine_basin
-
     phi, psi, keep, lw_all = arrays["phi"], arrays["psi"], arrays["keep"], arrays["logw"]
     d1 = delta_f_phi(phi[keep], lw_all[keep], kT, n_blocks=n_blocks)
     core = alanine_basin(phi[keep], psi[keep])
@@ -123,8 +119,6 @@ def analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: System, fspec: A
     Writes ``rd/analysis/features.npy``, ``frames.npz``, ``latent.png`` (and ``coverage.png``);
     returns the content of ``analysis.json`` but its ``seconds``.
     """
-    from ...learn import load_run
-
     kT = KB * cfg.temperature
     an = rd / "analysis"
     run = load_run(rd / "run")
@@ -153,8 +147,6 @@ def analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: System, fspec: A
 
 def cluster_provenance(run_dir: Path, blocks: list, r: int, n_input: int, cfg: ExploreSettings) -> dict:
     """Training-set populations of the GMVAE's clusters and which of them are new (module docstring)."""
-    from ...learn import load_run
-
     run = load_run(run_dir)
     x = np.concatenate(blocks)
     lab = run.transform(x)["clusters"]

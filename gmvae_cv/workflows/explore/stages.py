@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import mdtraj as md
 
 from ..._core.errors import GMVAEInputError
 from ..._core.files import atomic_write_json
@@ -21,6 +22,11 @@ from ..markers import done, fresh, mark_done, read_done
 from .inputs import System
 from .round_analysis import analyse_round, cluster_provenance
 from .state import Blocks, Exploration, json_safe, normalised_weights, read_json
+from ...learn import fit
+from ...deploy import check_export, export
+from ...learn import load_run
+from ...deploy import load_cv
+from ...metad import run_metadynamics
 
 __all__ = ["train_stage", "export_stage", "bias_stage", "analysis_stage"]
 
@@ -30,8 +36,6 @@ def train_stage(ex: Exploration, rd: Path, r: int, blocks: Blocks, n_input: int)
 
     ``n_input``: how many of the blocks are given trajectories (the rest are earlier rounds' frames).
     """
-    from ...learn import fit
-
     cfg = ex.cfg
     run_dir, run_stage = rd / "run", rd / "run_stage"
     if not done(run_stage):
@@ -54,8 +58,6 @@ def train_stage(ex: Exploration, rd: Path, r: int, blocks: Blocks, n_input: int)
 
 def _check_frames(out: Path, r: int, traj_files: list, top: Any, sysm: System):
     """Positions (nm) for the export check: the given frames, else the last biased run's, else the start."""
-    import mdtraj as md
-
     if traj_files:
         return md.load(str(traj_files[0]), top=str(top))
     if r > 0:
@@ -85,9 +87,6 @@ def export_stage(ex: Exploration, rd: Path, r: int, blocks: Blocks) -> None:
 
     Raises :class:`GMVAEInputError` when the exported CV disagrees with the Python model.
     """
-    from ...deploy import check_export, export
-    from ...learn import load_run
-
     exp_dir, exp_stage = rd / "exp", rd / "exp_stage"
     if done(exp_stage):
         return
@@ -135,9 +134,6 @@ def _platform_of_continued_run(bias_dir: Path):
 
 def bias_stage(ex: Exploration, rd: Path, r: int) -> None:
     """Run (or continue) round ``r``'s biased run on its exported CV into ``rd/bias`` unless done."""
-    from ...deploy import load_cv
-    from ...metad import run_metadynamics
-
     cfg, sysm = ex.cfg, ex.sysm
     bias_dir, bias_stage_dir = rd / "bias", rd / "bias_stage"
     if done(bias_stage_dir):

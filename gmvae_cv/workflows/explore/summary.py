@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import io
 
 from ..._core.files import atomic_write_bytes, atomic_write_json
 from ..markers import read_done
@@ -14,6 +15,7 @@ from .inputs import System
 from .plots import plot_delta_f
 from .settings import KB, ExploreSettings
 from .state import json_safe, read_json
+from ...analysis import delta_f_phi
 
 __all__ = ["round_entry", "write_summary", "npz_bytes"]
 
@@ -46,8 +48,6 @@ def round_entry(rd: Path, r: int) -> dict:
 
 def write_summary(out: Path, rounds: list[dict], stop_reason: Optional[str], cfg: ExploreSettings, sysm: System) -> dict:
     """Write ``summary.json`` (and, for alanine dipeptide, ``reweighted.npz`` and ``delta_f.png``); return its content."""
-    from ...analysis.states import delta_f_phi
-
     kT = KB * cfg.temperature
     total = float(sum(q["biased_ns"] for q in rounds))
     first, acc = None, 0.0
@@ -93,8 +93,6 @@ def write_summary(out: Path, rounds: list[dict], stop_reason: Optional[str], cfg
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
     """The bytes of an ``.npz`` file holding ``arrays`` (to be written atomically)."""
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()

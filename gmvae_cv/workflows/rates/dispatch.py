@@ -25,6 +25,7 @@ from .one_run import run_one, run_seed
 from .settings import RATES_FORMAT, SYSTEMS, InfrequentMetadWarning, RateSettings
 from .states import alanine_start, check_states
 from .summary import summarize_rates
+from ...deploy import load_cv
 
 __all__ = ["run_rates", "connect"]
 
@@ -55,8 +56,6 @@ def _manifest(system: str, exp: Optional[str], origin: str, target: str, setting
         if exp == "phi-psi":
             cv = {"kind": "phi-psi"}
         else:
-            from ...deploy import load_cv
-
             m = load_cv(exp)
             cv = {"kind": "export", "path": str(Path(exp).resolve()), "sha256": m.sha256}
     s = asdict(settings)
@@ -73,8 +72,6 @@ def _sigma_for(system: str, exp: Optional[str], settings: RateSettings) -> list:
         return [0.1]
     if exp == "phi-psi":
         return [0.35, 0.35]
-    from ...deploy import load_cv
-
     m = load_cv(exp)
     exported = ((m.meta.get("cv_json") or {}).get("plumed") or {}).get("metad", {}).get("sigma")
     if exported is None:

@@ -17,10 +17,18 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import openmm
+from openmm import app, unit
+import torch
 
 from ..._core.files import atomic_write_json, atomic_write_text
 from .settings import KB, RUN_FORMAT
 from .states import AlanineStates
+from ...deploy import feature_cv, load_cv
+from ...features import alanine_backbone_torsions
+from ...metad import WellTemperedMetadynamics
+from ...systems import AlanineDipeptide
+from ...systems import DoubleWell, toy_infrequent_metadynamics
 
 __all__ = ["run_one", "run_seed"]
 
@@ -37,14 +45,6 @@ def _alanine_simulation(task: dict):
     Returns ``(sim, meta, cv, states)``: the ``Simulation``, its
     :class:`~gmvae_cv.metad.WellTemperedMetadynamics`, the biased CV and the state labeller.
     """
-    import openmm
-    from openmm import app, unit
-
-    from ...deploy import feature_cv, load_cv
-    from ...features import alanine_backbone_torsions
-    from ...metad import WellTemperedMetadynamics
-    from ...systems import AlanineDipeptide
-
     s = task["settings"]
     exp = task["exp"]
     cv = feature_cv(alanine_backbone_torsions(transform="raw")) if exp == "phi-psi" else load_cv(exp)
@@ -72,9 +72,6 @@ def _run_alanine(task: dict, tmp: Path) -> dict:
     The rescaled time sums, chunk by chunk, the chunk's length times the trapezoid mean of
     :math:`e^{V/kT}` between the bias at its start and at its end (ps).
     """
-    import torch
-    from openmm import unit
-
     torch.set_num_threads(1)
     s = task["settings"]
     sim, meta, cv, states = _alanine_simulation(task)
@@ -110,8 +107,6 @@ def _run_alanine(task: dict, tmp: Path) -> dict:
 
 
 def _run_double_well(task: dict, tmp: Path) -> dict:
-    from ...systems.toy_rates import DoubleWell, toy_infrequent_metadynamics
-
     s = task["settings"]
     dw = DoubleWell(h=s["barrier"], dt=s["timestep"], kT=1.0)
     sign = 1.0 if task["target"] == "right" else -1.0

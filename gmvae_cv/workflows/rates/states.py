@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
+import openmm
+from openmm import unit
 
 from ..._core.errors import GMVAEInputError
 from .settings import CLUSTER_COMMIT, STATES
+from ...deploy import load_plumed_model
+from ...deploy import feature_cv
+from ...features import alanine_backbone_torsions
+from ...deploy import load_cv
+from ...systems import alanine_basin
+from ...systems import C7AX_CENTER_DEG, AlanineDipeptide
+from ...features import backbone_torsion_atoms
 
 __all__ = ["check_states", "AlanineStates", "alanine_start", "exp_cluster_probs"]
 
@@ -57,10 +67,6 @@ def check_states(system: str, origin: str, target: str, exp: Optional[str | os.P
 
 def exp_cluster_probs(exp) -> np.ndarray:
     """q(y|x), ``(n_frames, n_clusters)``, of the export's training features (``EXP/data/features.npy``)."""
-    import torch
-
-    from ...deploy import load_plumed_model
-
     exp = Path(exp)
     model, _ = load_plumed_model(exp / "model_clusters.ptc", kind="clusters")
     f = exp / "data" / "features.npy"
@@ -75,21 +81,14 @@ class AlanineStates:
     """Label positions 0 (origin), 1 (target) or -1 for alanine dipeptide."""
 
     def __init__(self, origin: str, target: str, exp: Optional[str]) -> None:
-        from ...deploy import feature_cv
-        from ...features import alanine_backbone_torsions
-
         self.torsions = feature_cv(alanine_backbone_torsions(transform="raw"))
         self.names = (origin, target)
         self.clusters = None
         if any(_cluster_index(n) is not None for n in self.names):
-            from ...deploy import load_cv, load_plumed_model
-
             self.clusters, _ = load_plumed_model(Path(exp) / "model_clusters.ptc", kind="clusters")
             self.spec = load_cv(exp).feature_spec
 
     def __call__(self, pos: np.ndarray) -> int:
-        from ...systems import alanine_basin
-
         inside = []
         basin = None
         probs = None
@@ -102,8 +101,6 @@ class AlanineStates:
                 inside.append(basin == {"C7eq": 0, "C7ax": 1}[n])
             else:
                 if probs is None:
-                    import torch
-
                     with torch.no_grad():
                         probs = self.clusters(torch.as_tensor(self.spec.compute(pos), dtype=torch.float32)).numpy()[0]
                 inside.append(bool(probs[k] >= CLUSTER_COMMIT))
@@ -115,18 +112,11 @@ class AlanineStates:
 def alanine_start(state: str, exp: Optional[str], seed: int) -> np.ndarray:
     """Positions (nm) inside ``state``: the bundled C7eq minimum, a C7ax structure made by
     minimising with (phi, psi) restrained to the C7ax centre, or a check frame of the export."""
-    import openmm
-    from openmm import unit
-
-    from ...systems import C7AX_CENTER_DEG, AlanineDipeptide
-
     ala = AlanineDipeptide()
     if state == "C7eq":
         return ala.positions
     if state == "C7ax":
-        from ...features.presets import _backbone_torsion_atoms
-
-        phi, psi = _backbone_torsion_atoms(ala.mdtraj_topology)
+        phi, psi = backbone_torsion_atoms(ala.mdtraj_topology)
         system = ala.create_system(constraints=None)
         f = openmm.CustomTorsionForce("0.5*k*(1-cos(theta-theta0))")
         f.addGlobalParameter("k", 2000.0)

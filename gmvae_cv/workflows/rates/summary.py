@@ -14,6 +14,7 @@ from ..._core.errors import GMVAEInputError
 from ..._core.files import atomic_write_json
 from ...analysis import escape_statistics, free_energy_from_rates, rates_agree
 from .settings import RUN_FORMAT, InfrequentMetadWarning
+from ..._core.figures import _pyplot, save_figure
 
 __all__ = ["summarize_rates"]
 
@@ -121,8 +122,6 @@ def summarize_rates(out: str | os.PathLike, *, confidence: float = 0.95, reweigh
 
 
 def _plots(out: Path, groups: dict, summary: dict) -> None:
-    from ..._core.figures import _pyplot, save_figure
-
     plt = _pyplot()
     dirs = [d for d in summary["directions"] if "pooled" in summary["directions"][d]]
     if not dirs:
