@@ -89,6 +89,17 @@ def test_gmvae_cv_commands_parse(page):
             check_gmvae_cv_command(cmd, parse=False)
 
 
+def test_module_map_is_generated_from_the_code():
+    """docs/architecture.md's module map lists every module of the package with its docstring's first
+    sentence (`python scripts/module_map.py --write`); a new, moved or renamed module makes it stale."""
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "module_map.py"), "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    modules = sorted(p.relative_to(ROOT / "gmvae_cv").as_posix() for p in (ROOT / "gmvae_cv").rglob("*.py") if "__pycache__" not in p.parts)
+    missing = [m for m in modules if f"| `{m}` |" not in page]
+    assert not missing, f"modules missing from the module map: {missing}"
+
+
 def test_cli_reference_is_generated_from_the_parser():
     """docs/cli.md is `python -m gmvae_cv.cli.reference` output; regenerate it when an option changes."""
     from gmvae_cv.cli.reference import render
