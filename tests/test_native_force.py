@@ -4,7 +4,13 @@ route inside OpenMM; refusals and fallbacks."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +30,10 @@ from gmvae_cv.learn.model import GMVAECV  # noqa: E402
 from gmvae_cv.metad.engine import BiasRouteWarning, WellTemperedMetadynamics  # noqa: E402
 from gmvae_cv.metad.grid import BiasGrid  # noqa: E402
 from gmvae_cv.metad.native import PROBE_TOLERANCE, NativeBias, NotNative, recipe_from_module  # noqa: E402
+from gmvae_cv.metad.run import run_metadynamics  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +203,49 @@ def test_native_force_in_openmm_equals_the_compiled_torchforce_and_follows_depos
         assert abs(e_n - e_c) < 1e-9 * max(1.0, abs(e_c))
         assert np.abs(f_n - f_c).max() < 1e-8 * max(1.0, np.abs(f_c).max())
     assert out["native"][2][0] > out["native"][0][0]  # the hills reached the force
+
+
+# ------------------------------------------------------------------------------------------ restart
+_RUN = dict(sigma=[0.35, 0.35], height=1.2, bias_factor=6.0, grid_bin=[200, 200], pace=50, colvar_stride=10, traj_stride=50,
+            checkpoint_interval=200, platform="Reference", seed=4, route="native")
+_CONTINUE = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    from gmvae_cv.deploy.loaders import load_cv
+    from gmvae_cv.metad.run import run_metadynamics
+    from gmvae_cv.systems import AlanineDipeptide
+    ala = AlanineDipeptide()
+    res = run_metadynamics(load_cv({cv!r}), {out!r}, system=ala.create_system(), topology=ala.topology,
+                           positions=ala.positions, n_steps={n_steps}, **{kw!r})
+    print("continued from", res.resumed_from)
+    """
+)
+
+
+def test_native_run_continued_from_its_checkpoint_in_a_new_process_equals_the_uninterrupted_run(ala, tmp_path):
+    """A native run continued from its checkpoint by a new process equals, row for row, the same run
+    done at once (Reference platform). The new process's first force call follows ``loadCheckpoint``
+    alone, before anything has passed a sequence through OpenMM's wrapper: OpenMM's PythonForce then
+    used the wrapper's NumPy C API unloaded, a segfault in ``ComputationWrapper::compute``, until
+    :meth:`NativeBias.force` loaded it (this process has loaded it long ago, hence the subprocess)."""
+    cv = feature_cv(alanine_backbone_torsions(transform="raw"), path=tmp_path / "torsions.pt")
+    n_steps = 400
+    ref, run = tmp_path / "reference", tmp_path / "continued"
+    kw = dict(topology=ala.topology, positions=ala.positions, **_RUN)
+    run_metadynamics(cv, ref, system=ala.create_system(), n_steps=n_steps, **kw)
+    run_metadynamics(cv, run, system=ala.create_system(), n_steps=n_steps // 2, **kw)
+    script = tmp_path / "continue.py"
+    script.write_text(_CONTINUE.format(root=str(ROOT), cv=str(cv.path), out=str(run), n_steps=n_steps, kw=_RUN))
+    done = subprocess.run([sys.executable, "-X", "faulthandler", str(script)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, f"exit status {done.returncode}:\n{done.stderr[-3000:]}"
+    assert "continued from 200" in done.stdout
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "complete" and info["force"]["route"] == "native" and info["resumed_from_step"] == 200
+    for name in ("HILLS", "COLVAR", "bias_grid.dat", "fes.dat"):
+        assert (run / name).read_bytes() == (ref / name).read_bytes(), name
+    mdtraj = pytest.importorskip("mdtraj")
+    top = mdtraj.Topology.from_openmm(ala.topology)
+    a, b = (mdtraj.load_dcd(str(d / "traj.dcd"), top=top) for d in (run, ref))
+    assert a.n_frames == b.n_frames == n_steps // 50 and np.array_equal(a.xyz, b.xyz)

@@ -174,12 +174,12 @@ class NativeBias:
             state._getVectorAsNumpy(get, pos)
             return kernel(pos, table, fp, ip, hdr, forces, cv), forces
 
+        _init_openmm_numpy_api()
         f = openmm.PythonForce(compute, {version_parameter: 0.0})
         f.setUsesPeriodicBoundaryConditions(False)
         f.setName("gmvae-cv metadynamics bias (native)")
         # a reference of our own to every callable, as a precaution: whether OpenMM's PythonForce holds one
-        # is not documented. It does not cure the segfault in ComputationWrapper::compute seen when a run
-        # is continued from its checkpoint (the reason the route is opt-in; cause unknown)
+        # is not documented
         self._alive.append((compute, f))
         return f
 
@@ -286,6 +286,22 @@ def native_builder(cv: Any, components: Sequence[int], grid: Any, table_file: An
         return None, str(exc)
     table = table_file._map.view(np.ndarray)
     return NativeForceBuilder(cv.module, recipe, components, grid, table), ""
+
+
+def _init_openmm_numpy_api() -> None:
+    """Make OpenMM's Python wrapper load the NumPy C API, which its ``PythonForce`` needs.
+
+    OpenMM's wrapper (seen with 8.5.2) sets its pointer to the NumPy C API lazily, the first time a
+    Python sequence is converted to a C++ vector of doubles or of ``Vec3`` (``setPositions``,
+    ``addParticle(i, [..])``, ...), whereas ``PythonForce``'s call-back (``ComputationWrapper::compute``)
+    uses it to check the returned forces without loading it. A process whose first force evaluation
+    comes before any such conversion (a run continued from its checkpoint: ``loadCheckpoint`` sets the
+    positions, and nothing else passes a sequence) dereferences a null pointer there. Converting a
+    one-element list once loads the API (a no-op once loaded).
+    """
+    import openmm
+
+    openmm.CustomExternalForce("0").addParticle(0, [0.0])
 
 
 def _numba_version() -> str:
