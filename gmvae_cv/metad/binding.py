@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from openmm import unit
+import shutil
 
 from .._core.checks import check_array
 from .._core.errors import GMVAEInputError
-from ..deploy.loaders import CVModel
+from ..deploy import CVModel
 from .force import ROUTES, VERSION_PARAMETER, BiasForceBuilder
 from .table_file import TableFile
 from .grid import BiasGrid
+from .native import native_builder
 
 __all__ = ["ForceBinding", "BiasRouteWarning", "positions_nm"]
 
@@ -135,8 +138,6 @@ class ForceBinding:
         use_box, box_reason = self._decide_box(system, topology, use_box)
         bx = None
         if use_box:
-            from openmm import unit
-
             bx = positions_nm(box, "box") if box is not None else np.array(
                 [v.value_in_unit(unit.nanometer) for v in system.getDefaultPeriodicBoxVectors()], dtype=np.float64)
         s0 = self.cv(pos, bx)
@@ -173,8 +174,6 @@ class ForceBinding:
         if self.builder is None:
             route, why_not = self.route, None
             if route == "native":
-                from .native import native_builder
-
                 self.builder, why_not = native_builder(self.cv, self.components, self.grid, self._table,
                                                        dtype=self.dtype, use_box=use_box)
                 if self.builder is None:
@@ -203,15 +202,11 @@ class ForceBinding:
     # ------------------------------------------------------------------ the CV the forces see
     def cv_values(self, context: Any) -> np.ndarray:
         """All CV components of a context's current positions, shape ``(D,)``."""
-        from openmm import unit
-
         state = context.getState(getPositions=True)
         return self.cv_of_state(state, state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
 
     def cv_of_state(self, state: Any, pos: np.ndarray) -> np.ndarray:
         """The CV at ``pos`` (nm, from ``state``), with the state's box where the force uses one."""
-        from openmm import unit
-
         if self.builder is not None and hasattr(self.builder, "cv_values"):
             return self.builder.cv_values(pos)  # the native route: the CV its force computes (float64)
         box = None
@@ -222,8 +217,6 @@ class ForceBinding:
 
 def positions_nm(value: Any, name: str) -> np.ndarray:
     """Positions or box vectors in nm, from an array, a Quantity, or a list of Vec3 Quantities."""
-    from openmm import unit
-
     if hasattr(value, "value_in_unit"):
         value = value.value_in_unit(unit.nanometer)
     rows = [v.value_in_unit(unit.nanometer) if hasattr(v, "value_in_unit") else v for v in value]
@@ -254,6 +247,4 @@ def _one_molecule(topology: Any, atoms: Optional[np.ndarray]) -> bool:
 
 
 def _remove_tree(path: str) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)

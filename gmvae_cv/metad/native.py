@@ -32,11 +32,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+import openmm
+import copy
 
 from .._core.errors import GMVAEInputError
 from .grid_module import GridBias, gather_offsets
 from .native_recipe import NativeRecipe, NotNative, numba_available, recipe_from_module
 from .splines import HERMITE_BASIS
+from .force import VERSION_PARAMETER
 
 __all__ = ["NotNative", "NativeRecipe", "recipe_from_module", "NativeBias", "NativeForceBuilder", "native_builder",
            "numba_available", "PROBE_TOLERANCE"]
@@ -54,7 +57,7 @@ def _kernel():
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL
-    from . import _native_kernel
+    from . import _native_kernel  # numba: loaded (and its cached machine code) only when the route is used
 
     _KERNEL = _native_kernel.packed
     return _KERNEL
@@ -62,7 +65,7 @@ def _kernel():
 
 def _pack(floats: dict, ints: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat float64 and int64 arrays plus a header ``(offset, n0, n1)`` per array (floats, then ints)."""
-    from ._native_kernel import FLOATS, INTS
+    from ._native_kernel import FLOATS, INTS  # numba, as in _kernel
 
     hdr, fparts, iparts = [], [], []
     off = 0
@@ -163,8 +166,6 @@ class NativeBias:
     def force(self, version_parameter: str):
         """A new ``openmm.PythonForce`` (with the global parameter ``version_parameter``, which the
         engine's ``sync`` sets; the kernel reads the table array directly)."""
-        import openmm
-
         n = self.recipe.n_atoms  # buffers of this force's own (walkers' forces never share them)
         pos, forces, cv = np.zeros((n, 3)), np.zeros((n, 3)), np.zeros(self.recipe.n_cvs)
         kernel, table, fp, ip, hdr = self._kernel, self.table, self._fp, self._ip, self._hdr
@@ -246,8 +247,6 @@ class NativeForceBuilder:
 
     def force(self, positions: np.ndarray, box: Optional[np.ndarray] = None, *, n_probes: int = 4, seed: int = 0):
         """A new ``openmm.PythonForce``; the first call checks the kernel at ``positions`` (nm)."""
-        from .force import VERSION_PARAMETER
-
         if not self._checked:
             self.bias.check(self.cv_module, positions, n_probes=n_probes, seed=seed)
             self._checked = True
@@ -299,8 +298,6 @@ def _init_openmm_numpy_api() -> None:
     positions, and nothing else passes a sequence) dereferences a null pointer there. Converting a
     one-element list once loads the API (a no-op once loaded).
     """
-    import openmm
-
     openmm.CustomExternalForce("0").addParticle(0, [0.0])
 
 
@@ -315,8 +312,6 @@ def _numba_version() -> str:
 
 def _float64_reference(module: Any, recipe: NativeRecipe):
     """``positions (n, 3) float64 -> CV (D,)``: the TorchScript module's own graph in float64."""
-    import copy
-
     if recipe.source == "PositionsCV":
         feats = module.features
         enc = copy.deepcopy(module.encoder).double()
