@@ -15,7 +15,7 @@ Steps (all seeded; the simulation runs on OpenMM's Reference platform, which is 
    settings), ``gmvae_cv.check_export`` (its table is printed and saved as ``check.json``),
    and ``write_plumed_inputs`` into ``plumed_inputs/`` with phi and psi for reweighting.
 
-``tests/test_export.py`` re-exports from ``export/alanine_dipeptide/run`` with the stored data
+``tests/deploy/test_export.py`` re-exports from ``export/alanine_dipeptide/run`` with the stored data
 and fails if any generated file would change. After changing the export code on purpose, run
 ``--reexport``: step 4 only, from the stored run, features and frames (seconds, no training).
 """

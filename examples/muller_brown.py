@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mb = MullerBrown(kT=8.0)
-    # tests/test_train.py's data (40000 steps, 6 walkers, simulation seed 3); the full form trains
+    # tests/learn/test_train.py's data (40000 steps, 6 walkers, simulation seed 3); the full form trains
     # 100 epochs instead of 60 and draws more Bayesian MSM samples. The small core of basin C (5 %
     # of the frames) is not resolved robustly: with simulation seeds 1, 2 or 4, or with 12 walkers,
     # the k=5 mixture splits the heavy basin B further and merges C with the near side of B (owner

@@ -8,7 +8,7 @@ A toy with a known slow coordinate, simulated by overdamped Langevin dynamics (`
 - three stiff harmonic coordinates ``e_1..e_3`` (fast vibrations).
 
 The features are ``x, y + e_1, y + e_2, y + e_3``: the fast flip shows in three features, the
-slow one in one (as in tests/test_train.py's lag test, here from dynamics). Features are
+slow one in one (as in tests/learn/test_train.py's lag test, here from dynamics). Features are
 standardised by the model, so the length scales do not matter, only how many features carry
 each signal. Without a lag the GMVAE reconstructs x(t) and its 1D embedding follows the fast
 flip (it explains three features); with a lag it reconstructs x(t+lag), which only the slow

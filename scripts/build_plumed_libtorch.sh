@@ -6,7 +6,7 @@
 #   bash scripts/build_plumed_libtorch.sh [--check] [PREFIX]
 #
 # PREFIX defaults to external/plumed-libtorch (git-ignored). About 7 minutes on 2 cores. At the end
-# it prints the line to export PLUMED_KERNEL; with it set, tests/test_plumed_libtorch.py runs
+# it prints the line to export PLUMED_KERNEL; with it set, tests/deploy/test_plumed_libtorch.py runs
 # plumed.dat with PYTORCH_MODEL end to end.
 #
 # Environment: PYTHON (default python3), JOBS (default: number of cores), HILLCLIMBER_VERSION

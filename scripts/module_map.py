@@ -35,7 +35,10 @@ def first_sentence(path: Path) -> str:
 
 def render() -> str:
     """The map as Markdown: a table per subpackage, in pipeline order."""
-    out = [BEGIN, ""]
+    out = [BEGIN, "", "### `gmvae_cv/`", "", "| module | what it holds |", "|---|---|"]
+    for p in sorted(PACKAGE.glob("*.py")):
+        out.append(f"| `{p.name}` | {first_sentence(p)} |")
+    out.append("")
     for name in ORDER:
         folder = PACKAGE / name
         rows = sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)

@@ -1,4 +1,5 @@
-"""Shared test configuration: the repository's own package first on sys.path, --runslow."""
+"""Shared test configuration: the repository's own package first on sys.path, then this folder
+(for the helpers the stage folders share), --runslow."""
 
 import os
 import sys
@@ -11,8 +12,11 @@ import torch
 torch.set_num_threads(1)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
 if sys.path[0] != ROOT:
     sys.path.insert(0, ROOT)
+if TESTS not in sys.path:  # the helpers the stage folders share (plumed_tool, md_commands)
+    sys.path.insert(1, TESTS)
 
 
 def pytest_addoption(parser):

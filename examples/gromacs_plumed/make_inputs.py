@@ -16,7 +16,7 @@ parameters are OpenMM's amber14 (ff14SB, TIP3P) rather than a GROMACS port of Am
     Coulomb and Lennard-Jones potential, and no periodic image comes within 2.5 nm of the molecule
     (image distance >= 6 - 1 = 5 nm). On ``conf.gro`` GROMACS 2022.5 gives OpenMM's energy
     (-90.1251 kJ/mol both) and forces (relative difference 9e-6, single precision);
-    ``tests/test_gromacs.py`` checks this with any GROMACS.
+    ``tests/deploy/test_gromacs.py`` checks this with any GROMACS.
 ``water/``
     The same molecule with 225 TIP3P waters (697 atoms, cubic box 2.068 nm), built as in
     ``benchmarks/bias_speed.py`` (``Modeller.addSolvent(..., numAdded=225)``); PME, cut-offs

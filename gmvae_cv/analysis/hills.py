@@ -1,6 +1,6 @@
 r"""Metadynamics hills: the bias they sum to, as it grew, and the Tiwary-Parrinello :math:`c(t)`.
 
-Conventions follow PLUMED (>= 2.8), checked against its kernel in ``tests/test_reweight.py``:
+Conventions follow PLUMED (>= 2.8), checked against its kernel in ``tests/analysis/test_reweight.py``:
 
 - A hill :math:`k` adds :math:`W_k\,K(s - s_k)` to the bias, with the *stretched Gaussian*
   :math:`K = A e^{-d^2} + B` for :math:`d^2 = \tfrac12\sum_i (\Delta s_i/\sigma_i)^2 < 6.25` and 0

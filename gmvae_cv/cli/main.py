@@ -4,7 +4,7 @@ One module per group of verbs (:mod:`.simulate`, :mod:`.features`, :mod:`.train`
 :mod:`.bias`, :mod:`.analysis`, :mod:`.demo`), each with ``add(subparsers)`` functions that declare
 the options and command functions that turn them into one public API call and print the result.
 Nothing heavy (torch, Lightning, mlcolvar, OpenMM, mdtraj, even numpy) is imported before a command
-runs, so ``gmvae-cv --help`` and argument errors answer at once (tests/test_cli.py checks it).
+runs, so ``gmvae-cv --help`` and argument errors answer at once (tests/cli/test_cli.py checks it).
 
 Every command runs inside :func:`gmvae_cv._core.quiet.quiet_output`: library noise (mdtraj's
 ``dcdplugin)`` lines, Lightning's banners) stays off the terminal unless ``-v``, and a command that

@@ -8,7 +8,7 @@ from ._common import add_input_args, int_list, read_inputs
 
 # TrainConfig's defaults, written out so that the parser (and --help) needs no torch; the
 # command passes only the options given, so TrainConfig's own defaults apply.
-# tests/test_cli.py checks that these equal TrainConfig().
+# tests/cli/test_cli.py checks that these equal TrainConfig().
 TRAIN_DEFAULTS = {
     "lag": 0,
     "epochs": 300,

@@ -52,7 +52,7 @@ class TrainConfig:
         GMM). ``"none"``: random initialisation, as the reference code. On the four-well
         potential the random start ends in a local minimum that merges two wells and splits
         another (negative ELBO 0.93 against 0.77 for the well-aligned solution), the GMM start
-        finds the well-aligned one (tests/test_train.py).
+        finds the well-aligned one (tests/learn/test_train.py).
     init_pca_dims : int
         Principal components used for the GMM initialisation.
     init_steps : int

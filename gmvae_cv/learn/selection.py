@@ -14,7 +14,7 @@ trajectories (not shuffled frames) with a lag long against the motion inside a b
 against the waiting times between basins, which is the MSM practice of reading the number of
 states off the spectral gap.
 
-Measured on the toys (2-core shared machine, tests/test_model_selection.py settings): Mueller-Brown
+Measured on the toys (2-core shared machine, tests/learn/test_model_selection.py settings): Mueller-Brown
 at kT = 8 gives 3 (A never left, B <-> C slow, the split halves of B fast), the four-well 4.
 
 **The criterion that did not work** (:func:`elbo_across_k`): the held-out true negative ELBO

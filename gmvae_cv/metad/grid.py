@@ -20,7 +20,7 @@ spline slopes respond to that change through a tridiagonal system whose response
 :math:`2 - \sqrt 3 \approx 0.268` per node, so :meth:`BiasGrid.add_hill` updates a cached
 :meth:`BiasGrid.force_table` only on the hill's window widened by :data:`SPLINE_MARGIN` nodes per
 side (:math:`0.268^{32} \approx 5\times 10^{-19}`): the table equals a from-scratch one to float64
-rounding (``tests/test_bias.py`` checks 1e-12 relative after hundreds of hills), at a cost set by
+rounding (``tests/metad/test_bias.py`` checks 1e-12 relative after hundreds of hills), at a cost set by
 the hill's width, not the grid's size.
 
 Interpolation between nodes is OpenMM's: the value, first derivatives and mixed derivatives at

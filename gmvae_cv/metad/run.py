@@ -31,7 +31,7 @@ Restart. If ``RUN`` holds a run with the same parameters, the run continues from
 outputs are cut back to their checkpointed sizes, the bias and every walker's state are restored,
 and the run goes on to ``n_steps`` (which may be larger than before). On a deterministic platform
 (Reference) the continued run is identical, row for row and hill for hill, to an uninterrupted one
-(``tests/test_bias.py`` kills a run with SIGKILL to check it). A ``RUN`` holding anything else, or a
+(``tests/metad/test_bias.py`` kills a run with SIGKILL to check it). A ``RUN`` holding anything else, or a
 run with other parameters, is refused unless ``overwrite=True``.
 """
 

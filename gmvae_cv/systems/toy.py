@@ -89,7 +89,7 @@ def overdamped_langevin(
 
 
 def check_hill_schedule(pace: Any, height: Any, biasfactor: Any) -> tuple[int, float, float]:
-    """The checked well-tempered hill schedule of the toy metadynamics drivers.
+    r"""The checked well-tempered hill schedule of the toy metadynamics drivers.
 
     Parameters
     ----------

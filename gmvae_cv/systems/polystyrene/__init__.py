@@ -31,7 +31,7 @@ OpenMM virtual sites (CD1, CZ, CD2), which keeps the ring's mass, centre and ine
 bond stays on the ring's axis through two 120 deg harmonic angles and two trans torsions
 ``k (1 + cos phi)`` (both with TraPPE's bending constant, 62500 K) instead of a rigid
 attachment; the torsion constant ``c0`` is dropped, so energies are the published ones minus
-``c0`` per backbone-type torsion. ``tests/test_polystyrene.py`` checks OpenMM's energies against
+``c0`` per backbone-type torsion. ``tests/systems/test_polystyrene.py`` checks OpenMM's energies against
 the published parameters evaluated in NumPy (conformers and a backbone torsion scan).
 
 Atom names and residues. Backbone CH ``CA``, CH2 ``CB``, end methyls ``CT``; phenyl ``CG``

@@ -22,7 +22,7 @@ import pytest
 
 from md_commands import check_gmvae_cv_command, fenced_blocks, inline_commands, shell_commands
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "examples" / "your_system.md"
 _TESTED = re.compile(r"<!-- tested -->\s*\n[ \t]*```python[ \t]*\n(?P<body>.*?)^[ \t]*```", re.S | re.M)
 

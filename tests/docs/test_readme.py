@@ -4,7 +4,7 @@
   run when the package imports from this checkout (it does under the tests: conftest puts the
   checkout first on sys.path); ``gmvae-cv demo --out gmvae_demo`` is run as written with
   ``--quick`` appended (the full demo takes minutes), in a temporary folder, through the function
-  that pyproject.toml names as the ``gmvae-cv`` entry point, by ``tests/test_demo.py`` (one run
+  that pyproject.toml names as the ``gmvae-cv`` entry point, by ``tests/workflows/test_demo.py`` (one run
   serves both). ``bash scripts/test.sh`` is not run
   (it runs this suite); the script must exist, pass ``bash -n`` and be what ``.ci/run`` runs.
 - "Python API": the block runs as written (about 15 s here), in a temporary folder.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from md_commands import check_gmvae_cv_command, fenced_blocks, readme_two_commands, section, shell_commands
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 

@@ -9,7 +9,7 @@ import pytest
 from gmvae_cv import GMVAEInputError, load_cv, read_plumed
 from gmvae_cv.cli import main
 
-REF = Path(__file__).resolve().parents[1] / "export" / "alanine_dipeptide"
+REF = Path(__file__).resolve().parents[2] / "export" / "alanine_dipeptide"
 
 
 def test_bias_on_the_reference_export_then_reweight(tmp_path):
@@ -30,7 +30,7 @@ def test_bias_on_the_reference_export_then_reweight(tmp_path):
     import mdtraj as md
     import torch
 
-    top = Path(__file__).resolve().parents[1] / "gmvae_cv" / "data" / "alanine-dipeptide.pdb"
+    top = Path(__file__).resolve().parents[2] / "gmvae_cv" / "data" / "alanine-dipeptide.pdb"
     traj = md.load(str(run / "traj.dcd"), top=str(top))  # one frame per hill (every 1 ps), none at t = 0
     cv = load_cv(REF)
     with torch.no_grad():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _load(name):

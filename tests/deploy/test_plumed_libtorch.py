@@ -32,7 +32,7 @@ from gmvae_cv.features import FeatureSpec
 from gmvae_cv.systems import AlanineDipeptide
 from plumed_tool import python_cv, read_colvar, run_driver
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
 REF_INPUTS = ROOT / "plumed_inputs"
 

@@ -452,7 +452,7 @@ def test_example_quick(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "polystyrene.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "polystyrene.py"
     spec = importlib.util.spec_from_file_location("polystyrene_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ for the two ``PYTORCH_MODEL`` lines, which are replaced by ``READ`` actions with
 ``model_plumed.ptc``/``model_clusters.ptc`` give under PLUMED's calling pattern in Python on the
 features that PLUMED computed. So the feature lines, ``METAD``/``OPES_METAD``/walkers/
 ``REWEIGHT_BIAS``/``HISTOGRAM``/``CONVERT_TO_FES``/``PRINT`` lines are parsed and run by the real
-kernel; the C++ ``PYTORCH_MODEL`` action itself runs only in tests/test_plumed_libtorch.py (with a
+kernel; the C++ ``PYTORCH_MODEL`` action itself runs only in tests/deploy/test_plumed_libtorch.py (with a
 PLUMED built by scripts/build_plumed_libtorch.sh).
 """
 
@@ -50,7 +50,7 @@ from gmvae_cv.systems import AlanineDipeptide
 from gmvae_cv.deploy.torchscript import read_marker
 from plumed_tool import needs_plumed, python_cv, read_colvar, run_driver
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
 REF_INPUTS = ROOT / "plumed_inputs"
 KT300 = 0.008314462618 * 300.0

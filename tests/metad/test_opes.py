@@ -35,7 +35,7 @@ from gmvae_cv.metad.opes import OPESBias  # noqa: E402
 from gmvae_cv.metad.run import run_metadynamics, run_opes  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PHI_ATOMS = (4, 6, 8, 14)
 PSI_ATOMS = (6, 8, 14, 16)
 KB = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)

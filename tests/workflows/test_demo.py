@@ -11,7 +11,7 @@ import gmvae_cv
 from md_commands import entry_point, readme_two_commands
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_first_command_quick_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsys):

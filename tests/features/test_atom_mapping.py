@@ -24,7 +24,7 @@ from gmvae_cv.deploy.plumed_topology import write_plumed_for_topology
 from gmvae_cv.systems import AlanineDipeptide
 from plumed_tool import needs_plumed, read_colvar, run_driver
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
 # GROMACS' Amber ports (pdb2gmx amber99sb-ildn) spell the caps' atoms so
 GMX_NAMES = {("ACE", "H1"): "HH31", ("ACE", "H2"): "HH32", ("ACE", "H3"): "HH33",

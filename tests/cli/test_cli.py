@@ -133,7 +133,7 @@ def test_n_clusters_and_old_k_option():
 
 
 # ---------------------------------------------------------------- output for a person
-PDB = Path(__file__).resolve().parents[1] / "gmvae_cv" / "data" / "alanine-dipeptide.pdb"
+PDB = Path(__file__).resolve().parents[2] / "gmvae_cv" / "data" / "alanine-dipeptide.pdb"
 
 
 def _dcd(tmp_path, n_frames=60):

@@ -33,7 +33,7 @@ from gmvae_cv.metad.native import PROBE_TOLERANCE, NativeBias, NotNative, recipe
 from gmvae_cv.metad.run import run_metadynamics  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "aaqaa3.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "aaqaa3.py"
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from gmvae_cv._core.errors import GMVAEInputError
 from gmvae_cv.analysis.states import count_transitions, delta_f, delta_f_phi, delta_f_running
 from gmvae_cv.workflows.explore import EXPLORE_FORMAT, ExploreSettings, explore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KT = 0.008314462618 * 300.0
 
 

@@ -36,7 +36,7 @@ from gmvae_cv.features import FeatureSpec
 from gmvae_cv.deploy.gromacs_run import ALLOCATOR_ERRORS, check_gromacs_run, kernel_has_libtorch, run_mdrun
 from plumed_tool import python_cv, read_colvar
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
 INPUTS = ROOT / "examples" / "gromacs_plumed"
 KT_300 = 0.008314462618 * 300.0

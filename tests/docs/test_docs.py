@@ -16,9 +16,9 @@ import pytest
 
 from md_commands import check_gmvae_cv_command, fenced_spans, inline_commands, shell_commands, strip_fences
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-RUNS_MARK = "<!-- the block above runs in tests/test_docs.py -->"
+RUNS_MARK = "<!-- the block above runs in tests/docs/test_docs.py -->"
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*$", re.M)
 

@@ -27,7 +27,7 @@ from gmvae_cv.cli import main as cli_main
 from md_commands import check_gmvae_cv_command, fenced_blocks, inline_commands, section, shell_commands
 from plumed_tool import PLUMED, needs_plumed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "gromacs_plumed" / "check_with_driver.py"
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
 README = ROOT / "examples" / "gromacs_plumed" / "README.md"

@@ -20,7 +20,7 @@ import pytest
 from gmvae_cv._core.errors import GMVAEInputError
 from gmvae_cv.workflows.rates import InfrequentMetadWarning, RateSettings, run_rates, summarize_rates
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXP = ROOT / "export" / "alanine_dipeptide"
 # a 4 kT double well in reduced units (time step 2e-3): a run is a few thousand steps
 TOY = RateSettings(paces=(250,), height=0.3, bias_factor=10, timestep=2e-3, max_ps=1e5, barrier=4.0)

@@ -35,7 +35,7 @@ from gmvae_cv.deploy.loaders import feature_cv, load_cv, random_gmvae_cv  # noqa
 from gmvae_cv.features import alanine_backbone_torsions, alanine_heavy_atom_distances  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PHI_ATOMS = (4, 6, 8, 14)
 PSI_ATOMS = (6, 8, 14, 16)
 
