@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 from .errors import GMVAEInputError
 from .files import atomic_write_text
 
-__all__ = ["FORMAT_KEY", "VERSION_KEY", "FORMAT_ALIASES", "stamped", "write_json_file", "read_json_file", "check_stamp"]
+__all__ = ["FORMAT_KEY", "VERSION_KEY", "FORMAT_ALIASES", "stamped", "write_json_file", "read_json_file", "check_stamp", "load_json"]
 
 FORMAT_KEY = "format"
 VERSION_KEY = "format_version"
@@ -102,10 +102,16 @@ def read_json_file(path: str | os.PathLike, fmt: str, versions: Iterable[int] = 
         file.
     """
     path = Path(path)
+    return check_stamp(load_json(path, f"a gmvae-cv file of format {fmt!r}"), fmt, versions, source=path)
+
+
+def load_json(path: str | os.PathLike, expected: str) -> Any:
+    """The JSON value in ``path``; a missing file or invalid JSON raises :class:`GMVAEInputError`
+    naming the file and ``expected`` (what the file should be, e.g. ``"a feature spec JSON file"``)."""
+    path = Path(path)
     if not path.is_file():
-        raise GMVAEInputError(f"{path}: file not found (expected a gmvae-cv file of format {fmt!r})")
+        raise GMVAEInputError(f"{path}: file not found (expected {expected})")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GMVAEInputError(f"{path}: not valid JSON ({exc})") from None
-    return check_stamp(obj, fmt, versions, source=path)
+        raise GMVAEInputError(f"{path}: not valid JSON ({exc}); expected {expected}") from None

@@ -34,7 +34,6 @@ is exact for the reduced boxes that MD engines use.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -44,7 +43,7 @@ import numpy as np
 from .._core.checks import check_int
 from .._core.errors import GMVAEInputError
 from .._core.files import atomic_write_json
-from .._core.jsonfile import check_stamp, stamped
+from .._core.jsonfile import check_stamp, load_json, stamped
 from .numpy_core import _np_rational, _np_vec, _positions_and_box
 from .topology import _as_mdtraj_topology, _atom_label
 from .plumed_render import PlumedFeatures, render_plumed
@@ -271,14 +270,7 @@ class FeatureSpec:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureSpec":
         """Read a spec written by :meth:`save`; errors name the file and the field."""
-        path = Path(path)
-        if not path.is_file():
-            raise GMVAEInputError(f"{path}: file not found (expected a feature spec JSON file)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GMVAEInputError(f"{path}: not valid JSON ({exc}); expected a feature spec") from None
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(load_json(path, "a feature spec JSON file"), source=Path(path))
 
     # -- topology check
     def check_topology(self, topology: Any, *, source: str | os.PathLike | None = None) -> None:
