@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from openmm import app
 import mdtraj as md
 
 from .._core.checks import check_array
@@ -31,11 +32,7 @@ def _as_mdtraj_topology(topology: Any):
             return md.load_topology(str(path))
         except Exception as exc:  # mdtraj raises many types for unreadable files
             raise GMVAEInputError(f"{path}: cannot read a topology ({exc})") from None
-    try:
-        from openmm import app
-    except ImportError:  # pragma: no cover
-        app = None
-    if app is not None and isinstance(topology, app.Topology):
+    if isinstance(topology, app.Topology):
         return md.Topology.from_openmm(topology)
     raise GMVAEInputError(
         f"'topology' is {type(topology).__name__}, expected an mdtraj.Topology, an openmm.app.Topology or a file path"

@@ -37,7 +37,7 @@ import copy
 
 from .._core.errors import GMVAEInputError
 from .grid_module import GridBias, gather_offsets
-from .native_recipe import NativeRecipe, NotNative, numba_available, recipe_from_module
+from .native_recipe import NativeRecipe, NotNative, _numba, numba_available, recipe_from_module
 from .splines import HERMITE_BASIS
 from .force import VERSION_PARAMETER
 
@@ -52,31 +52,34 @@ TorchScript module run in float64, on probe configurations."""
 _KERNEL = None
 
 
+def _kernel_module():
+    """The numba kernel module, imported (with numba and its cached machine code) on first use of the route."""
+    from . import _native_kernel
+
+    return _native_kernel
+
+
 def _kernel():
     """Compile (once per process; numba caches on disk) and return the energy+forces kernel."""
     global _KERNEL
-    if _KERNEL is not None:
-        return _KERNEL
-    from . import _native_kernel  # numba: loaded (and its cached machine code) only when the route is used
-
-    _KERNEL = _native_kernel.packed
+    if _KERNEL is None:
+        _KERNEL = _kernel_module().packed
     return _KERNEL
 
 
 def _pack(floats: dict, ints: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat float64 and int64 arrays plus a header ``(offset, n0, n1)`` per array (floats, then ints)."""
-    from ._native_kernel import FLOATS, INTS  # numba, as in _kernel
-
+    kernel = _kernel_module()
     hdr, fparts, iparts = [], [], []
     off = 0
-    for name in FLOATS:
+    for name in kernel.FLOATS:
         a = np.ascontiguousarray(floats[name], dtype=np.float64)
         a2 = a if a.ndim == 2 else a.reshape(-1)
         hdr += [off, a2.shape[0], a2.shape[1] if a2.ndim == 2 else 1]
         fparts.append(a2.ravel())
         off += a2.size
     off = 0
-    for name in INTS:
+    for name in kernel.INTS:
         a = np.ascontiguousarray(ints[name], dtype=np.int64)
         a2 = a if a.ndim == 2 else a.reshape(-1)
         hdr += [off, a2.shape[0], a2.shape[1] if a2.ndim == 2 else 1]
@@ -302,12 +305,8 @@ def _init_openmm_numpy_api() -> None:
 
 
 def _numba_version() -> str:
-    try:
-        import numba
-
-        return str(numba.__version__)
-    except Exception:  # noqa: BLE001
-        return "missing"
+    numba = _numba()
+    return "missing" if numba is None else str(numba.__version__)
 
 
 def _float64_reference(module: Any, recipe: NativeRecipe):

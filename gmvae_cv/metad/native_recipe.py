@@ -24,13 +24,18 @@ class NotNative(Exception):
     """The CV module cannot be evaluated by the native route (the message says why)."""
 
 
+def _numba() -> Any:
+    """The numba module, or None when it cannot be imported (then there is no native route)."""
+    try:
+        import numba
+    except Exception:  # noqa: BLE001 -- any import failure means no native route
+        return None
+    return numba
+
+
 def numba_available() -> bool:
     """Whether numba (the compiler of the native route) can be imported."""
-    try:
-        import numba  # noqa: F401
-    except Exception:  # noqa: BLE001 -- any import failure means no native route
-        return False
-    return True
+    return _numba() is not None
 
 
 # ------------------------------------------------------------------------------------ the recipe

@@ -30,12 +30,19 @@ from ...deploy import load_cv
 __all__ = ["run_rates", "connect"]
 
 
+def _distributed() -> Any:
+    """``dask.distributed``, imported when runs are dispatched (about a second of start-up otherwise paid by
+    every import of the workflows)."""
+    import dask.distributed
+
+    return dask.distributed
+
+
 def connect(scheduler: Optional[str] = None, workers: int = 1, *, connect_timeout: float = 5.0):
     """A ``dask.distributed.Client``: to ``scheduler`` if given, else to a new ``LocalCluster`` of
     ``workers`` single-threaded processes. An unreachable scheduler raises :class:`GMVAEInputError`
     within about ``connect_timeout`` seconds."""
-    from dask.distributed import Client, LocalCluster
-
+    Client, LocalCluster = _distributed().Client, _distributed().LocalCluster
     if scheduler is not None:
         try:
             return Client(scheduler, timeout=f"{connect_timeout}s")
@@ -228,8 +235,7 @@ def _tasks(out: Path, system: str, exp: Optional[str], directions: list, n_runs:
 
 def _gather(client: Any, tasks: list[dict], msha: str, retries: int, log: Optional[Callable[[str], None]]) -> None:
     """Submit one :func:`run_one` per task to ``client`` and wait for all, logging each as it finishes."""
-    from dask.distributed import as_completed
-
+    as_completed = _distributed().as_completed
     futures = [client.submit(run_one, t, key=f"rate-run-{msha[:10]}-{t['direction']}-{t['pace']}-{t['index']}",
                              pure=False, retries=retries) for t in tasks]
     for n, fut in enumerate(as_completed(futures), 1):
