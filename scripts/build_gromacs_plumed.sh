@@ -84,7 +84,7 @@ plumed_cmd() {
 [ -f "$RUN_KERNEL" ] || echo "warning: the kernel for env.sh, $RUN_KERNEL, does not exist (yet)" >&2
 PLUMED_EXE_VERSION=$(plumed_cmd info --long-version)
 PLUMED_EXE_VERSION=${PLUMED_EXE_VERSION%%$'\n'*}
-plumed_cmd patch --list-engines 2>/dev/null | grep -q "gromacs-$GMX_VERSION" || {
+grep -q "gromacs-$GMX_VERSION" <<<"$(plumed_cmd patch --list-engines 2>/dev/null)" || {
     echo "error: $PLUMED_EXE (PLUMED $PLUMED_EXE_VERSION) has no patch for gromacs-$GMX_VERSION" \
          "(see '$PLUMED_EXE patch --list-engines')" >&2; exit 1; }
 
@@ -148,7 +148,7 @@ need_pkgs=(cmake g++ make libfftw3-dev pkg-config)
 if [ "$VARIANT" = mpi ]; then need_pkgs+=(libopenmpi-dev openmpi-bin); fi
 missing=()
 for p in "${need_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -164,7 +164,7 @@ mkdir -p "$SRC_CACHE"
 TARBALL=${GROMACS_TARBALL:-$SRC_CACHE/gromacs_$GMX_VERSION.orig.tar.gz}
 if [ ! -f "$TARBALL" ]; then
     [ -z "${GROMACS_TARBALL:-}" ] || { echo "error: GROMACS_TARBALL=$TARBALL is not a file" >&2; exit 1; }
-    if ! apt-cache showsrc gromacs 2>/dev/null | grep -q "^Version: $GMX_VERSION-"; then
+    if ! grep -q "^Version: $GMX_VERSION-" <<<"$(apt-cache showsrc gromacs 2>/dev/null)"; then
         if [ "$(id -u)" = 0 ] && [ -d /etc/apt/sources.list.d ]; then
             echo "adding a deb-src entry for Debian bookworm (/etc/apt/sources.list.d/debian-src.sources)"
             cat > /etc/apt/sources.list.d/debian-src.sources <<'EOF'
@@ -176,7 +176,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
             apt-get update -q
         fi
-        apt-cache showsrc gromacs 2>/dev/null | grep -q "^Version: $GMX_VERSION-" || {
+        grep -q "^Version: $GMX_VERSION-" <<<"$(apt-cache showsrc gromacs 2>/dev/null)" || {
             echo "error: apt has no source package gromacs $GMX_VERSION (needs a bookworm deb-src line;" \
                  "or set GROMACS_TARBALL to gromacs-$GMX_VERSION.tar.gz)" >&2; exit 1; }
     fi
@@ -218,7 +218,8 @@ make install
 echo "make + install: $(( $(date +%s) - start )) s with JOBS=$JOBS"
 
 [ -x "$PREFIX/bin/$GMX_BIN" ] || { echo "error: $PREFIX/bin/$GMX_BIN was not installed" >&2; exit 1; }
-if ! PLUMED_KERNEL=$KERNEL "$PREFIX/bin/$GMX_BIN" mdrun -h 2>&1 | grep -q -- "-plumed"; then
+# (the output first, then grep: with pipefail, grep -q closing the pipe early would fail a pipeline)
+if ! grep -q -- "-plumed" <<<"$(PLUMED_KERNEL=$KERNEL "$PREFIX/bin/$GMX_BIN" mdrun -h 2>&1)"; then
     echo "error: $PREFIX/bin/$GMX_BIN mdrun has no -plumed option: the PLUMED patch did not take" >&2; exit 1
 fi
 echo "$SETTINGS" > "$STAMP"
