@@ -295,7 +295,9 @@ def test_metad_deposits_hills_and_bias_matches_them(vacuum_metad):
     exact = hills.bias_at_times(s, col["time"])
     # PLUMED interpolates its bias on the METAD grid; the hills summed exactly agree to grid precision
     assert np.max(np.abs(exact - col["metad.bias"])) < 5e-3 * hills.heights.max()  # 1.3e-4 in plumed driver on the export's frames
-    assert col["metad.bias"][-1] > 1.0
+    # the bias acted: the walker met earlier hills (10 ps, a hill per ps: in the first real run here 6 of 11
+    # COLVAR rows felt some, at most 1.31 kJ/mol); a PLUMED that deposits but never applies reads 0 everywhere
+    assert col["metad.bias"].max() > 0.1 * hills.heights[0]
 
 
 @needs_gromacs
