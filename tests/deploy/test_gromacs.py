@@ -337,6 +337,43 @@ def test_bias_forces_act_energy_conservation(vacuum_metad):
 
 
 @needs_gromacs
+def test_two_walkers_in_separate_mdruns_share_one_bias(tmp_path):
+    """Multiple-walkers METAD with the thread-MPI build: two ``gmx mdrun`` processes in one folder, with
+    ``walker_0.dat`` / ``walker_1.dat`` of ``gmvae-cv plumed-input --walkers 2``, share the bias through
+    ``HILLS.0`` / ``HILLS.1`` (PLUMED's WALKERS_DIR; ``-multidir`` would need an MPI build of GROMACS and
+    PLUMED). At every COLVAR row of walker 0, the bias PLUMED applied equals its own hills so far plus the
+    first n of walker 1's hills (n grows with time: the processes run side by side, so n depends on the
+    wall clock, not on the simulation time), and walker 1's hills contribute at some row."""
+    from gmvae_cv.analysis.hills import Hills
+    from gmvae_cv.deploy.plumed_topology import write_plumed_for_topology
+
+    run = tmp_path / "walkers"
+    write_plumed_for_topology(REF_EXPORT, INPUTS / "vacuum" / "conf.gro", run, n_walkers=2)
+    for f in ("topol.top", "conf.gro"):
+        shutil.copy(INPUTS / "vacuum" / f, run / f)
+    for w in (0, 1):  # one start structure, two velocity seeds: the walkers meet each other's hills
+        _mdp(INPUTS / "vacuum" / "md.mdp", run / f"md{w}.mdp", nsteps=5000, ld_seed=21 + w, gen_seed=21 + w)
+        _gmx(["grompp", "-f", f"md{w}.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", f"walker{w}.tpr",
+              "-po", f"mdout{w}.mdp"], run)
+    procs = [subprocess.Popen([GMX, "-quiet", "mdrun", "-s", f"walker{w}.tpr", "-deffnm", f"walker{w}", "-ntmpi", "1",
+                               "-ntomp", "1", "-plumed", f"walker_{w}.dat"], cwd=run, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for w in (0, 1)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    h0, h1 = Hills.from_file(run / "HILLS.0"), Hills.from_file(run / "HILLS.1")
+    assert h0.n_hills >= 9 and h1.n_hills >= 9
+    col = read_colvar(run / "COLVAR.0")
+    s = np.c_[col["cv.node-0"], col["cv.node-1"]]
+    rest = col["metad.bias"] - h0.bias_at_times(s, col["time"])
+    other = np.stack([h1.bias(s, n_hills=n) if n else np.zeros(len(s)) for n in range(h1.n_hills + 1)])  # (n, rows)
+    best = np.argmin(np.abs(other - rest[None, :]), axis=0)
+    tol = 5e-3 * h0.heights.max()  # PLUMED's grid interpolation, as in the single-walker test
+    assert np.max(np.abs(other[best, np.arange(len(s))] - rest)) < tol, (rest, best)
+    assert np.all(np.diff(best) >= 0) or np.allclose(other[best, np.arange(len(s))], other[np.maximum.accumulate(best), np.arange(len(s))], atol=tol)
+    assert np.max(other[best, np.arange(len(s))]) > 0.1 * h1.heights[0], "walker 1's hills never reached walker 0"
+
+
+@needs_gromacs
 def test_opes_runs_in_gromacs(tmp_path):
     run = _run_folder(tmp_path, "vacuum")
     _mdp(INPUTS / "vacuum" / "md.mdp", run / "md.mdp", nsteps=3000, ld_seed=5, gen_seed=5)
