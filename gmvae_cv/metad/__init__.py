@@ -51,6 +51,7 @@ _NAMES = {
     "OPESBias": "opes",
     "OPESParameters": "opes",
     "Walls": "walls",
+    "WALLS_FIELD": "walls",
     "MDSystem": "user_system",
     "load_md_system": "user_system",
 }
@@ -72,4 +73,4 @@ if _TYPE_CHECKING:  # pragma: no cover
     from .run import BiasRunResult, run_metadynamics, run_opes
     from .settings import MDSettings, MetadynamicsSettings, OutputSettings, RunSettings, WalkerSettings
     from .user_system import MDSystem, load_md_system
-    from .walls import Walls
+    from .walls import WALLS_FIELD, Walls

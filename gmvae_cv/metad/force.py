@@ -4,7 +4,7 @@ Routes (``route=``):
 
 ``"compiled"`` (default)
     The energy :math:`V(s(x))` (CV module, then :class:`~gmvae_cv.metad.grid.GridBias` on the
-    node table, plus :class:`~gmvae_cv.metad.walls.WallBias` when the grid has walls) is traced
+    node table, plus :class:`~gmvae_cv.metad.grid_module.WallBias` when the grid has walls) is traced
     *together with its gradient* into one straight-line graph of ATen operations (``torch.fx`` ``make_fx``), constants are folded, and the graph is scripted. The
     TorchForce gets energy and forces from one call (``setOutputsForces(True)``) and runs no
     autograd; on the 22-atom dipeptide this halves the cost of the CV compared with letting the
@@ -35,8 +35,8 @@ import torch
 from .._core.errors import GMVAEInputError
 from .compile import compile_energy_and_forces
 from .grid import BiasGrid, GridBias
+from .grid_module import WallBias
 from .table_file import SharedTable, TableFile, write_table
-from .walls import WallBias
 
 __all__ = ["VERSION_PARAMETER", "ROUTES", "BiasForceBuilder", "TableFile", "write_table", "compile_energy_and_forces"]
 
@@ -166,7 +166,7 @@ class BiasForceBuilder:
         self.table_path = str(Path(table_path).resolve())
         self.n_rows, self.n_cols = grid.force_table_shape
         gb = grid.torch_module().to(self.dtype)
-        walls = grid.walls.torch_module().to(self.dtype) if grid.walls is not None else None
+        walls = WallBias.from_walls(grid.walls).to(self.dtype) if grid.walls is not None else None
         self.energy = _Energy(cv_module, [int(c) for c in components], gb, self.dtype, walls)
         self.info: dict = {"route": route, "dtype": dtype, "use_box": self.use_box, "walls": grid.walls is not None}
         self._module: Optional[torch.jit.ScriptModule] = None

@@ -16,7 +16,7 @@ stiffness :math:`\kappa_a` (kJ/mol per CV unit squared):
 which is PLUMED's ``UPPER_WALLS ARG=cv.a AT=u_a KAPPA=kappa_a EXP=2`` plus ``LOWER_WALLS ... AT=l_a``
 (``OFFSET=0``, ``EPS=1``): zero inside :math:`[l, u]`, continuous with its first derivative at the
 bounds. The force adds :math:`W` to the tabulated bias inside the same TorchScript energy
-(:class:`WallBias`), so the ``'compiled'`` route traces its force with the rest and the ``'autograd'``
+(:class:`~gmvae_cv.metad.grid_module.WallBias`), so the ``'compiled'`` route traces its force with the rest and the ``'autograd'``
 route back-propagates it; the ``'native'`` route has no walls and is not used with them.
 
 Defaults: ``margin = 2 sigma`` and ``kappa = 10 kT / sigma**2`` (:data:`WALL_KT`), i.e. :math:`W =
@@ -37,6 +37,7 @@ frames inside the bounds, :math:`e^{\beta W}` more weight for the few beyond (a 
 under-sampled, whose free energy is therefore uncertain).
 
 Units: CV values, bounds and margins in the CV's units, kappa kJ/mol/CV-unit^2, energies kJ/mol.
+This module needs NumPy only (the analysis reads :data:`WALLS_FIELD` from it).
 """
 
 from __future__ import annotations
@@ -45,11 +46,10 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
 from .._core.errors import GMVAEInputError
 
-__all__ = ["Walls", "WallBias", "WALLS_FIELD", "WALL_KT", "WALL_MARGIN_SIGMAS", "resolve_walls"]
+__all__ = ["Walls", "WALLS_FIELD", "WALL_KT", "WALL_MARGIN_SIGMAS", "resolve_walls"]
 
 WALLS_FIELD = "walls.bias"
 """COLVAR field of the walls' energy, kJ/mol (PLUMED's ``<label>.bias`` of a walls action)."""
@@ -103,36 +103,12 @@ class Walls:
         return (np.maximum(0.0, x - np.asarray(self.upper)), np.maximum(0.0, np.asarray(self.lower) - x),
                 np.asarray(self.kappa, dtype=np.float64))
 
-    def torch_module(self) -> "WallBias":
-        """The TorchScript evaluation the bias force adds to the grid's (:class:`WallBias`)."""
-        return WallBias(self.axes, self.lower, self.upper, self.kappa)
-
     def to_dict(self) -> dict:
         """What ``run.json`` records (``params.walls``)."""
         return {"field": WALLS_FIELD, "components": list(self.components), "lower": list(self.lower),
                 "upper": list(self.upper), "kappa": list(self.kappa), "margin": list(self.margin),
                 "form": "kappa * max(0, s - upper)^2 + kappa * max(0, lower - s)^2 (PLUMED UPPER/LOWER_WALLS, EXP=2)",
                 "units": {"bounds": "CV units", "kappa": "kJ/mol/CV-unit^2", "energy": "kJ/mol"}}
-
-
-class WallBias(torch.nn.Module):
-    """TorchScript evaluation of :class:`Walls`: ``forward(s)`` with ``s`` the biased CV values, shape
-    ``(d,)``, returns the walls' energy (kJ/mol, a 0-dimensional tensor in the dtype of ``s``). No
-    data-dependent control flow (``relu``), so that its gradient traces with the CV's."""
-
-    def __init__(self, axes: Sequence[int], lower: Sequence[float], upper: Sequence[float], kappa: Sequence[float]) -> None:
-        super().__init__()
-        self.register_buffer("axes", torch.tensor([int(a) for a in axes], dtype=torch.long))
-        self.register_buffer("lower", torch.tensor([float(v) for v in lower], dtype=torch.float64))
-        self.register_buffer("upper", torch.tensor([float(v) for v in upper], dtype=torch.float64))
-        self.register_buffer("kappa", torch.tensor([float(v) for v in kappa], dtype=torch.float64))
-
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        dt = s.dtype
-        x = s.index_select(0, self.axes)
-        over = torch.relu(x - self.upper.to(dt))
-        under = torch.relu(self.lower.to(dt) - x)
-        return torch.sum(self.kappa.to(dt) * (over * over + under * under))
 
 
 def resolve_walls(variables: Sequence[Any], kT: float, *, walls: bool = True, margin: Optional[Sequence[float]] = None,
