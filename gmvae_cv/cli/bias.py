@@ -45,9 +45,9 @@ def add(sub) -> None:
                    help="walls on the non-periodic biased components that keep the CV inside the grid (PLUMED's "
                    "UPPER_WALLS/LOWER_WALLS, EXP=2; their energy is the COLVAR column walls.bias; default on)")
     p.add_argument("--wall-margin", type=float, nargs="+", default=None,
-                   help="distance of the walls inside the grid edges per biased component, CV units (default 2 sigma)")
+                   help="distance of the walls inside the grid edges per biased component, CV units (default 4 sigma)")
     p.add_argument("--wall-kappa", type=float, nargs="+", default=None,
-                   help="walls' stiffness per biased component, kJ/mol/CV-unit^2 (default 10 kT / sigma^2)")
+                   help="walls' stiffness per biased component, kJ/mol/CV-unit^2 (default 2 kT / sigma^2)")
     p.add_argument("--kernel", choices=["stretched-gaussian", "gaussian"], default=None,
                    help="metad: hill shape: PLUMED's stretched Gaussian (default) or openmm.app.Metadynamics' untruncated Gaussian")
     p.add_argument("--walkers", type=int, default=1, help="walkers sharing one bias in this process, in lock-step (default 1)")

@@ -86,9 +86,9 @@ class WellTemperedMetadynamics(FusedBiasEngine):
         (PLUMED's ``UPPER_WALLS``/``LOWER_WALLS``, :mod:`gmvae_cv.metad.walls`); default on.
     wall_margin : sequence of float, optional
         Distance of the walls' bounds inside the grid edges, CV units, one per biased component;
-        default 2 sigma.
+        default 4 sigma.
     wall_kappa : sequence of float, optional
-        Walls' stiffness, kJ/mol/CV-unit^2, one per biased component; default 10 kT / sigma^2.
+        Walls' stiffness, kJ/mol/CV-unit^2, one per biased component; default 2 kT / sigma^2.
     route : {'compiled', 'autograd', 'native'}
         How the force evaluates the bias: the TorchForce routes of :mod:`gmvae_cv.metad.force`, or
         ``'native'``, a numba-compiled kernel behind a ``PythonForce`` (:mod:`gmvae_cv.metad.native`)

@@ -73,8 +73,8 @@ class OPESParameters:
     walls : bool
         Walls on the non-periodic biased components (:mod:`gmvae_cv.metad.walls`), default on.
     wall_margin, wall_kappa : sequence of float, optional
-        Per biased component: the walls' bounds inside the grid edges (CV units, default 2 sigma)
-        and stiffness (kJ/mol/CV-unit^2, default 10 kT / sigma^2). The engine records the values
+        Per biased component: the walls' bounds inside the grid edges (CV units, default 4 sigma)
+        and stiffness (kJ/mol/CV-unit^2, default 2 kT / sigma^2). The engine records the values
         used (None for periodic components and without walls).
     """
 

@@ -16,18 +16,24 @@ stiffness :math:`\kappa_a` (kJ/mol per CV unit squared):
 which is PLUMED's ``UPPER_WALLS ARG=cv.a AT=u_a KAPPA=kappa_a EXP=2`` plus ``LOWER_WALLS ... AT=l_a``
 (``OFFSET=0``, ``EPS=1``): zero inside :math:`[l, u]`, continuous with its first derivative at the
 bounds. The force adds :math:`W` to the tabulated bias inside the same TorchScript energy
-(:class:`~gmvae_cv.metad.grid_module.WallBias`), so the ``'compiled'`` route traces its force with the rest and the ``'autograd'``
-route back-propagates it; the ``'native'`` route has no walls and is not used with them.
+(:class:`~gmvae_cv.metad.grid_module.WallBias`), so the ``'compiled'`` route traces its force with
+the rest and the ``'autograd'`` route back-propagates it; the ``'native'`` route has no walls and is
+not used with them.
 
-Defaults: ``margin = 2 sigma`` and ``kappa = 10 kT / sigma**2`` (:data:`WALL_KT`), i.e. :math:`W =
-10\,k_BT` one sigma beyond the bound and :math:`40\,k_BT` (100 kJ/mol at 300 K) at the grid edge:
-above the largest bias difference an OPES barrier below ~100 kJ/mol can set up, so a walker reaches
-the edge only against a free energy that falls by tens of kT towards it. The wall's curvature,
-:math:`20\,k_BT/\sigma^2`, is that of a basin in which :math:`s` fluctuates by :math:`0.22\,\sigma`:
-for a sigma of the order of the CV's thermal fluctuation (as the exported widths are) the CV
-oscillates about 4.5 times faster against a wall than in a basin, still slowly for a 2 fs step.
-With the grid's default range (the CV range of the training data padded by half of it, at least
-4 sigma) the bounds lie at least 2 sigma outside the data.
+Defaults: ``margin = 4 sigma`` and ``kappa = 2 kT / sigma**2`` (:data:`WALL_MARGIN_SIGMAS`,
+:data:`WALL_KT`), i.e. :math:`W = 2\,k_BT` one sigma beyond a bound and :math:`32\,k_BT` (80 kJ/mol
+at 300 K) at the grid edge, above OPES's default 40 kJ/mol barrier (the largest push an OPES bias
+gives) by 16 kT. Soft, because a GMVAE CV can jump by more than a sigma in one 2 fs step (a switch
+of q(y|x)): the wall then changes its energy by :math:`\kappa\delta^2` within the step, with a force
+:math:`2\kappa\delta\,|\nabla s|` on atoms where :math:`\nabla s` is large. Measured on issue 13's
+alanine dipeptide OPES-explore run (seed 1, GMVAE CV, 0.4 ns on Reference, deterministic replays):
+with ``10 kT / sigma**2`` and ``2 sigma`` the CV crossed a bound for single steps (by up to 1.2
+sigma), the wall added up to 36 kJ/mol and 35 000 kJ/mol/nm in a step, the kinetic temperature
+jumped by 900-1400 K after such steps and the run stopped at step 17 500; without walls it stopped
+at step 159 000 with the CV outside the grid (456 of 1 590 COLVAR rows outside); with the defaults
+it completed, mean kinetic temperature 320 K (381 K without walls), no row outside the grid and at
+most 2 sigma beyond a bound. With the grid's default range (the CV range of the training data
+padded by half of it, at least 4 sigma) the bounds lie outside the data range.
 
 Reweighting. The walls are part of the biased Hamiltonian but not of the metadynamics or OPES bias:
 hill heights and OPES kernel weights use the method's bias only (as PLUMED, where walls are separate
@@ -53,9 +59,9 @@ __all__ = ["Walls", "WALLS_FIELD", "WALL_KT", "WALL_MARGIN_SIGMAS", "resolve_wal
 
 WALLS_FIELD = "walls.bias"
 """COLVAR field of the walls' energy, kJ/mol (PLUMED's ``<label>.bias`` of a walls action)."""
-WALL_KT = 10.0
+WALL_KT = 2.0
 """Default wall energy one sigma beyond its bound, in kT: ``kappa = WALL_KT kT / sigma**2``."""
-WALL_MARGIN_SIGMAS = 2.0
+WALL_MARGIN_SIGMAS = 4.0
 """Default distance of the walls' bounds inside the grid edges, in sigmas."""
 
 
@@ -125,10 +131,10 @@ def resolve_walls(variables: Sequence[Any], kT: float, *, walls: bool = True, ma
     walls : bool
     margin : sequence of float, optional
         Distance of the bounds inside the grid edges, one per biased component (entries of periodic
-        components are ignored), CV units, >= 0; default ``2 sigma``.
+        components are ignored), CV units, >= 0; default ``4 sigma``.
     kappa : sequence of float, optional
         Stiffness, one per biased component (periodic entries ignored), kJ/mol/CV-unit^2, > 0;
-        default ``10 kT / sigma**2``.
+        default ``2 kT / sigma**2``.
     """
     if not isinstance(walls, (bool, np.bool_)):
         raise GMVAEInputError(f"'walls' is {walls!r}, expected True or False")

@@ -52,7 +52,7 @@ class ExploreSettings:
         OPES: the barrier to overcome, kJ/mol (``BARRIER``).
     walls : bool
         Walls that keep the biased CV inside its grid (:mod:`gmvae_cv.metad.walls`: default bounds
-        2 sigma inside the grid edges, stiffness 10 kT / sigma^2); their energy is part of the
+        4 sigma inside the grid edges, stiffness 2 kT / sigma^2); their energy is part of the
         frames' log-weights.
     frame_ps : float
         Spacing of the given unbiased frames, ps (the lag counts frames; the biased runs write
