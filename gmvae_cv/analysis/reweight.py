@@ -17,6 +17,11 @@ Weights (natural logs, so that large biases never overflow):
     :math:`\log w = \beta V` for any bias column given by name, e.g. PLUMED's ``metad.rbias``
     (:math:`V - c(t)` computed on the fly) or a static umbrella's ``restraint.bias``.
 
+Walls. A run whose COLVAR has a ``walls.bias`` field (the walls that keep a CV inside its bias
+grid, :mod:`gmvae_cv.metad.walls`) was biased by them too: every method but ``"none"`` adds
+:math:`\beta W` of each frame to its log-weight (``include_walls=False`` leaves it out). It is zero
+for frames inside the walls' bounds.
+
 The temperature is never assumed: give ``temperature`` (K, energies in kJ/mol) or ``kT``, or
 record it in the run's files (``#! SET temperature 300`` or ``#! SET kT 2.494`` in the COLVAR or
 HILLS header).
@@ -35,6 +40,7 @@ from .._core.checks import check_array, check_int
 from .fes import KB_KJ_MOL_K, FESEstimator, FreeEnergySurface, log_weights_from_weights, resolve_kT
 from .hills import BiasGrid, GridSpec, Hills, bias_along_trajectory, ct_series
 from .plumed_files import PlumedFile, parse_plumed_number
+from ..metad import WALLS_FIELD
 
 __all__ = [
     "WEIGHT_METHODS",
@@ -218,6 +224,9 @@ class ReweightedFES:
         Thermal energy in the units of the bias (for reduced-unit systems).
     bias_column : str, optional
         The bias field for ``"bias"`` (required) and ``"opes"`` (default ``opes.bias``).
+    include_walls : bool
+        Add the walls' energy (the ``walls.bias`` field, when the COLVAR files have it) to the bias
+        of every frame (all methods but ``"none"``).
     bins : int or sequence of int
         Bins per variable.
     ranges : sequence of (min, max), optional
@@ -252,6 +261,7 @@ class ReweightedFES:
         temperature: Optional[float] = None,
         kT: Optional[float] = None,
         bias_column: Optional[str] = None,
+        include_walls: bool = True,
         bins: int | Sequence[int] = 50,
         ranges: Optional[Sequence[Sequence[float]]] = None,
         periodic: Optional[Sequence[bool]] = None,
@@ -274,6 +284,7 @@ class ReweightedFES:
         if method == "bias" and not bias_column:
             raise GMVAEInputError("method 'bias' needs 'bias_column' (the COLVAR field holding the bias, e.g. metad.rbias)")
         self.bias_column = bias_column or ("opes.bias" if method == "opes" else None)
+        self.include_walls = bool(include_walls)
         self.bins = bins
         self.ranges = ranges
         self.periodic = periodic
@@ -305,13 +316,25 @@ class ReweightedFES:
             return hills if isinstance(hills, Hills) else Hills.from_file(hills)
         return None
 
-    def _columns(self, hills: Optional[Hills]) -> list[str]:
+    def _columns(self, hills: Optional[Hills], walls: Optional[str]) -> list[str]:
         cols = list(self.cv)
         if hills is not None:
             cols += [c for c in hills.cv_names if c not in cols]
-        if self.bias_column and self.bias_column not in cols:
-            cols.append(self.bias_column)
+        for c in (self.bias_column, walls):
+            if c and c not in cols:
+                cols.append(c)
         return cols
+
+    def _walls_column(self, files: list[PlumedFile]) -> Optional[str]:
+        """``walls.bias`` if the frames' weights include the walls (see the module docstring), else None."""
+        if not self.include_walls or self.method == "none" or self.bias_column == WALLS_FIELD:
+            return None
+        have = [WALLS_FIELD in f.fields for f in files]
+        if any(have) and not all(have):
+            lacking = [str(f.path) for f, h in zip(files, have) if not h]
+            raise GMVAEInputError(f"{lacking[0]}: has no {WALLS_FIELD!r} field and other COLVAR files of the run have one; "
+                                  "give the files of one run (or include_walls=False)")
+        return WALLS_FIELD if all(have) else None
 
     def _ranges_periodic(self, files: list[PlumedFile], cols: list[str]) -> tuple[list, list]:
         d = len(self.cv)
@@ -378,7 +401,8 @@ class ReweightedFES:
         """
         files = self._files(colvar)
         hl = self._hills(hills)
-        cols = self._columns(hl)
+        walls = self._walls_column(files)
+        cols = self._columns(hl, walls)
         for f in files:
             f.check_fields(["time"] + cols)
         t_file, kt_file, t_src = temperature_from_files(*files, *([hl] if hl is not None else []))
@@ -400,6 +424,7 @@ class ReweightedFES:
         d = len(self.cv)
         hidx = [cols.index(c) for c in hl.cv_names] if hl is not None else []
         bidx = cols.index(self.bias_column) if self.bias_column else None
+        widx = cols.index(walls) if walls else None
         final_grid = None
         if self.method == "final":
             final_grid = BiasGrid(hl, self.grid or hl.default_grid())
@@ -423,14 +448,11 @@ class ReweightedFES:
             elif self.method == "final":
                 lw = final_grid.evaluate(data[:, hidx]) / kT
             elif self.method in ("opes", "bias"):
-                b = data[:, bidx]
-                if not np.isfinite(b).all():
-                    i = int(np.flatnonzero(~np.isfinite(b))[0])
-                    f = files[int(chunk[i, -1])]
-                    raise GMVAEInputError(f"{f.path}: {self.bias_column!r} is {b[i]} at time {t[i]:g}; expected finite bias values")
-                lw = b / kT
+                lw = _finite_bias(data[:, bidx], self.bias_column, t, chunk, files) / kT
             else:
                 lw = None
+            if widx is not None:
+                lw = lw + _finite_bias(data[:, widx], walls, t, chunk, files) / kT
             m = self._time_mask(t)
             if not m.all():
                 data = data[m]
@@ -448,6 +470,7 @@ class ReweightedFES:
             "n_hills": hl.n_hills if hl is not None else None,
             "biasfactor": hl.biasfactor if hl is not None else None,
             "bias_column": self.bias_column,
+            "walls_column": walls,
             "tmin": self.tmin,
             "tmax": self.tmax,
             "temperature_from": "arguments" if (self.temperature is not None or self.kT is not None) else t_src,
@@ -460,3 +483,12 @@ class ReweightedFES:
         if self._model is None:
             raise GMVAEInputError("ReweightedFES: call fit first")
         return self._model
+
+
+def _finite_bias(b: np.ndarray, name: str, t: np.ndarray, chunk: np.ndarray, files: list[PlumedFile]) -> np.ndarray:
+    """``b`` (a bias column of a merged chunk, kJ/mol) if all finite, else an error naming the file and time."""
+    if not np.isfinite(b).all():
+        i = int(np.flatnonzero(~np.isfinite(b))[0])
+        f = files[int(chunk[i, -1])]
+        raise GMVAEInputError(f"{f.path}: {name!r} is {b[i]} at time {t[i]:g}; expected finite bias values")
+    return b

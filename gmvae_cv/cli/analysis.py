@@ -25,7 +25,8 @@ def add_fes(sub) -> None:
     p.add_argument("--cv", type=name_list, required=True, help="COLVAR fields of the surface, e.g. phi,psi")
     p.add_argument("--weights", required=True, choices=["none", "final", "ct", "opes", "bias"],
                    help="none: unbiased; final: final bias (needs --tmin); ct: Tiwary-Parrinello c(t) (needs --hills); "
-                   "opes: exp(beta opes.bias); bias: exp(beta COLUMN) for --bias-column")
+                   "opes: exp(beta opes.bias); bias: exp(beta COLUMN) for --bias-column; all but none also "
+                   "add beta walls.bias when the COLVAR has it (the walls that keep the CV inside the bias grid)")
     p.add_argument("--hills", nargs="+", default=None, help="HILLS file(s) of the run (final, ct)")
     p.add_argument("--bias-column", default=None, help="bias field for --weights bias (e.g. metad.rbias) or opes")
     add_temperature(p, "the run")

@@ -41,6 +41,13 @@ def add(sub) -> None:
     p.add_argument("--grid-min", type=float, nargs="+", default=None, help="grid minimum per biased component, CV units")
     p.add_argument("--grid-max", type=float, nargs="+", default=None, help="grid maximum per biased component, CV units")
     p.add_argument("--grid-bin", type=int, nargs="+", default=None, help="grid bins per biased component")
+    p.add_argument("--walls", choices=["on", "off"], default="on",
+                   help="walls on the non-periodic biased components that keep the CV inside the grid (PLUMED's "
+                   "UPPER_WALLS/LOWER_WALLS, EXP=2; their energy is the COLVAR column walls.bias; default on)")
+    p.add_argument("--wall-margin", type=float, nargs="+", default=None,
+                   help="distance of the walls inside the grid edges per biased component, CV units (default 4 sigma)")
+    p.add_argument("--wall-kappa", type=float, nargs="+", default=None,
+                   help="walls' stiffness per biased component, kJ/mol/CV-unit^2 (default 2 kT / sigma^2)")
     p.add_argument("--kernel", choices=["stretched-gaussian", "gaussian"], default=None,
                    help="metad: hill shape: PLUMED's stretched Gaussian (default) or openmm.app.Metadynamics' untruncated Gaussian")
     p.add_argument("--walkers", type=int, default=1, help="walkers sharing one bias in this process, in lock-step (default 1)")
@@ -151,7 +158,8 @@ def run(args) -> int:
     res = run_metadynamics(
         cv, args.out, system=system, topology=topology, positions=positions, n_steps=n_steps, method=args.method,
         temperature=args.temperature, components=args.components, grid_min=args.grid_min, grid_max=args.grid_max,
-        grid_bin=args.grid_bin, walkers=args.walkers, seed=args.seed,
+        grid_bin=args.grid_bin, walls=args.walls == "on", wall_margin=args.wall_margin, wall_kappa=args.wall_kappa,
+        walkers=args.walkers, seed=args.seed,
         timestep=args.timestep / 1000.0, friction=args.friction, platform=args.platform,
         colvar_stride=args.colvar_stride, traj_stride=args.traj_stride, checkpoint_interval=args.checkpoint_interval,
         route=args.route, dtype=args.precision, torch_threads=args.torch_threads, cpu_threads=args.cpu_threads,

@@ -44,6 +44,8 @@ def add_explore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=float, default=None, help="metad: initial hill height in kJ/mol (default 1.2)")
     p.add_argument("--barrier", type=float, default=None, help="opes, opes-explore: barrier to overcome in kJ/mol (default 40)")
     p.add_argument("--epochs", type=int, default=None, help="GMVAE training epochs per round (default 150)")
+    p.add_argument("--walls", choices=["on", "off"], default=None,
+                   help="walls that keep the biased CV inside its grid (default on; see gmvae-cv bias --walls)")
     p.set_defaults(func=cmd_explore, log_dir=lambda a: a.out)
 
 
@@ -65,6 +67,8 @@ def cmd_explore(args) -> int:
         raise GMVAEInputError("no system: give --system alanine-dipeptide, or --pdb with --system-xml or --forcefield")
     overrides = {k: v for k, v in (("temperature", args.temperature), ("timestep_fs", args.timestep),
                                    ("epochs", args.epochs), *given.items()) if v is not None}
+    if args.walls is not None:
+        overrides["walls"] = args.walls == "on"
     data = [np.load(p) for p in args.data] if args.data else None
     logw = np.load(args.input_logw) if args.input_logw else None
     summary = explore(args.out, traj=args.traj, top=args.top, data=data, spec=args.spec, system=args.system,

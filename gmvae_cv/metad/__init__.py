@@ -7,6 +7,7 @@ One concept per module:
   ``BiasVariable``) and :class:`MetadynamicsParameters`;
 - :mod:`.grid`: the bias on a grid, interpolated as OpenMM's tables;
 - :mod:`.force`: the fused TorchForce (features, CV and tabulated bias in one pass);
+  :mod:`.walls`: the walls that keep the CV inside a non-periodic grid;
 - :mod:`.binding`: the table file and the forces in the walkers' systems;
 - :mod:`.stability`: non-finite states and heating checks;
 - :mod:`.bias_state`: hills on the grid and their checkpoint arrays;
@@ -49,6 +50,8 @@ _NAMES = {
     "WalkerSettings": "settings",
     "OPESBias": "opes",
     "OPESParameters": "opes",
+    "Walls": "walls",
+    "WALLS_FIELD": "walls",
     "MDSystem": "user_system",
     "load_md_system": "user_system",
 }
@@ -70,3 +73,4 @@ if _TYPE_CHECKING:  # pragma: no cover
     from .run import BiasRunResult, run_metadynamics, run_opes
     from .settings import MDSettings, MetadynamicsSettings, OutputSettings, RunSettings, WalkerSettings
     from .user_system import MDSystem, load_md_system
+    from .walls import WALLS_FIELD, Walls

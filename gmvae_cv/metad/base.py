@@ -11,6 +11,7 @@ or a kernel of the OPES density estimate (:class:`~gmvae_cv.metad.opes.OPESBias`
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -19,9 +20,10 @@ from openmm import unit
 from .._core.checks import check_int
 from .._core.errors import GMVAEInputError
 from ..deploy import CVModel
-from .binding import ForceBinding
+from .binding import BiasRouteWarning, ForceBinding
 from .grid import BiasGrid
 from .stability import StabilityMonitor, lockstep
+from .walls import WALLS_FIELD, Walls
 
 __all__ = ["FusedBiasEngine"]
 
@@ -43,12 +45,34 @@ class FusedBiasEngine:
         See :class:`~gmvae_cv.metad.binding.ForceBinding`.
     heating_limit : float, 'auto' or None
         See :class:`~gmvae_cv.metad.stability.StabilityMonitor`.
+    walls : Walls, optional
+        Walls on the non-periodic components (:mod:`gmvae_cv.metad.walls`), added by the force to
+        the tabulated bias; the ``'native'`` route has none, so with walls it gives way to
+        ``'compiled'`` (a :class:`~gmvae_cv.metad.binding.BiasRouteWarning` says so).
+
+    Attributes
+    ----------
+    bias_fields : tuple of str
+        The method's COLVAR bias fields (:meth:`bias_columns`); :attr:`colvar_fields` adds
+        ``walls.bias`` when there are walls.
     """
 
+    bias_fields: tuple = ()
+
     def __init__(self, cv: CVModel, components: tuple, grid: BiasGrid, *, temperature: float, pace: int, route: str,
-                 dtype: str, table_path: Optional[str | os.PathLike], heating_limit: Optional[float | str]) -> None:
+                 dtype: str, table_path: Optional[str | os.PathLike], heating_limit: Optional[float | str],
+                 walls: Optional[Walls] = None) -> None:
         self.cv = cv
         self.grid = grid
+        self.walls = walls
+        grid.walls = walls
+        self._route_note: dict = {}
+        if walls is not None and route == "native":
+            why = "its kernel has no walls; walls=False turns them off"
+            warnings.warn(f"the native bias route does not apply ({why}): using route='compiled'", BiasRouteWarning,
+                          stacklevel=3)
+            self._route_note = {"route_requested": "native", "native_route_not_used": why}
+            route = "compiled"
         self.route = route
         self.dtype = dtype
         self.binding = ForceBinding(cv, components, grid, route=route, dtype=dtype, table_path=table_path)
@@ -93,7 +117,10 @@ class FusedBiasEngine:
     @property
     def force_info(self) -> dict:
         """How the force was built (route, dtype, compiled graph check), once :meth:`add_force` ran."""
-        return self.binding.info
+        info = self.binding.info
+        if info:
+            info.update(self._route_note)
+        return info
 
     @property
     def version(self) -> int:
@@ -135,10 +162,37 @@ class FusedBiasEngine:
         return self.binding.cv_of_state(state, pos)
 
     def bias_at(self, s: Any) -> float:
-        """The bias (kJ/mol) at CV values ``s`` (all components, shape ``(D,)``), as the force computes it."""
+        """The method's bias (kJ/mol) at CV values ``s`` (all components, shape ``(D,)``), as the force
+        computes it (the force adds :meth:`wall_energy`)."""
         s = np.asarray(s, dtype=np.float64)
         v, _ = self.grid.evaluate(s[list(self._components)][None])
         return float(v[0])
+
+    def wall_energy(self, s: Any) -> float:
+        """The walls' energy (kJ/mol) at CV values ``s`` (all components, shape ``(D,)``); 0 without walls."""
+        if self.walls is None:
+            return 0.0
+        return float(self.walls.energy(np.asarray(s, dtype=np.float64)[list(self._components)]))
+
+    def walls_info(self) -> Optional[dict]:
+        """The walls' bounds and stiffness for ``run.json`` (None without walls)."""
+        return None if self.walls is None else self.walls.to_dict()
+
+    @property
+    def colvar_fields(self) -> tuple:
+        """The COLVAR bias fields: :attr:`bias_fields`, then ``walls.bias`` when there are walls."""
+        return tuple(self.bias_fields) + ((WALLS_FIELD,) if self.walls is not None else ())
+
+    def colvar_columns(self, s: np.ndarray) -> list[float]:
+        """The values of :attr:`colvar_fields` at CV values ``s`` (all components)."""
+        columns = list(self.bias_columns(s))
+        if self.walls is not None:
+            columns.append(self.wall_energy(s))
+        return columns
+
+    def bias_columns(self, s: np.ndarray) -> list[float]:
+        """Hook: the values of :attr:`bias_fields` at CV values ``s``."""
+        raise NotImplementedError
 
     def check_inside(self, s: np.ndarray, *, where: str) -> None:
         """Raise if the biased components of ``s`` lie outside a non-periodic grid range."""

@@ -49,6 +49,7 @@ from .binding import BiasRouteWarning
 from .hill import Hill
 from .parameters import BiasEdgeWarning, MetadynamicsParameters, biased_variables, check_cv, gas_constant, variables_grid
 from .walkers import SharedWalkers
+from .walls import resolve_walls
 
 __all__ = ["WellTemperedMetadynamics", "MetadynamicsParameters", "Hill", "BiasEdgeWarning", "BiasRouteWarning",
            "SimulationUnstableError", "as_value"]
@@ -80,11 +81,19 @@ class WellTemperedMetadynamics(FusedBiasEngine):
     grid_bin : sequence of int, optional
         Bins per component; default ``ceil(5 (max - min) / sigma)`` (OpenMM's default).
     kernel : {'stretched-gaussian', 'gaussian'}
+    walls : bool
+        Walls on the non-periodic biased components, zero inside the grid less ``wall_margin``
+        (PLUMED's ``UPPER_WALLS``/``LOWER_WALLS``, :mod:`gmvae_cv.metad.walls`); default on.
+    wall_margin : sequence of float, optional
+        Distance of the walls' bounds inside the grid edges, CV units, one per biased component;
+        default 4 sigma.
+    wall_kappa : sequence of float, optional
+        Walls' stiffness, kJ/mol/CV-unit^2, one per biased component; default 2 kT / sigma^2.
     route : {'compiled', 'autograd', 'native'}
         How the force evaluates the bias: the TorchForce routes of :mod:`gmvae_cv.metad.force`, or
         ``'native'``, a numba-compiled kernel behind a ``PythonForce`` (:mod:`gmvae_cv.metad.native`)
         where it applies (float64, no periodic box, numba installed, a CV module gmvae-cv built;
-        else ``'compiled'`` with a :class:`BiasRouteWarning`). Opt-in for now: its restart and walker
+        else ``'compiled'`` with a :class:`BiasRouteWarning`; walls make it ``'compiled'`` too). Opt-in for now: its restart and walker
         tests have not yet run on this engine layout.
     dtype : {'float64', 'float32'}
         Arithmetic inside the force.
@@ -139,6 +148,9 @@ class WellTemperedMetadynamics(FusedBiasEngine):
         grid_max: Optional[Sequence[float]] = None,
         grid_bin: Optional[Sequence[int]] = None,
         kernel: str = "stretched-gaussian",
+        walls: bool = True,
+        wall_margin: Optional[Sequence[float]] = None,
+        wall_kappa: Optional[Sequence[float]] = None,
         route: str = "compiled",
         dtype: str = "float64",
         table_path: Optional[str | os.PathLike] = None,
@@ -153,9 +165,12 @@ class WellTemperedMetadynamics(FusedBiasEngine):
         scalars = MetadynamicsParameters.check_scalars(temperature=temperature, height=height, bias_factor=bias_factor,
                                                        pace=pace, kernel=kernel)
         variables = biased_variables(cv, components, sigma, grid_min, grid_max, grid_bin)
-        self.params = MetadynamicsParameters.create(variables, **scalars)
+        wall_set = resolve_walls(variables, gas_constant() * scalars["temperature"], walls=walls, margin=wall_margin,
+                                 kappa=wall_kappa)
+        self.params = MetadynamicsParameters.create(variables, walls=walls, wall_set=wall_set, **scalars)
         super().__init__(cv, self.params.components, variables_grid(variables), temperature=self.params.temperature,
-                         pace=self.params.pace, route=route, dtype=dtype, table_path=table_path, heating_limit=heating_limit)
+                         pace=self.params.pace, route=route, dtype=dtype, table_path=table_path, heating_limit=heating_limit,
+                         walls=wall_set)
         self.variables = variables
         self.bias = HillBias(self.grid, self.params.kernel, self.params.components)
         self.delta_t = self.params.temperature * (self.params.bias_factor - 1.0)
@@ -220,9 +235,9 @@ class WellTemperedMetadynamics(FusedBiasEngine):
         b = v / (g - 1.0)
         return float(kt * (_logsumexp(a) - _logsumexp(b)))
 
-    colvar_fields = ("metad.bias", "metad.rct", "metad.rbias")
+    bias_fields = ("metad.bias", "metad.rct", "metad.rbias")
 
-    def colvar_columns(self, s: np.ndarray) -> list[float]:
+    def bias_columns(self, s: np.ndarray) -> list[float]:
         """``metad.bias``, ``metad.rct`` and ``metad.rbias`` at CV values ``s`` (rct cached per table version)."""
         bias = self.bias_at(s)
         if getattr(self, "_rct_cache", (None,))[0] != self.version:

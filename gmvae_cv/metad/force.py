@@ -4,8 +4,8 @@ Routes (``route=``):
 
 ``"compiled"`` (default)
     The energy :math:`V(s(x))` (CV module, then :class:`~gmvae_cv.metad.grid.GridBias` on the
-    node table) is traced *together with its gradient* into one straight-line graph of ATen
-    operations (``torch.fx`` ``make_fx``), constants are folded, and the graph is scripted. The
+    node table, plus :class:`~gmvae_cv.metad.grid_module.WallBias` when the grid has walls) is traced
+    *together with its gradient* into one straight-line graph of ATen operations (``torch.fx`` ``make_fx``), constants are folded, and the graph is scripted. The
     TorchForce gets energy and forces from one call (``setOutputsForces(True)``) and runs no
     autograd; on the 22-atom dipeptide this halves the cost of the CV compared with letting the
     TorchForce back-propagate (``benchmarks/bias_speed.py``). Python control flow that depends on
@@ -35,6 +35,7 @@ import torch
 from .._core.errors import GMVAEInputError
 from .compile import compile_energy_and_forces
 from .grid import BiasGrid, GridBias
+from .grid_module import WallBias
 from .table_file import SharedTable, TableFile, write_table
 
 __all__ = ["VERSION_PARAMETER", "ROUTES", "BiasForceBuilder", "TableFile", "write_table", "compile_energy_and_forces"]
@@ -45,18 +46,25 @@ ROUTES = ("compiled", "autograd")
 
 
 class _Energy(torch.nn.Module):
-    """V(s(x)) for the biased components of the CV."""
+    """V(s(x)) + W(s(x)) for the biased components of the CV: the tabulated bias and, when
+    ``walls`` is given, the walls (:mod:`gmvae_cv.metad.walls`)."""
 
-    def __init__(self, cv: torch.nn.Module, components: List[int], grid: GridBias, dtype: torch.dtype) -> None:
+    def __init__(self, cv: torch.nn.Module, components: List[int], grid: GridBias, dtype: torch.dtype,
+                 walls: Optional[WallBias] = None) -> None:
         super().__init__()
         self.cv = cv
         self.register_buffer("components", torch.tensor(components, dtype=torch.long))
         self.grid = grid
         self.dtype = dtype
+        self.use_walls = walls is not None
+        self.walls = walls if walls is not None else WallBias([], [], [], [])
 
     def forward(self, positions: torch.Tensor, table: torch.Tensor, box: Optional[torch.Tensor] = None) -> torch.Tensor:
         s = self.cv(positions.to(self.dtype), box).index_select(0, self.components)
-        return self.grid(s, table)
+        energy = self.grid(s, table)
+        if self.use_walls:
+            energy = energy + self.walls(s.to(energy.dtype))
+        return energy
 
 
 # ---------------------------------------------------------------------------------------- force modules
@@ -120,7 +128,8 @@ class BiasForceBuilder:
     components : sequence of int
         Which CV components are biased (1 to 3), in the grid's axis order.
     grid : BiasGrid
-        Geometry of the bias (values are not used).
+        Geometry of the bias (values are not used) and its walls (:attr:`BiasGrid.walls
+        <gmvae_cv.metad.grid.BiasGrid.walls>`), which the force adds to the tabulated bias.
     table_path : path
         File the force reads its node table from (:func:`write_table`).
     route : {'compiled', 'autograd'}
@@ -157,8 +166,9 @@ class BiasForceBuilder:
         self.table_path = str(Path(table_path).resolve())
         self.n_rows, self.n_cols = grid.force_table_shape
         gb = grid.torch_module().to(self.dtype)
-        self.energy = _Energy(cv_module, [int(c) for c in components], gb, self.dtype)
-        self.info: dict = {"route": route, "dtype": dtype, "use_box": self.use_box}
+        walls = WallBias.from_walls(grid.walls).to(self.dtype) if grid.walls is not None else None
+        self.energy = _Energy(cv_module, [int(c) for c in components], gb, self.dtype, walls)
+        self.info: dict = {"route": route, "dtype": dtype, "use_box": self.use_box, "walls": grid.walls is not None}
         self._module: Optional[torch.jit.ScriptModule] = None
 
     def module(self, positions: np.ndarray, box: Optional[np.ndarray] = None, *, n_probes: int = 4, seed: int = 0) -> torch.jit.ScriptModule:

@@ -35,7 +35,7 @@ wrapped first.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import openmm
@@ -45,6 +45,9 @@ from .._core.checks import check_array, check_int
 from .kernels import DP2CUTOFF, KERNELS, GridSpec, HillKernel, wrap_difference as _wrap_difference
 from .grid_module import GridBias, gather_offsets
 from .splines import HERMITE_BASIS, hermite_table, natural_slopes as _natural_slopes, scatter_add as _scatter_add, spline_slopes as _spline_slopes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .walls import Walls
 
 __all__ = ["BiasGrid", "GridBias", "KERNELS", "DP2CUTOFF", "SPLINE_MARGIN", "hermite_table"]
 
@@ -69,6 +72,9 @@ class BiasGrid:
     ----------
     values : ndarray, shape ``(bins[0] + 1, ..., bins[D-1] + 1)``
         The bias at the nodes, kJ/mol; axis ``a`` is component ``a``.
+    walls : Walls or None
+        Restraints that the bias force adds to the grid's energy (:mod:`gmvae_cv.metad.walls`; the
+        engines set them); not part of :attr:`values`, :meth:`evaluate` or the force table.
 
     Examples
     --------
@@ -99,6 +105,7 @@ class BiasGrid:
         self._revision = 0
         self._cache: dict = {}
         self._geometry: dict = {}  # derived from the geometry only (never cleared)
+        self.walls: Optional["Walls"] = None
 
     @property
     def values(self) -> np.ndarray:
@@ -137,9 +144,10 @@ class BiasGrid:
         return np.stack(np.meshgrid(*[self.axis(a) for a in range(self.n_dims)], indexing="ij"), axis=-1)
 
     def copy(self) -> "BiasGrid":
-        """A grid with the same geometry and a copy of the values."""
+        """A grid with the same geometry and walls, and a copy of the values."""
         g = BiasGrid(self.lower, self.upper, self.bins, self.periodic)
         g.values = self.values.copy()
+        g.walls = self.walls
         return g
 
     def same_geometry(self, other: "BiasGrid") -> bool:

@@ -1,22 +1,23 @@
-"""TorchScript evaluation of the metadynamics bias grid (:class:`~gmvae_cv.metad.grid.BiasGrid`).
+"""TorchScript evaluation of the metadynamics bias grid (:class:`~gmvae_cv.metad.grid.BiasGrid`)
+and of its walls (:class:`~gmvae_cv.metad.walls.Walls`).
 
 :class:`GridBias` is what the bias force evaluates after the CV: the cell of the CV point, the
 cell's Hermite data gathered from the force table in one ``take``, and the bicubic (tricubic)
-Hermite patch, all without data-dependent control flow so that its gradient can be traced with the
-CV's (:mod:`gmvae_cv.metad.compile`).
+Hermite patch; :class:`WallBias` adds the walls' energy. Neither has data-dependent control flow,
+so that their gradient can be traced with the CV's (:mod:`gmvae_cv.metad.compile`).
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from .splines import HERMITE_BASIS
 
-__all__ = ["GridBias", "gather_offsets"]
+__all__ = ["GridBias", "WallBias", "gather_offsets"]
 
 
 def gather_offsets(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -87,3 +88,31 @@ class GridBias(torch.nn.Module):
             inside = (x == torch.clamp(x, self.zero.to(dt), self.n_bins.to(dt))).all()
             energy = torch.where(inside, energy, torch.zeros_like(energy))
         return energy
+
+
+class WallBias(torch.nn.Module):
+    """TorchScript evaluation of :class:`~gmvae_cv.metad.walls.Walls`.
+
+    ``forward(s)`` with ``s`` the biased CV values, shape ``(d,)``, returns the walls' energy
+    (kJ/mol, a 0-dimensional tensor in the dtype of ``s``): ``relu``, no data-dependent control
+    flow, so that its gradient traces with the CV's.
+    """
+
+    @classmethod
+    def from_walls(cls, walls: Any) -> "WallBias":
+        """The module of a :class:`~gmvae_cv.metad.walls.Walls`."""
+        return cls(walls.axes, walls.lower, walls.upper, walls.kappa)
+
+    def __init__(self, axes: Sequence[int], lower: Sequence[float], upper: Sequence[float], kappa: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("axes", torch.tensor([int(a) for a in axes], dtype=torch.long))
+        self.register_buffer("lower", torch.tensor([float(v) for v in lower], dtype=torch.float64))
+        self.register_buffer("upper", torch.tensor([float(v) for v in upper], dtype=torch.float64))
+        self.register_buffer("kappa", torch.tensor([float(v) for v in kappa], dtype=torch.float64))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        dt = s.dtype
+        x = s.index_select(0, self.axes)
+        over = torch.relu(x - self.upper.to(dt))
+        under = torch.relu(self.lower.to(dt) - x)
+        return torch.sum(self.kappa.to(dt) * (over * over + under * under))

@@ -41,7 +41,8 @@ from .._core.checks import as_value, check_int, check_positive
 from .._core.errors import GMVAEInputError
 from ..deploy import CVModel
 from .base import FusedBiasEngine
-from .parameters import BiasedVariable, biased_variables, check_cv, gas_constant, variables_grid
+from .parameters import BiasedVariable, biased_variables, check_cv, gas_constant, variables_grid, wall_values
+from .walls import resolve_walls
 
 __all__ = ["OPESBias", "OPESParameters", "OPESKernel"]
 
@@ -69,6 +70,12 @@ class OPESParameters:
         The biased components and their grid (defaults as in :func:`~gmvae_cv.metad.parameters.biased_variables`).
     compression_threshold : float
         Mahalanobis distance below which kernels merge (``COMPRESSION_THRESHOLD``, default 1).
+    walls : bool
+        Walls on the non-periodic biased components (:mod:`gmvae_cv.metad.walls`), default on.
+    wall_margin, wall_kappa : sequence of float, optional
+        Per biased component: the walls' bounds inside the grid edges (CV units, default 4 sigma)
+        and stiffness (kJ/mol/CV-unit^2, default 2 kT / sigma^2). The engine records the values
+        used (None for periodic components and without walls).
     """
 
     sigma: Optional[Sequence[float]] = None
@@ -80,6 +87,9 @@ class OPESParameters:
     grid_max: Optional[Sequence[float]] = None
     grid_bin: Optional[Sequence[int]] = None
     compression_threshold: float = 1.0
+    walls: bool = True
+    wall_margin: Optional[Sequence[float]] = None
+    wall_kappa: Optional[Sequence[float]] = None
 
     @property
     def method(self) -> str:
@@ -135,7 +145,7 @@ class OPESBias(FusedBiasEngine):
         As :class:`~gmvae_cv.metad.engine.WellTemperedMetadynamics`; the components must be all
         periodic or none (``openmm-opes``' grids).
     compression_threshold : float
-    route, dtype, table_path, heating_limit
+    walls, wall_margin, wall_kappa, route, dtype, table_path, heating_limit
         As :class:`~gmvae_cv.metad.engine.WellTemperedMetadynamics`.
     on_kernel : callable, optional
         ``on_kernel(kernel)`` with each :class:`OPESKernel` (e.g. a KERNELS writer).
@@ -153,7 +163,9 @@ class OPESBias(FusedBiasEngine):
     def __init__(self, cv: CVModel, *, temperature: Any, barrier: Any, pace: int, sigma: Sequence[float],
                  explore: bool = False, components: Optional[Sequence[int]] = None,
                  grid_min: Optional[Sequence[float]] = None, grid_max: Optional[Sequence[float]] = None,
-                 grid_bin: Optional[Sequence[int]] = None, compression_threshold: float = 1.0, route: str = "compiled",
+                 grid_bin: Optional[Sequence[int]] = None, compression_threshold: float = 1.0, walls: bool = True,
+                 wall_margin: Optional[Sequence[float]] = None, wall_kappa: Optional[Sequence[float]] = None,
+                 route: str = "compiled",
                  dtype: str = "float64", table_path: Optional[str | os.PathLike] = None,
                  heating_limit: Optional[float | str] = "auto", on_kernel: Optional[Callable] = None) -> None:
         cv = check_cv(cv)
@@ -169,15 +181,18 @@ class OPESBias(FusedBiasEngine):
         if len({v.periodic for v in variables}) > 1:
             raise GMVAEInputError(f"'components' {[v.component for v in variables]} mix periodic and non-periodic "
                                   "components; OPES (openmm-opes) needs all periodic or none")
+        wall_set = resolve_walls(variables, kt, walls=walls, margin=wall_margin, kappa=wall_kappa)
         super().__init__(cv, tuple(v.component for v in variables), variables_grid(variables), temperature=temperature,
-                         pace=pace, route=route, dtype=dtype, table_path=table_path, heating_limit=heating_limit)
+                         pace=pace, route=route, dtype=dtype, table_path=table_path, heating_limit=heating_limit,
+                         walls=wall_set)
         self.variables = variables
         self.params = OPESParameters(sigma=tuple(v.sigma for v in variables), barrier=float(barrier), pace=pace,
                                      explore=bool(explore), components=tuple(v.component for v in variables),
                                      grid_min=tuple(v.minimum for v in variables),
                                      grid_max=tuple(v.maximum for v in variables),
                                      grid_bin=tuple(v.bins for v in variables),
-                                     compression_threshold=float(compression_threshold))
+                                     compression_threshold=float(compression_threshold), walls=bool(walls),
+                                     **wall_values(variables, wall_set))
         self.temperature = float(temperature)
         self.kT = kt
         self.estimator = _estimator(variables, temperature, barrier, pace, bool(explore), float(compression_threshold))
@@ -219,9 +234,9 @@ class OPESBias(FusedBiasEngine):
         """Kernels in the compressed estimate that defines the bias."""
         return int(self.estimator.getNumKernels())
 
-    colvar_fields = ("opes.bias", "opes.rct", "opes.nker")
+    bias_fields = ("opes.bias", "opes.rct", "opes.nker")
 
-    def colvar_columns(self, s: np.ndarray) -> list[float]:
+    def bias_columns(self, s: np.ndarray) -> list[float]:
         """``opes.bias``, ``opes.rct`` and ``opes.nker`` at CV values ``s``."""
         if getattr(self, "_rct_cache", (None,))[0] != self.version:
             self._rct_cache = (self.version, self.rct())

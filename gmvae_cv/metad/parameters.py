@@ -25,7 +25,7 @@ from .grid import BiasGrid
 from .kernels import KERNELS
 
 __all__ = ["BiasedVariable", "MetadynamicsParameters", "BiasEdgeWarning", "biased_variables", "variables_grid",
-           "gas_constant", "check_cv"]
+           "gas_constant", "check_cv", "wall_values"]
 
 
 class BiasEdgeWarning(UserWarning):
@@ -218,6 +218,11 @@ class MetadynamicsParameters:
         Per biased component.
     kernel : str
         ``"stretched-gaussian"`` (PLUMED) or ``"gaussian"`` (``app.Metadynamics``).
+    walls : bool
+        Whether the non-periodic components have walls (:mod:`gmvae_cv.metad.walls`).
+    wall_margin, wall_kappa : tuple or None
+        Per biased component, the walls' bounds inside the grid edges (CV units) and stiffness
+        (kJ/mol/CV-unit^2); None entries for periodic components, None without walls.
     """
 
     temperature: float
@@ -231,6 +236,9 @@ class MetadynamicsParameters:
     grid_bin: tuple
     periodic: tuple
     kernel: str = "stretched-gaussian"
+    walls: bool = True
+    wall_margin: Optional[tuple] = None
+    wall_kappa: Optional[tuple] = None
 
     @staticmethod
     def check_scalars(*, temperature: Any, height: Any, bias_factor: Any, pace: Any, kernel: str) -> dict:
@@ -250,12 +258,14 @@ class MetadynamicsParameters:
 
     @classmethod
     def create(cls, variables: Sequence[BiasedVariable], *, temperature: float, height: float, bias_factor: float,
-               pace: int, kernel: str) -> "MetadynamicsParameters":
-        """The parameters of a bias on ``variables`` (scalars as :meth:`check_scalars` returns them)."""
+               pace: int, kernel: str, walls: bool = True, wall_set: Any = None) -> "MetadynamicsParameters":
+        """The parameters of a bias on ``variables`` (scalars as :meth:`check_scalars` returns them;
+        ``wall_set`` the :class:`~gmvae_cv.metad.walls.Walls` in use, or None)."""
         return cls(temperature=temperature, height=height, sigma=tuple(v.sigma for v in variables), bias_factor=bias_factor,
                    pace=pace, components=tuple(v.component for v in variables),
                    grid_min=tuple(v.minimum for v in variables), grid_max=tuple(v.maximum for v in variables),
-                   grid_bin=tuple(v.bins for v in variables), periodic=tuple(v.periodic for v in variables), kernel=kernel)
+                   grid_bin=tuple(v.bins for v in variables), periodic=tuple(v.periodic for v in variables), kernel=kernel,
+                   walls=bool(walls), **wall_values(variables, wall_set))
 
     @property
     def variables(self) -> tuple[BiasedVariable, ...]:
@@ -265,5 +275,18 @@ class MetadynamicsParameters:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["units"] = {"temperature": "K", "height": "kJ/mol", "sigma": "CV units", "pace": "steps", "grid": "CV units"}
+        d["units"] = {"temperature": "K", "height": "kJ/mol", "sigma": "CV units", "pace": "steps", "grid": "CV units",
+                      "wall_margin": "CV units", "wall_kappa": "kJ/mol/CV-unit^2"}
         return d
+
+
+def wall_values(variables: Sequence[BiasedVariable], wall_set: Any) -> dict:
+    """``wall_margin`` and ``wall_kappa`` per biased component of a :class:`~gmvae_cv.metad.walls.Walls`
+    (None entries for components without walls; both None when ``wall_set`` is None)."""
+    if wall_set is None:
+        return {"wall_margin": None, "wall_kappa": None}
+    margin: list = [None] * len(variables)
+    kappa: list = [None] * len(variables)
+    for k, a in enumerate(wall_set.axes):
+        margin[a], kappa[a] = wall_set.margin[k], wall_set.kappa[k]
+    return {"wall_margin": tuple(margin), "wall_kappa": tuple(kappa)}

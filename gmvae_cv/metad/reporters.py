@@ -10,8 +10,9 @@ Formats (PLUMED's, readable by ``plumed sum_hills`` and :mod:`gmvae_cv` readers)
   ``#! SET kerneltype <kernel>``, ``#! SET min_<cv>/max_<cv>`` for periodic CVs; ``height`` is
   :math:`W\\gamma/(\\gamma - 1)` as PLUMED writes it for well-tempered runs (so that ``sum_hills``
   returns :math:`-F` directly); time in ps.
-- ``COLVAR``: ``#! FIELDS time <cv>... metad.bias metad.rct metad.rbias [extra...]`` (OPES:
-  ``opes.bias opes.rct opes.nker``); energies in kJ/mol, time in ps.
+- ``COLVAR``: ``#! FIELDS time <cv>... metad.bias metad.rct metad.rbias [walls.bias] [extra...]``
+  (OPES: ``opes.bias opes.rct opes.nker [walls.bias]``; ``walls.bias`` with walls,
+  :mod:`gmvae_cv.metad.walls`); energies in kJ/mol, time in ps.
 - ``KERNELS`` (OPES): :mod:`gmvae_cv.metad.kernels_file`.
 """
 
@@ -146,7 +147,8 @@ class ColvarReporter:
     Row: time (ps), every CV component (``cv.0``, ``cv.1``, ...), the engine's bias columns
     (:attr:`colvar_fields` of the engine: ``metad.bias`` (the bias the walker feels, kJ/mol),
     ``metad.rct`` (:math:`c(t)`, kJ/mol), ``metad.rbias`` (bias - rct) for metadynamics;
-    ``opes.bias``, ``opes.rct``, ``opes.nker`` for OPES), then ``extra`` columns.
+    ``opes.bias``, ``opes.rct``, ``opes.nker`` for OPES; then ``walls.bias``, the walls' energy,
+    when the bias has walls), then ``extra`` columns.
 
     Parameters
     ----------

@@ -8,7 +8,8 @@
 ``run.json``                  every parameter, versions, platform (and how it was chosen),
                               torch settings, performance, warnings; ``status`` running/complete
 ``COLVAR`` (``COLVAR.<w>``)   PLUMED table: time (ps), CV components, ``metad.bias``,
-                              ``metad.rct``, ``metad.rbias`` (kJ/mol), extra columns (phi, psi)
+                              ``metad.rct``, ``metad.rbias``, ``walls.bias`` (kJ/mol; with walls),
+                              extra columns (phi, psi)
 ``HILLS`` (``HILLS.<w>``)     PLUMED hills (``plumed sum_hills --hills HILLS`` gives the bias)
 ``traj.dcd`` (``traj.<w>.dcd``)  positions every ``traj_stride`` steps
 ``bias_grid.dat``             the final bias on its grid, PLUMED grid layout with derivatives
@@ -237,6 +238,7 @@ class _BiasRun:
             "traj_stride": self.traj_stride,
             "checkpoint_interval": self.checkpoint_interval,
             "force": {"route": md.route, "dtype": md.dtype},
+            "walls": self.meta.walls_info(),
             "extra_colvar": o.extra_colvar.names if o.extra_colvar is not None else [],
             "cv_sha256": self.cv.sha256,
             "system_sha256": sha256_hex(system_xml.encode()),

@@ -44,7 +44,7 @@ class MetadRunMethod:
         meta = WellTemperedMetadynamics(
             cv, temperature=md.temperature, height=b.height, sigma=b.sigma, bias_factor=b.bias_factor, pace=b.pace,
             components=b.components, grid_min=b.grid_min, grid_max=b.grid_max, grid_bin=b.grid_bin, kernel=b.kernel,
-            route=md.route, dtype=md.dtype, table_path=out / TABLE, heating_limit=md.heating_limit,
+            walls=b.walls, wall_margin=b.wall_margin, wall_kappa=b.wall_kappa, route=md.route, dtype=md.dtype, table_path=out / TABLE, heating_limit=md.heating_limit,
             walkers_dir=wk.walkers_dir, walker_id=wk.walker_id, walkers_stride=wk.walkers_stride,
             walker_info={"run": str(out.resolve())} if shared else None,
         )
@@ -126,7 +126,8 @@ class OPESRunMethod:
             raise GMVAEInputError("'sigma' is missing: give one initial kernel width per biased component, in CV units")
         return OPESBias(cv, temperature=md.temperature, barrier=b.barrier, pace=b.pace, sigma=b.sigma, explore=b.explore,
                         components=b.components, grid_min=b.grid_min, grid_max=b.grid_max, grid_bin=b.grid_bin,
-                        compression_threshold=b.compression_threshold, route=md.route, dtype=md.dtype,
+                        compression_threshold=b.compression_threshold, walls=b.walls, wall_margin=b.wall_margin,
+                        wall_kappa=b.wall_kappa, route=md.route, dtype=md.dtype,
                         table_path=out / TABLE, heating_limit=md.heating_limit)
 
     @staticmethod
@@ -134,7 +135,8 @@ class OPESRunMethod:
         d = asdict(opes.params)
         d.update(method=opes.params.method, temperature=opes.temperature, bias_factor=opes.bias_factor,
                  epsilon=_epsilon(opes), units={"temperature": "K", "barrier": "kJ/mol", "sigma": "CV units",
-                                               "pace": "steps", "grid": "CV units"})
+                                               "pace": "steps", "grid": "CV units", "wall_margin": "CV units",
+                                               "wall_kappa": "kJ/mol/CV-unit^2"})
         return d
 
     @staticmethod

@@ -42,6 +42,11 @@ class MetadynamicsSettings:
     components, grid_min, grid_max, grid_bin
         The biased components and their grid (defaults as in :func:`~gmvae_cv.metad.parameters.biased_variables`).
     kernel : {'stretched-gaussian', 'gaussian'}
+    walls : bool
+        Walls on the non-periodic biased components (:mod:`gmvae_cv.metad.walls`), default on.
+    wall_margin, wall_kappa : sequence of float, optional
+        Per biased component: the walls' bounds inside the grid edges (CV units, default 4 sigma)
+        and stiffness (kJ/mol/CV-unit^2, default 2 kT / sigma^2).
     """
 
     sigma: Optional[Sequence[float]] = None
@@ -53,6 +58,9 @@ class MetadynamicsSettings:
     grid_max: Optional[Sequence[float]] = None
     grid_bin: Optional[Sequence[int]] = None
     kernel: str = "stretched-gaussian"
+    walls: bool = True
+    wall_margin: Optional[Sequence[float]] = None
+    wall_kappa: Optional[Sequence[float]] = None
 
     method = "metad"
 

@@ -230,6 +230,45 @@ def test_opes_and_bias_weights_recover_a_known_distribution(tmp_path):
     assert np.allclose(fes_b.free_energy, fes.free_energy, equal_nan=True)
 
 
+def test_walls_bias_column_is_part_of_every_frames_bias(tmp_path):
+    """A COLVAR with walls.bias (the walls that keep a CV inside its bias grid): the weights are
+    exp(beta (V + W)), so the split of one total bias into opes.bias + walls.bias reweights as the
+    total; include_walls=False (or method 'none') leaves W out; files of one run must agree."""
+    rng = np.random.default_rng(7)
+    n = 100_000
+    x = rng.normal(0, 1, n)
+    kT = 1.3
+    total = kT * x**2 * (0.5 - 1 / 8)
+    walls = 50.0 * np.maximum(0.0, np.abs(x) - 1.5) ** 2  # zero inside the bounds
+    assert 0 < np.mean(walls > 0) < 0.2
+    t = np.arange(n) * 1.0
+    write_plumed(tmp_path / "split", ["time", "x", "opes.bias", "walls.bias"], np.c_[t, x, total - walls, walls], sets={"kT": kT})
+    write_plumed(tmp_path / "total", ["time", "x", "opes.bias"], np.c_[t, x, total], sets={"kT": kT})
+    write_plumed(tmp_path / "no_walls", ["time", "x", "opes.bias"], np.c_[t, x, total - walls], sets={"kT": kT})
+    kw = dict(bins=30, ranges=[(-3, 3)])
+
+    def fit(path, **more):
+        est = ReweightedFES(["x"], **{"method": "opes", **kw, **more}).fit(tmp_path / path)
+        return est.fetch_model()
+
+    with_walls, reference = fit("split"), fit("total")
+    assert np.allclose(with_walls.free_energy, reference.free_energy, equal_nan=True, atol=1e-9)
+    c = reference.centers[0]
+    ok = reference.counts > 200
+    diff = reference.free_energy[ok] - kT * c[ok] ** 2 / 8
+    assert np.max(np.abs(diff - diff.mean())) < 0.15 * kT
+    assert with_walls.info["walls_column"] == "walls.bias" and reference.info["walls_column"] is None
+    without = fit("split", include_walls=False)
+    assert np.allclose(without.free_energy, fit("no_walls").free_energy, equal_nan=True, atol=1e-9)
+    assert not np.allclose(without.free_energy[ok], with_walls.free_energy[ok], atol=0.05 * kT)
+    # method 'bias' adds the walls too; 'none' (unbiased frames) does not
+    by_column = fit("split", method="bias", bias_column="opes.bias")
+    assert np.allclose(by_column.free_energy, reference.free_energy, equal_nan=True, atol=1e-9)
+    assert fit("split", method="none").info["walls_column"] is None
+    with pytest.raises(GMVAEInputError, match="has no 'walls.bias' field and other COLVAR files of the run have one"):
+        ReweightedFES(["x"], method="opes", **kw).fit([tmp_path / "split", tmp_path / "total"])
+
+
 @pytest.fixture(scope="module")
 def mueller_brown_metad(tmp_path_factory):
     """Our own well-tempered metadynamics on Mueller-Brown, biasing x and y, 32 walkers."""

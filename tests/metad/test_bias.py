@@ -931,3 +931,136 @@ def test_cli_bias_on_a_users_system_files(ala, torsion_cv, tmp_path, capsys):
     assert info["system"]["forcefield"] == ["amber14-all.xml"] and info["system"]["nonbonded"] == "NoCutoff"
     assert main(["bias", *common, "--pdb", pdb, "--out", str(tmp_path / "none")]) == 2
     assert "either a System XML" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ walls
+def test_walls_energy_and_force_against_the_closed_form_and_finite_differences():
+    """PLUMED's UPPER/LOWER_WALLS (EXP=2): zero inside [min + margin, max - margin], kappa (s - bound)^2
+    beyond; defaults margin 4 sigma, kappa 2 kT / sigma^2; periodic components get none. The
+    TorchScript module the force adds gives the same energy, and autograd the same gradient."""
+    from gmvae_cv.metad.grid_module import WallBias
+    from gmvae_cv.metad.parameters import BiasedVariable, gas_constant
+    from gmvae_cv.metad.walls import resolve_walls
+
+    kt = gas_constant() * 300.0
+    variables = [BiasedVariable(0, -1.0, 2.0, 0.1, 60, False), BiasedVariable(2, -math.pi, math.pi, 0.3, 60, True),
+                 BiasedVariable(1, 0.0, 1.0, 0.025, 60, False)]
+    walls = resolve_walls(variables, kt)
+    assert walls.axes == (0, 2) and walls.components == (0, 1)
+    assert walls.lower == pytest.approx((-0.6, 0.1)) and walls.upper == pytest.approx((1.6, 0.9))
+    assert walls.kappa == pytest.approx((2 * kt / 0.1**2, 2 * kt / 0.025**2))
+    assert float(walls.energy([1.6 + 0.1, 0.0, 0.1 - 0.025])) == pytest.approx(2 * kt + 2 * kt)  # 2 kT a sigma out
+    assert float(walls.energy([2.0, 0.0, 0.5])) == pytest.approx(32 * kt)  # 32 kT at the grid edge
+    rng = np.random.default_rng(0)
+    inside = np.column_stack([rng.uniform(-0.6, 1.6, 50), rng.uniform(-5, 5, 50), rng.uniform(0.1, 0.9, 50)])
+    assert np.all(walls.energy(inside) == 0.0) and np.all(walls.gradient(inside) == 0.0)
+    pts = np.column_stack([rng.uniform(-1.5, 2.5, 200), rng.uniform(-5, 5, 200), rng.uniform(-0.3, 1.3, 200)])
+    k0, k1 = walls.kappa
+    closed = (k0 * (np.maximum(0, pts[:, 0] - 1.6) ** 2 + np.maximum(0, -0.6 - pts[:, 0]) ** 2)
+              + k1 * (np.maximum(0, pts[:, 2] - 0.9) ** 2 + np.maximum(0, 0.1 - pts[:, 2]) ** 2))
+    np.testing.assert_allclose(walls.energy(pts), closed, rtol=1e-14, atol=1e-10)
+    h = 1e-6
+    fd = np.stack([(walls.energy(pts + h * e) - walls.energy(pts - h * e)) / (2 * h) for e in np.eye(3)], axis=1)
+    np.testing.assert_allclose(walls.gradient(pts), fd, rtol=1e-6, atol=1e-3)
+    module = torch.jit.script(WallBias.from_walls(walls))
+    for p in pts[:20]:
+        x = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+        e = module(x)
+        (g,) = torch.autograd.grad(e, x)
+        assert float(e.detach()) == pytest.approx(float(walls.energy(p)), rel=1e-14, abs=1e-12)
+        np.testing.assert_allclose(g.numpy(), walls.gradient(p), rtol=1e-13, atol=1e-10)
+    assert resolve_walls(variables, kt, walls=False) is None
+    assert resolve_walls([variables[1]], kt) is None
+    custom = resolve_walls(variables, kt, margin=[0.5, 0.0, 0.1], kappa=[7.0, 1.0, 3.0])
+    assert custom.lower == pytest.approx((-0.5, 0.1)) and custom.kappa == (7.0, 3.0)
+    with pytest.raises(GMVAEInputError, match="'wall_margin' of component 1 is 0.5: the walls' bounds"):
+        resolve_walls(variables, kt, margin=[0.1, 0.0, 0.5])
+    with pytest.raises(GMVAEInputError, match=r"'wall_kappa' is \[1.0, 1.0, -2.0\], expected finite values > 0"):
+        resolve_walls(variables, kt, kappa=[1.0, 1.0, -2.0])
+    with pytest.raises(GMVAEInputError, match="'wall_margin' has 2 value"):
+        resolve_walls(variables, kt, margin=[0.1, 0.1])
+
+
+@pytest.mark.parametrize("route", ["compiled", "autograd"])
+def test_fused_force_with_walls_is_the_force_without_plus_the_wall_force(ala, gmvae_cv, tmp_path, route):
+    """On the Reference platform, a configuration beyond the upper walls of both components (inside
+    the grid): energy and forces of the fused force with walls = without walls + kappa (s - u)^2 and
+    -2 kappa (s - u) ds/dx (autograd through the CV module). The native route gives way to compiled."""
+    from gmvae_cv.metad.engine import BiasRouteWarning
+
+    s0 = gmvae_cv(ala.positions)
+    sigma = np.array([0.1, 0.1])
+    grid = dict(grid_min=s0 - 1.0, grid_max=s0 + 0.3, grid_bin=[60, 60])  # upper bounds at s0 - 0.1
+    out = {}
+    for walls in (True, False):
+        meta = _meta(gmvae_cv, sigma=sigma, route=route, walls=walls, table_path=tmp_path / f"{walls}.f64", **grid)
+        meta.grid.add_hill(s0 - 0.05, [0.3, 0.3], 2.0)
+        meta._write_table()
+        system = ala.create_system(constraints=None)
+        meta.add_force(system, ala.positions)
+        assert meta.force_info["route"] == route and meta.force_info["walls"] == walls
+        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        ctx.setPositions(ala.positions)
+        meta.sync([ctx])
+        state = ctx.getState(getEnergy=True, getForces=True, groups={meta._force_groups[id(system)]})
+        out[walls] = (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                      state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer), meta)
+    meta = out[True][2]
+    kappa = np.asarray(meta.walls.kappa)
+    upper = np.asarray(meta.walls.upper)
+    assert kappa == pytest.approx(2 * meta.stability.temperature * 0.0083144626 / sigma**2, rel=1e-6)
+    assert np.allclose(upper, s0 - 0.1)
+    x = torch.tensor(ala.positions, dtype=torch.float64, requires_grad=True)
+    s = gmvae_cv.module(x, None).to(torch.float64)
+    assert np.allclose(s.detach().numpy(), s0)
+    excess = s.detach().numpy() - upper
+    assert np.all(excess > 0.05)
+    grads = [torch.autograd.grad(s[a], x, retain_graph=True)[0].numpy() for a in range(2)]
+    wall_energy = float(np.sum(kappa * excess**2))
+    wall_force = -sum(2 * kappa[a] * excess[a] * grads[a] for a in range(2))
+    assert meta.wall_energy(s0) == pytest.approx(wall_energy, rel=1e-6)
+    assert out[True][0] - out[False][0] == pytest.approx(wall_energy, rel=1e-5)
+    assert np.abs(wall_force).max() > 20.0 and abs(out[False][0]) > 0.1
+    scale = np.abs(out[True][1]).max()
+    np.testing.assert_allclose(out[True][1], out[False][1] + wall_force, rtol=0, atol=1e-12 * scale)
+    if route == "compiled":
+        with pytest.warns(BiasRouteWarning, match="native bias route does not apply .*no walls.*route='compiled'"):
+            native = _meta(gmvae_cv, sigma=sigma, route="native", table_path=tmp_path / "native.f64", **grid)
+        native.add_force(ala.create_system(constraints=None), ala.positions)
+        assert native.force_info["route"] == "compiled" and native.force_info["route_requested"] == "native"
+
+
+def test_walled_run_writes_walls_bias_records_the_walls_and_continues_bit_identically(ala, gmvae_cv, tmp_path):
+    """A run on a grid tight around the dipeptide's GMVAE CV: the walker reaches the walls, COLVAR's
+    walls.bias is their energy at its CV columns, run.json records them, and a run continued from its
+    checkpoint to more steps writes the same bytes as an uninterrupted one."""
+    from gmvae_cv.analysis import read_plumed
+    from gmvae_cv.metad.walls import Walls
+
+    s0 = gmvae_cv(ala.positions)
+    kw = dict(system=ala.create_system(), topology=ala.topology, positions=ala.positions, sigma=[0.05, 0.05], height=1.0,
+              bias_factor=6, pace=50, grid_min=s0 - 0.25, grid_max=s0 + 0.25, grid_bin=[50, 50], colvar_stride=10,
+              traj_stride=0, checkpoint_interval=500, platform="Reference", seed=2)
+    with pytest.warns(BiasEdgeWarning):
+        run_metadynamics(gmvae_cv, tmp_path / "whole", n_steps=1000, **kw)
+        run_metadynamics(gmvae_cv, tmp_path / "split", n_steps=500, **kw)
+        res = run_metadynamics(gmvae_cv, tmp_path / "split", n_steps=1000, **kw)
+    assert res.resumed_from == 500
+    for name in ("COLVAR", "HILLS"):
+        assert (tmp_path / "split" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    info = json.loads((tmp_path / "whole" / "run.json").read_text())
+    rec = info["params"]["walls"]
+    assert rec["field"] == "walls.bias" and rec["upper"] == pytest.approx(list(s0 + 0.05))
+    assert info["params"]["metadynamics"]["walls"] is True
+    assert info["params"]["metadynamics"]["wall_margin"] == pytest.approx([0.2, 0.2])
+    colvar = read_plumed(tmp_path / "whole" / "COLVAR")
+    walls = Walls(axes=(0, 1), components=(0, 1), lower=tuple(rec["lower"]), upper=tuple(rec["upper"]),
+                  kappa=tuple(rec["kappa"]), margin=tuple(rec["margin"]))
+    s = np.column_stack([colvar["cv.0"], colvar["cv.1"]])
+    np.testing.assert_allclose(colvar["walls.bias"], walls.energy(s), rtol=1e-9, atol=1e-9)
+    assert (colvar["walls.bias"] > 0).sum() >= 3  # the walker felt the walls
+    # without walls: no column, and the record says so
+    run_metadynamics(gmvae_cv, tmp_path / "off", n_steps=100, walls=False, **kw)
+    off = json.loads((tmp_path / "off" / "run.json").read_text())["params"]
+    assert off["walls"] is None and off["metadynamics"]["walls"] is False
+    assert "walls.bias" not in read_plumed(tmp_path / "off" / "COLVAR").fields

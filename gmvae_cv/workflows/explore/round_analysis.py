@@ -1,8 +1,9 @@
 """What a round of :func:`~gmvae_cv.workflows.explore.explore` found, and the stop rule that reads it.
 
 Of a round's biased run: the frames' features and log-weights (metadynamics: :math:`\\beta (V - c(t))`
-from the hills of all walkers; OPES: :math:`\\beta V`), the populations of the round's GMVAE clusters,
-and for alanine dipeptide the C7eq -> C7ax transitions and dF with its jackknife error. Of a round's
+from the hills of all walkers; OPES: :math:`\\beta V`; plus :math:`\\beta W` of the walls,
+``walls.bias``, when the COLVAR has it), the populations of the round's GMVAE clusters, and for
+alanine dipeptide the C7eq -> C7ax transitions and dF with its jackknife error. Of a round's
 GMVAE: which clusters are new (module docstring of :mod:`gmvae_cv.workflows.explore`).
 """
 
@@ -26,6 +27,7 @@ from ...analysis import count_transitions
 from ...systems import alanine_basin
 from ...analysis import delta_f, delta_f_phi, delta_f_running
 from ...learn import load_run
+from ...metad import WALLS_FIELD
 
 __all__ = ["walker_files", "analyse_round", "cluster_provenance", "stop_rule"]
 
@@ -57,6 +59,8 @@ def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: An
         t = np.asarray(colvar["time"], dtype=np.float64)
         # metadynamics: beta (V - c(t)) from the hills; OPES: beta V, its bias at the frame
         logw = ct_log_weights(hills, s, t, kT) if hills is not None else np.asarray(colvar["opes.bias"], dtype=np.float64) / kT
+        if WALLS_FIELD in colvar.fields:  # the walls biased the run too (zero inside their bounds)
+            logw = logw + np.asarray(colvar[WALLS_FIELD], dtype=np.float64) / kT
         x = load_trajectory_features([tfile], top, fspec)[0]
         # frame i of traj.dcd is at time (i + 1) * frame_ps (the start structure is not saved)
         tf = (np.arange(len(x)) + 1) * cfg.frame_ps

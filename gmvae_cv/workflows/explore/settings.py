@@ -50,6 +50,10 @@ class ExploreSettings:
         Well-tempered metadynamics: initial hill height (kJ/mol) and bias factor.
     barrier : float
         OPES: the barrier to overcome, kJ/mol (``BARRIER``).
+    walls : bool
+        Walls that keep the biased CV inside its grid (:mod:`gmvae_cv.metad.walls`: default bounds
+        4 sigma inside the grid edges, stiffness 2 kT / sigma^2); their energy is part of the
+        frames' log-weights.
     frame_ps : float
         Spacing of the given unbiased frames, ps (the lag counts frames; the biased runs write
         frames at this spacing too). Read from the ``simulation.json`` beside the trajectory when
@@ -84,6 +88,7 @@ class ExploreSettings:
     height: float = 1.2
     bias_factor: float = 10.0
     barrier: float = 40.0
+    walls: bool = True
     frame_ps: float = 1.0
     discard_fraction: float = 0.1
     n_blocks: int = 10
@@ -101,6 +106,8 @@ class ExploreSettings:
             raise GMVAEInputError(f"'method' is {self.method!r}, expected one of {list(METHODS)}")
         if not self.bias_factor > 1:
             raise GMVAEInputError(f"'bias_factor' is {self.bias_factor}, expected > 1")
+        if not isinstance(self.walls, bool):
+            raise GMVAEInputError(f"'walls' is {self.walls!r}, expected True or False")
         if self.training_weights not in ("coverage", "reweighted"):
             raise GMVAEInputError(f"'training_weights' is {self.training_weights!r}, expected 'coverage' or 'reweighted'")
         for name in ("discard_fraction", "min_cluster_fraction", "new_cluster_old_fraction"):

@@ -146,7 +146,7 @@ def bias_stage(ex: Exploration, rd: Path, r: int) -> None:
     t0 = time.perf_counter()
     res = run_metadynamics(
         cv, bias_dir, system=sysm.system, topology=sysm.topology, positions=sysm.positions,
-        n_steps=cfg.steps_per_round, method=cfg.method, temperature=cfg.temperature, pace=cfg.pace,
+        n_steps=cfg.steps_per_round, method=cfg.method, temperature=cfg.temperature, pace=cfg.pace, walls=cfg.walls,
         walkers=cfg.walkers, seed=cfg.seed + 1000 * r,
         timestep=cfg.timestep_fs / 1000.0, traj_stride=int(round(cfg.frame_ps * 1000.0 / cfg.timestep_fs)),
         extra_colvar=sysm.extra_colvar, description=sysm.description, progress=ex.progress, platform=platform,

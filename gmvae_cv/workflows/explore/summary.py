@@ -85,6 +85,8 @@ def write_summary(out: Path, rounds: list[dict], stop_reason: Optional[str], cfg
                                       "dF = -kT ln(sum w[phi>0] / sum w[phi<0]), kT = 2.494 kJ/mol at 300 K")
         if cfg.method != "metad":
             summary["reweighted_note"] = summary["reweighted_note"].replace("beta (V - c(t))", "beta V (OPES bias)")
+        if cfg.walls:
+            summary["reweighted_note"] = summary["reweighted_note"].replace("; dF", " + beta W (walls.bias); dF", 1)
         plot_delta_f(out, rounds)
     summary = json_safe(summary)
     atomic_write_json(out / "summary.json", summary)
