@@ -64,8 +64,9 @@ def add(sub) -> None:
     p.add_argument("--colvar-stride", type=int, default=None, help="steps between COLVAR rows (default pace/5)")
     p.add_argument("--traj-stride", type=int, default=None, help="steps between trajectory frames (default pace; 0: none)")
     p.add_argument("--checkpoint-interval", type=int, default=None, help="steps between checkpoints, a multiple of pace")
-    p.add_argument("--route", choices=["compiled", "autograd", "native"], default="compiled",
-                   help="how the bias force is evaluated (native: a numba-compiled kernel in a PythonForce, opt-in)")
+    p.add_argument("--route", choices=["auto", "native", "compiled", "autograd"], default="auto",
+                   help="how the bias force is evaluated: native (a numba-compiled kernel in a PythonForce), compiled or "
+                        "autograd (TorchScript in a TorchForce); auto (default): native where it applies, else compiled")
     p.add_argument("--precision", choices=["float64", "float32"], default="float64", help="arithmetic inside the bias force")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads during the run (default 1)")
     p.add_argument("--heating-limit", default="auto",

@@ -434,11 +434,28 @@ def encoder_bwd(gs, r, zacts, zo, yacts, yo, qg, w0, rowmap, zw, zb, zdims, zrel
                 gx[i] += w0[o, i] * go
 
 
+@_step
+def walls(s, lo, hi, kappa, grad):
+    """The walls' energy (metad.walls: kappa (s - hi)^2 above hi, kappa (lo - s)^2 below lo; kappa 0 on
+    axes without walls), its gradient added to grad."""
+    e = 0.0
+    for a in range(s.shape[0]):
+        if s[a] > hi[a]:
+            d = s[a] - hi[a]
+            e += kappa[a] * d * d
+            grad[a] += 2.0 * kappa[a] * d
+        elif s[a] < lo[a]:
+            d = lo[a] - s[a]
+            e += kappa[a] * d * d
+            grad[a] -= 2.0 * kappa[a] * d
+    return e
+
+
 @_njit
 def energy_forces(pos, table, components,
                   dist, angle, torsion, tmode, contact, cr0, cn, cm, dest,
                   has_net, w0, rowmap, b0, zw, zb, zdims, zrelu, yw, yb, ydims, yrelu, wl, bl, group, mult, hw, hb,
-                  offset, inv_spacing, n_bins, periodic, strides, offsets, hermite,
+                  offset, inv_spacing, n_bins, periodic, strides, offsets, hermite, wall_lo, wall_hi, wall_kappa,
                   forces, cv_out):
     n_f = dest.shape[0]
     x = np.zeros(n_f)
@@ -461,6 +478,7 @@ def energy_forces(pos, table, components,
     for a in range(nd):
         sb[a] = s[components[a]]
     energy = spline(sb, table, offset, inv_spacing, n_bins, periodic, strides, offsets, hermite, gsb)
+    energy += walls(sb, wall_lo, wall_hi, wall_kappa, gsb)
     if has_net:
         gs = np.zeros(s.shape[0])
         for a in range(nd):
@@ -499,12 +517,12 @@ def packed(pos, table, fp, ip, hdr, forces, cv_out):
         f1(ip, hdr, nf + 9), f2(fp, hdr, 9), f1(fp, hdr, 10), f1(ip, hdr, nf + 10), f1(fp, hdr, 11),
         f2(fp, hdr, 12), f1(fp, hdr, 13),
         f1(fp, hdr, 14), f1(fp, hdr, 15), f1(fp, hdr, 16), f1(ip, hdr, nf + 11) != 0, f1(fp, hdr, 17),
-        f1(ip, hdr, nf + 12), f2(fp, hdr, 18),
+        f1(ip, hdr, nf + 12), f2(fp, hdr, 18), f1(fp, hdr, 19), f1(fp, hdr, 20), f1(fp, hdr, 21),
         forces, cv_out)
 
 
 FLOATS = ("cr0", "cn", "cm", "w0", "b0", "zw", "zb", "yw", "yb", "wl", "bl", "mult", "hw", "hb",
-          "offset", "inv_spacing", "n_bins", "strides", "hermite")
+          "offset", "inv_spacing", "n_bins", "strides", "hermite", "wall_lo", "wall_hi", "wall_kappa")
 INTS = ("dist", "angle", "torsion", "tmode", "contact", "dest", "zdims", "zrelu", "ydims", "yrelu", "group",
         "periodic", "offsets", "components", "flags", "rowmap")
 N_FLOAT = len(FLOATS)

@@ -11,7 +11,6 @@ or a kernel of the OPES density estimate (:class:`~gmvae_cv.metad.opes.OPESBias`
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -20,7 +19,7 @@ from openmm import unit
 from .._core.checks import check_int
 from .._core.errors import GMVAEInputError
 from ..deploy import CVModel
-from .binding import BiasRouteWarning, ForceBinding
+from .binding import ForceBinding
 from .grid import BiasGrid
 from .stability import StabilityMonitor, lockstep
 from .walls import WALLS_FIELD, Walls
@@ -66,13 +65,6 @@ class FusedBiasEngine:
         self.grid = grid
         self.walls = walls
         grid.walls = walls
-        self._route_note: dict = {}
-        if walls is not None and route == "native":
-            why = "its kernel has no walls; walls=False turns them off"
-            warnings.warn(f"the native bias route does not apply ({why}): using route='compiled'", BiasRouteWarning,
-                          stacklevel=3)
-            self._route_note = {"route_requested": "native", "native_route_not_used": why}
-            route = "compiled"
         self.route = route
         self.dtype = dtype
         self.binding = ForceBinding(cv, components, grid, route=route, dtype=dtype, table_path=table_path)
@@ -117,10 +109,7 @@ class FusedBiasEngine:
     @property
     def force_info(self) -> dict:
         """How the force was built (route, dtype, compiled graph check), once :meth:`add_force` ran."""
-        info = self.binding.info
-        if info:
-            info.update(self._route_note)
-        return info
+        return self.binding.info
 
     @property
     def version(self) -> int:

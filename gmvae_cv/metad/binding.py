@@ -46,7 +46,8 @@ class ForceBinding:
         Biased CV components, in the grid's axis order.
     grid : BiasGrid
         The bias whose :meth:`~gmvae_cv.metad.grid.BiasGrid.force_table` the forces read.
-    route : {'compiled', 'autograd'}
+    route : {'auto', 'native', 'compiled', 'autograd'}
+        See :class:`~gmvae_cv.metad.engine.WellTemperedMetadynamics`.
     dtype : {'float64', 'float32'}
     table_path : path, optional
         Default a private temporary file, removed with this object.
@@ -59,10 +60,10 @@ class ForceBinding:
         ``id(system) -> force group`` of the bias force in each system given to :meth:`add_force`.
     """
 
-    def __init__(self, cv: CVModel, components: Sequence[int], grid: BiasGrid, *, route: str = "compiled",
+    def __init__(self, cv: CVModel, components: Sequence[int], grid: BiasGrid, *, route: str = "auto",
                  dtype: str = "float64", table_path: Optional[str | os.PathLike] = None) -> None:
-        if route not in ("native",) + ROUTES:
-            raise GMVAEInputError(f"'route' is {route!r}, expected one of native, {', '.join(ROUTES)}")
+        if route not in ("auto", "native") + ROUTES:
+            raise GMVAEInputError(f"'route' is {route!r}, expected one of auto, native, {', '.join(ROUTES)}")
         self.cv = cv
         self.components = tuple(int(c) for c in components)
         self.grid = grid
@@ -173,13 +174,16 @@ class ForceBinding:
     def _ensure_builder(self, use_box: bool, box_reason: str) -> None:
         if self.builder is None:
             route, why_not = self.route, None
-            if route == "native":
+            if route in ("auto", "native"):
                 self.builder, why_not = native_builder(self.cv, self.components, self.grid, self._table,
                                                        dtype=self.dtype, use_box=use_box)
                 if self.builder is None:
-                    route = "autograd" if use_box else "compiled"
-                    warnings.warn(f"the native bias route does not apply ({why_not}): using route='{route}'",
-                                  BiasRouteWarning, stacklevel=4)
+                    if self.route == "native":  # asked for by name: say why not ('auto' records it in info)
+                        route = "autograd" if use_box else "compiled"
+                        warnings.warn(f"the native bias route does not apply ({why_not}): using route='{route}'",
+                                      BiasRouteWarning, stacklevel=4)
+                    else:  # 'auto': the compiled route (which a CV given the box turns into autograd, below)
+                        route = "compiled"
                 else:
                     self.builder.info["use_box_reason"] = box_reason
                     self.builder.info["route_requested"] = self.route

@@ -36,7 +36,7 @@ import openmm
 import copy
 
 from .._core.errors import GMVAEInputError
-from .grid_module import GridBias, gather_offsets
+from .grid_module import GridBias, WallBias, gather_offsets
 from .native_recipe import NativeRecipe, NotNative, _numba, numba_available, recipe_from_module
 from .splines import HERMITE_BASIS
 from .force import VERSION_PARAMETER
@@ -90,6 +90,15 @@ def _pack(floats: dict, ints: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.ascontiguousarray(fp), np.ascontiguousarray(ip), np.asarray(hdr, dtype=np.int64)
 
 
+def _wall_arrays(walls: Any, d: int) -> dict:
+    """Per biased axis: the walls' bounds and stiffness (kappa 0 and far bounds on axes without walls)."""
+    lo, hi, kappa = np.full(d, -1e300), np.full(d, 1e300), np.zeros(d)
+    if walls is not None:
+        for a, l, u, k in zip(walls.axes, walls.lower, walls.upper, walls.kappa):
+            lo[a], hi[a], kappa[a] = l, u, k
+    return {"wall_lo": lo, "wall_hi": hi, "wall_kappa": kappa}
+
+
 # ------------------------------------------------------------------------------------ the force
 class NativeBias:
     """Energy and forces of the bias :math:`V(s(x))` by the native kernel (see the module docstring).
@@ -132,7 +141,7 @@ class NativeBias:
             "wl": r.wl if net else np.zeros((1, 1)), "bl": r.bl if net else np.zeros(1),
             "mult": r.mult if net else np.ones(1), "hw": r.hw if net else np.zeros((1, 1)), "hb": r.hb if net else np.zeros(1),
             "offset": -grid.lower / spacing, "inv_spacing": 1.0 / spacing, "n_bins": np.asarray(grid.bins, dtype=np.float64),
-            "strides": strides, "hermite": HERMITE_BASIS,
+            "strides": strides, "hermite": HERMITE_BASIS, **_wall_arrays(getattr(grid, "walls", None), len(self.components)),
         }
         ints = {
             "dist": r.dist, "angle": r.angle, "torsion": r.torsion, "tmode": r.torsion_mode, "contact": r.contact,
@@ -152,7 +161,8 @@ class NativeBias:
         self.cv = np.zeros(r.n_cvs)
         self._alive: list = []  # every force's callable (see force())
         self._pos = np.zeros((r.n_atoms, 3))
-        self.info: dict = {"route": "native", "dtype": "float64", "use_box": False, "kernel": "numba " + _numba_version(),
+        self.info: dict = {"route": "native", "dtype": "float64", "use_box": False, "walls": getattr(grid, "walls", None) is not None,
+                           "kernel": "numba " + _numba_version(),
                            "network_multiply_adds": recipe.multiply_adds(), "cv_module": recipe.source}
 
     def energy_forces(self, positions: np.ndarray, table: Optional[np.ndarray] = None) -> tuple[float, np.ndarray]:
@@ -209,13 +219,15 @@ class NativeBias:
             g.add_hill(s0[comps] + rng.normal(0, 0.5, size=len(comps)) * width, width, 1.0, "gaussian")
         table = np.ascontiguousarray(g.force_table())
         gb = GridBias(g.lower, g.upper, g.bins, g.periodic).double()
+        walls = getattr(self.grid, "walls", None)
+        wb = WallBias.from_walls(walls).double() if walls is not None else None
         ttab = torch.as_tensor(table)
         worst = worst_cv = worst_e = 0.0
         for k in range(n_probes + 1):
             p = pos0 if k == 0 else pos0 + 0.005 * rng.standard_normal(pos0.shape)
             q = torch.as_tensor(p).clone().requires_grad_(True)
             s = ref_cv(q)
-            e_ref = gb(s[comps], ttab)
+            e_ref = gb(s[comps], ttab) if wb is None else gb(s[comps], ttab) + wb(s[comps])
             (grad,) = torch.autograd.grad(e_ref, q)
             e, f = self.energy_forces(np.ascontiguousarray(p), table)
             scale = max(1.0, float(grad.abs().max()))

@@ -165,7 +165,7 @@ class OPESBias(FusedBiasEngine):
                  grid_min: Optional[Sequence[float]] = None, grid_max: Optional[Sequence[float]] = None,
                  grid_bin: Optional[Sequence[int]] = None, compression_threshold: float = 1.0, walls: bool = True,
                  wall_margin: Optional[Sequence[float]] = None, wall_kappa: Optional[Sequence[float]] = None,
-                 route: str = "compiled",
+                 route: str = "auto",
                  dtype: str = "float64", table_path: Optional[str | os.PathLike] = None,
                  heating_limit: Optional[float | str] = "auto", on_kernel: Optional[Callable] = None) -> None:
         cv = check_cv(cv)

@@ -87,8 +87,9 @@ class MDSettings:
         ``Threads`` property of the CPU platform.
     torch_threads : int
         ``torch.set_num_threads`` during the run.
-    route : {'compiled', 'autograd'}
-        How the bias force is evaluated (:mod:`gmvae_cv.metad.force`).
+    route : {'auto', 'native', 'compiled', 'autograd'}
+        How the bias force is evaluated (see :class:`~gmvae_cv.metad.engine.WellTemperedMetadynamics`;
+        ``'auto'``: the native kernel where it applies, else the TorchForce route).
     dtype : {'float64', 'float32'}
         Arithmetic inside the force.
     heating_limit : float, 'auto' or None
@@ -103,7 +104,7 @@ class MDSettings:
     platform: Optional[str] = None
     cpu_threads: Optional[int] = None
     torch_threads: int = 1
-    route: str = "compiled"
+    route: str = "auto"
     dtype: str = "float64"
     heating_limit: Optional[float | str] = "auto"
 

@@ -867,8 +867,8 @@ def test_cli_unstable_run_exits_3_and_heating_limit_values(torsion_cv, tmp_path,
 
 
 def test_periodic_system_box_choice_and_route(ala, gmvae_cv, tmp_path):
-    """In a periodic box, a CV inside one molecule keeps the compiled route (no minimum image needed);
-    a CV given the box falls back to autograd with a warning. Both give the same forces."""
+    """In a periodic box, a CV inside one molecule needs no minimum image, so route 'auto' takes the
+    native kernel; a CV given the box falls back to autograd with a warning. Both give the same forces."""
     from gmvae_cv.metad.engine import BiasRouteWarning
 
     box = np.eye(3) * 3.0
@@ -889,7 +889,7 @@ def test_periodic_system_box_choice_and_route(ala, gmvae_cv, tmp_path):
         else:
             meta.add_force(system, ala.positions, **kw)
         info = meta.force_info
-        assert info["route"] == ("compiled" if name == "one_molecule" else "autograd")
+        assert info["route"] == ("native" if name == "one_molecule" else "autograd")
         assert info["use_box"] == (name == "with_box")
         ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
         ctx.setPositions(ala.positions + 1.4)  # shifted across the box edge: OpenMM does not wrap
@@ -981,13 +981,12 @@ def test_walls_energy_and_force_against_the_closed_form_and_finite_differences()
         resolve_walls(variables, kt, margin=[0.1, 0.1])
 
 
-@pytest.mark.parametrize("route", ["compiled", "autograd"])
+@pytest.mark.parametrize("route", ["compiled", "autograd", "native"])
 def test_fused_force_with_walls_is_the_force_without_plus_the_wall_force(ala, gmvae_cv, tmp_path, route):
     """On the Reference platform, a configuration beyond the upper walls of both components (inside
     the grid): energy and forces of the fused force with walls = without walls + kappa (s - u)^2 and
-    -2 kappa (s - u) ds/dx (autograd through the CV module). The native route gives way to compiled."""
-    from gmvae_cv.metad.engine import BiasRouteWarning
-
+    -2 kappa (s - u) ds/dx (autograd through the CV module), for each route (the native kernel has
+    the walls too)."""
     s0 = gmvae_cv(ala.positions)
     sigma = np.array([0.1, 0.1])
     grid = dict(grid_min=s0 - 1.0, grid_max=s0 + 0.3, grid_bin=[60, 60])  # upper bounds at s0 - 0.1
@@ -1023,11 +1022,6 @@ def test_fused_force_with_walls_is_the_force_without_plus_the_wall_force(ala, gm
     assert np.abs(wall_force).max() > 20.0 and abs(out[False][0]) > 0.1
     scale = np.abs(out[True][1]).max()
     np.testing.assert_allclose(out[True][1], out[False][1] + wall_force, rtol=0, atol=1e-12 * scale)
-    if route == "compiled":
-        with pytest.warns(BiasRouteWarning, match="native bias route does not apply .*no walls.*route='compiled'"):
-            native = _meta(gmvae_cv, sigma=sigma, route="native", table_path=tmp_path / "native.f64", **grid)
-        native.add_force(ala.create_system(constraints=None), ala.positions)
-        assert native.force_info["route"] == "compiled" and native.force_info["route_requested"] == "native"
 
 
 def test_walled_run_writes_walls_bias_records_the_walls_and_continues_bit_identically(ala, gmvae_cv, tmp_path):

@@ -163,7 +163,7 @@ def test_unsupported_module_falls_back_to_the_compiled_route_with_a_warning(ala,
     s0 = cv(ala.positions)
     meta = WellTemperedMetadynamics(cv, temperature=300, height=1.0, sigma=[0.05, 0.05], bias_factor=5, pace=10,
                                     grid_min=s0 - 0.5, grid_max=s0 + 0.5, grid_bin=[20, 20], route="native",
-                                    walls=False)  # with walls the engine itself chooses 'compiled' (test_bias.py)
+                                    walls=False)  # the walls: test_bias.py
     with pytest.warns(BiasRouteWarning, match=r"native bias route does not apply \(the CV module is a _Sigmoid.*route='compiled'"):
         meta.add_force(ala.create_system(), ala.positions)
     info = meta.force_info
@@ -181,7 +181,7 @@ def test_native_force_in_openmm_equals_the_compiled_torchforce_and_follows_depos
     for route in ("native", "compiled"):
         meta = WellTemperedMetadynamics(cv, temperature=300, height=1.2, sigma=[0.1, 0.1], bias_factor=10, pace=10,
                                         grid_min=s0 - 3, grid_max=s0 + 3, grid_bin=[60, 60], route=route,
-                                        table_path=tmp_path / f"{route}.f64", walls=False)  # the native route has none
+                                        table_path=tmp_path / f"{route}.f64", walls=False)  # the walls: test_bias.py
         system = ala.create_system()
         with warnings.catch_warnings():
             warnings.simplefilter("error", BiasRouteWarning)
