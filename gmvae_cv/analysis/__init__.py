@@ -19,7 +19,7 @@ _NAMES = {
     "KB_KJ_MOL_K": "fes",
     "FESEstimator": "fes",
     "FreeEnergySurface": "fes",
-    "BiasGrid": "hills",
+    "HillSumGrid": "hill_grid",
     "GridSpec": "hills",
     "Hills": "hills",
     "cluster_confusion": "metrics",
@@ -55,7 +55,8 @@ __getattr__, __dir__ = _lazy_names(__name__, _NAMES, globals())
 
 if _TYPE_CHECKING:  # pragma: no cover
     from .fes import FESEstimator, FreeEnergySurface, KB_KJ_MOL_K  # noqa: F401
-    from .hills import BiasGrid, GridSpec, Hills  # noqa: F401
+    from .hill_grid import HillSumGrid  # noqa: F401
+    from .hills import GridSpec, Hills  # noqa: F401
     from .metrics import cluster_confusion  # noqa: F401
     from .msm import BiasedDataError, MarkovAnalysis, MarkovAnalysisResult, TRAMAnalysis, TRAMResult, gmvae_states  # noqa: F401
     from .plumed_files import PlumedFile, PlumedFileWarning, read_plumed, write_plumed  # noqa: F401

@@ -4,7 +4,7 @@ A small, vectorised reference run with a known answer (the toy's potential) for 
 tests and benchmarks. It follows PLUMED's ``METAD`` step by step:
 
 1. the bias and its force come from the hills deposited so far (tabulated on a grid,
-   :class:`gmvae_cv.analysis.hills.BiasGrid`);
+   :class:`gmvae_cv.analysis.hill_grid.HillSumGrid`);
 2. a frame is recorded every ``stride`` steps with the bias it feels;
 3. every ``pace`` steps (not at step 0) each walker deposits a hill of height
    :math:`W_0 e^{-V(s)/(k_BT(\gamma-1))}` at its CV value (multiple walkers share one bias);
@@ -26,7 +26,7 @@ import numpy as np
 
 from .._core.errors import GMVAEInputError
 from .._core.checks import check_int
-from ..analysis import BiasGrid, GridSpec, Hills
+from ..analysis import GridSpec, Hills, HillSumGrid
 from ..analysis import write_plumed
 from .toy import ToySystem, check_hill_schedule
 
@@ -182,7 +182,7 @@ def toy_metadynamics(
     h_time = np.zeros(cap)
     h_cent = np.zeros((cap, d))
     h_height = np.zeros(cap)
-    bg = BiasGrid(None, grid, biasfactor=gamma)
+    bg = HillSumGrid(None, grid, biasfactor=gamma)
     n_frames = n_steps // stride + 1
     pos = np.empty((n_walkers, n_frames, system.dim))
     bias_rec = np.empty((n_walkers, n_frames))
