@@ -127,7 +127,10 @@ class _Tee(io.TextIOBase):
         self._line = ""
 
     def isatty(self) -> bool:
-        return self._stream.isatty()
+        try:
+            return self._stream.isatty()
+        except ValueError:  # the stream was closed (asked at interpreter exit, e.g. by colorama's atexit hook)
+            return False
 
     def fileno(self) -> int:
         return self._stream.fileno()
