@@ -45,9 +45,8 @@ class FusedBiasEngine:
     heating_limit : float, 'auto' or None
         See :class:`~gmvae_cv.metad.stability.StabilityMonitor`.
     walls : Walls, optional
-        Walls on the non-periodic components (:mod:`gmvae_cv.metad.walls`), added by the force to
-        the tabulated bias; the ``'native'`` route has none, so with walls it gives way to
-        ``'compiled'`` (a :class:`~gmvae_cv.metad.binding.BiasRouteWarning` says so).
+        Walls on the non-periodic components (:mod:`gmvae_cv.metad.walls`), added by the force (on
+        every route) to the tabulated bias.
 
     Attributes
     ----------

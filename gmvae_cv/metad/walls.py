@@ -17,8 +17,8 @@ which is PLUMED's ``UPPER_WALLS ARG=cv.a AT=u_a KAPPA=kappa_a EXP=2`` plus ``LOW
 (``OFFSET=0``, ``EPS=1``): zero inside :math:`[l, u]`, continuous with its first derivative at the
 bounds. The force adds :math:`W` to the tabulated bias inside the same TorchScript energy
 (:class:`~gmvae_cv.metad.grid_module.WallBias`), so the ``'compiled'`` route traces its force with
-the rest and the ``'autograd'`` route back-propagates it; the ``'native'`` route has no walls and is
-not used with them.
+the rest and the ``'autograd'`` route back-propagates it; the ``'native'`` kernel adds the same
+terms (:func:`gmvae_cv.metad._native_kernel.walls`).
 
 Defaults: ``margin = 4 sigma`` and ``kappa = 2 kT / sigma**2`` (:data:`WALL_MARGIN_SIGMAS`,
 :data:`WALL_KT`), i.e. :math:`W = 2\,k_BT` one sigma beyond a bound and :math:`32\,k_BT` (80 kJ/mol
