@@ -218,3 +218,24 @@ def test_explore_reaches_c7ax_from_300k_frames(tmp_path, cold_frames):
     summary = explore(tmp_path / "ex", traj=traj, top=top, rounds=4, ns_per_round=0.3, epochs=60, seed=0)
     assert summary["first_transition_ns"] is not None, [q["fraction_phi_positive"] for q in summary["rounds"]]
     assert summary["rounds"][-1]["transitions"] > 0
+
+
+def test_stop_rule_needs_agreeing_estimates_with_small_errors():
+    """Three rounds without a new cluster stop the loop only when their dF estimates agree within
+    ``stable_sigmas`` combined errors AND each error is at most ``max_df_error``: large errors (a
+    retrained CV that lost the transitions) agree with anything and must not stop it."""
+    from gmvae_cv.workflows.explore import ExploreSettings
+    from gmvae_cv.workflows.explore.round_analysis import stop_rule
+
+    cfg = ExploreSettings(rounds=8, ns_per_round=1.0).validate()
+    none = {"new": []}
+
+    def rounds(*df):
+        return [{"delta_f_phi_pos_minus_neg_kjmol": list(v), "clusters": none} for v in df]
+
+    assert stop_rule(rounds((9.0, 0.8), (9.5, 0.9), (9.2, 0.7)), none, cfg) is not None
+    assert stop_rule(rounds((10.1, 0.9), (9.1, 0.9), (18.5, 13.7)), none, cfg) is None  # seed 2, 1 ns rounds
+    assert stop_rule(rounds((9.0, 0.5), (12.0, 0.5), (9.2, 0.5)), none, cfg) is None  # disagree
+    assert stop_rule(rounds((9.0, 0.8), (9.5, 0.9), (9.2, 0.7)), {"new": [3]}, cfg) is None  # a new cluster
+    loose = ExploreSettings(rounds=8, ns_per_round=1.0, max_df_error=20.0).validate()
+    assert stop_rule(rounds((10.1, 0.9), (9.1, 0.9), (18.5, 13.7)), none, loose) is not None

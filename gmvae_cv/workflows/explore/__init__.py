@@ -23,7 +23,9 @@ stage it was in.
 Stop rule (after the GMVAE of round ``r`` is trained and before it is biased): no new cluster in the
 GMVAEs of rounds ``r - 1`` and ``r``, and the estimate of dF stable within its error for two rounds
 (``|dF(r-1) - dF(r-2)|`` and ``|dF(r-2) - dF(r-3)|`` each at most ``stable_sigmas`` times their
-combined error). A cluster of the GMVAE of round ``r`` is *new* when it holds at least
+combined error, and each of the three errors at most ``max_df_error``, 1 kJ/mol by default: with
+OPES-explore and 1 ns rounds, errors of 10-14 kJ/mol made two estimates "agree" after the retrained
+CV had lost the transitions, ``benchmarks/explore_opes_walls_1ns.json`` seed 2). A cluster of the GMVAE of round ``r`` is *new* when it holds at least
 ``min_cluster_fraction`` of the training frames and fewer than ``new_cluster_old_fraction`` of its
 frames come from data that the GMVAE of round ``r - 1`` was trained on (so it lives in frames
 sampled by the last biased run). The rule reads no phi/psi: it works for any system. dF, transitions

@@ -176,8 +176,11 @@ def stop_rule(rounds: list[dict], clusters_now: dict, cfg: ExploreSettings) -> O
     df = [q["delta_f_phi_pos_minus_neg_kjmol"] for q in rounds[-3:]]
     if any(v is None or v[0] is None or v[1] is None for v in df):
         return None
+    if max(v[1] for v in df) > cfg.max_df_error:  # "stable within its error" says nothing when the error is large
+        return None
     for (a, ea), (b, eb) in ((df[0], df[1]), (df[1], df[2])):
         if abs(a - b) > cfg.stable_sigmas * math.hypot(ea, eb):
             return None
     return (f"stop rule: no new cluster in rounds {len(rounds) - 1} and {len(rounds)}, dF stable within "
-            f"{cfg.stable_sigmas:g} x its error over rounds {len(rounds) - 3}..{len(rounds) - 1}")
+            f"{cfg.stable_sigmas:g} x its error (each at most {cfg.max_df_error:g} kJ/mol) over rounds "
+            f"{len(rounds) - 3}..{len(rounds) - 1}")

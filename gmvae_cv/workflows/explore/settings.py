@@ -16,7 +16,7 @@ KB = 0.008314462618  # kJ/mol/K
 ALANINE = "alanine-dipeptide"
 _INT_MINIMA = {"rounds": 1, "walkers": 1, "seed": 0, "n_clusters": 2, "latent_dim": 1, "lag": 0, "epochs": 1, "n_blocks": 2}
 """The integer fields and their smallest allowed values."""
-_POSITIVE = ("ns_per_round", "temperature", "timestep_fs", "height", "frame_ps", "stable_sigmas", "barrier")
+_POSITIVE = ("ns_per_round", "temperature", "timestep_fs", "height", "frame_ps", "stable_sigmas", "barrier", "max_df_error")
 """The fields that must be > 0."""
 
 
@@ -64,6 +64,8 @@ class ExploreSettings:
         Blocks of the jackknife error of dF.
     min_cluster_fraction, new_cluster_old_fraction, stable_sigmas : float
         Stop rule, see the module docstring.
+    max_df_error : float
+        Largest error (kJ/mol) of each of the three dF estimates the stop rule compares.
 
     Examples
     --------
@@ -95,6 +97,7 @@ class ExploreSettings:
     min_cluster_fraction: float = 0.02
     new_cluster_old_fraction: float = 0.1
     stable_sigmas: float = 2.0
+    max_df_error: float = 1.0
 
     def validate(self) -> "ExploreSettings":
         """Check every field; raise :class:`GMVAEInputError` naming it."""
