@@ -33,7 +33,6 @@ from gmvae_cv.metad.grid import BiasGrid, DP2CUTOFF  # noqa: E402
 from gmvae_cv.metad.run import run_metadynamics  # noqa: E402
 from gmvae_cv.deploy.loaders import feature_cv, load_cv, random_gmvae_cv  # noqa: E402
 from gmvae_cv.features import alanine_backbone_torsions, alanine_heavy_atom_distances  # noqa: E402
-from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PHI_ATOMS = (4, 6, 8, 14)
@@ -41,26 +40,8 @@ PSI_ATOMS = (6, 8, 14, 16)
 
 
 @pytest.fixture(scope="module")
-def ala():
-    return AlanineDipeptide()
-
-
-@pytest.fixture(scope="module")
-def torsion_cv(tmp_path_factory):
-    return feature_cv(alanine_backbone_torsions(transform="raw"), path=tmp_path_factory.mktemp("cv") / "torsions.pt")
-
-
-@pytest.fixture(scope="module")
 def gmvae_cv(tmp_path_factory):
     return random_gmvae_cv(alanine_heavy_atom_distances(), seed=3, path=tmp_path_factory.mktemp("cv") / "gmvae.pt")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 # ------------------------------------------------------------------------------------------ grid

@@ -31,22 +31,8 @@ from gmvae_cv.metad.engine import BiasRouteWarning, WellTemperedMetadynamics  # 
 from gmvae_cv.metad.grid import BiasGrid  # noqa: E402
 from gmvae_cv.metad.native import PROBE_TOLERANCE, NativeBias, NotNative, recipe_from_module  # noqa: E402
 from gmvae_cv.metad.run import run_metadynamics  # noqa: E402
-from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def ala():
-    return AlanineDipeptide()
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _mixed_spec():

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 openmm = pytest.importorskip("openmm")
 pytest.importorskip("openmmtorch")
@@ -29,34 +28,14 @@ from openmm import app, unit  # noqa: E402
 
 from gmvae_cv._core.errors import GMVAEInputError  # noqa: E402
 from gmvae_cv.analysis.plumed_files import read_plumed  # noqa: E402
-from gmvae_cv.deploy.loaders import feature_cv  # noqa: E402
 from gmvae_cv.features import alanine_backbone_torsions  # noqa: E402
 from gmvae_cv.metad.opes import OPESBias  # noqa: E402
 from gmvae_cv.metad.run import run_metadynamics, run_opes  # noqa: E402
-from gmvae_cv.systems import AlanineDipeptide  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PHI_ATOMS = (4, 6, 8, 14)
 PSI_ATOMS = (6, 8, 14, 16)
 KB = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
-
-
-@pytest.fixture(scope="module")
-def ala():
-    return AlanineDipeptide()
-
-
-@pytest.fixture(scope="module")
-def torsion_cv(tmp_path_factory):
-    return feature_cv(alanine_backbone_torsions(transform="raw"), path=tmp_path_factory.mktemp("cv") / "torsions.pt")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _torsion(atoms):
