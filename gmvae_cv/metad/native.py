@@ -70,24 +70,24 @@ def _kernel():
 def _pack(floats: dict, ints: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat float64 and int64 arrays plus a header ``(offset, n0, n1)`` per array (floats, then ints)."""
     kernel = _kernel_module()
-    hdr, fparts, iparts = [], [], []
-    off = 0
-    for name in kernel.FLOATS:
-        a = np.ascontiguousarray(floats[name], dtype=np.float64)
+    fp, hdr_f = _flatten(floats, kernel.FLOATS, np.float64)
+    ip, hdr_i = _flatten(ints, kernel.INTS, np.int64)
+    hdr = hdr_f + hdr_i
+    return fp, ip, np.asarray(hdr, dtype=np.int64)
+
+
+def _flatten(arrays: dict, names: Sequence[str], dtype: Any) -> tuple[np.ndarray, list[int]]:
+    """``arrays[name]`` for each name, as 1D or 2D, concatenated into one contiguous ``dtype`` array, and
+    the header entries ``(offset, n0, n1)`` of each (``n1 = 1`` for a 1D array)."""
+    hdr, parts, off = [], [], 0
+    for name in names:
+        a = np.ascontiguousarray(arrays[name], dtype=dtype)
         a2 = a if a.ndim == 2 else a.reshape(-1)
         hdr += [off, a2.shape[0], a2.shape[1] if a2.ndim == 2 else 1]
-        fparts.append(a2.ravel())
+        parts.append(a2.ravel())
         off += a2.size
-    off = 0
-    for name in kernel.INTS:
-        a = np.ascontiguousarray(ints[name], dtype=np.int64)
-        a2 = a if a.ndim == 2 else a.reshape(-1)
-        hdr += [off, a2.shape[0], a2.shape[1] if a2.ndim == 2 else 1]
-        iparts.append(a2.ravel())
-        off += a2.size
-    fp = np.concatenate(fparts) if fparts else np.zeros(0)
-    ip = np.concatenate(iparts) if iparts else np.zeros(0, dtype=np.int64)
-    return np.ascontiguousarray(fp), np.ascontiguousarray(ip), np.asarray(hdr, dtype=np.int64)
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    return np.ascontiguousarray(flat), hdr
 
 
 def _wall_arrays(walls: Any, d: int) -> dict:
@@ -141,7 +141,7 @@ class NativeBias:
             "wl": r.wl if net else np.zeros((1, 1)), "bl": r.bl if net else np.zeros(1),
             "mult": r.mult if net else np.ones(1), "hw": r.hw if net else np.zeros((1, 1)), "hb": r.hb if net else np.zeros(1),
             "offset": -grid.lower / spacing, "inv_spacing": 1.0 / spacing, "n_bins": np.asarray(grid.bins, dtype=np.float64),
-            "strides": strides, "hermite": HERMITE_BASIS, **_wall_arrays(getattr(grid, "walls", None), len(self.components)),
+            "strides": strides, "hermite": HERMITE_BASIS, **_wall_arrays(grid.walls, len(self.components)),
         }
         ints = {
             "dist": r.dist, "angle": r.angle, "torsion": r.torsion, "tmode": r.torsion_mode, "contact": r.contact,
@@ -161,7 +161,7 @@ class NativeBias:
         self.cv = np.zeros(r.n_cvs)
         self._alive: list = []  # every force's callable (see force())
         self._pos = np.zeros((r.n_atoms, 3))
-        self.info: dict = {"route": "native", "dtype": "float64", "use_box": False, "walls": getattr(grid, "walls", None) is not None,
+        self.info: dict = {"route": "native", "dtype": "float64", "use_box": False, "walls": grid.walls is not None,
                            "kernel": "numba " + _numba_version(),
                            "network_multiply_adds": recipe.multiply_adds(), "cv_module": recipe.source}
 
@@ -219,8 +219,7 @@ class NativeBias:
             g.add_hill(s0[comps] + rng.normal(0, 0.5, size=len(comps)) * width, width, 1.0, "gaussian")
         table = np.ascontiguousarray(g.force_table())
         gb = GridBias(g.lower, g.upper, g.bins, g.periodic).double()
-        walls = getattr(self.grid, "walls", None)
-        wb = WallBias.from_walls(walls).double() if walls is not None else None
+        wb = WallBias.from_walls(self.grid.walls).double() if self.grid.walls is not None else None
         ttab = torch.as_tensor(table)
         worst = worst_cv = worst_e = 0.0
         for k in range(n_probes + 1):

@@ -42,7 +42,8 @@ def connect(scheduler: Optional[str] = None, workers: int = 1, *, connect_timeou
     """A ``dask.distributed.Client``: to ``scheduler`` if given, else to a new ``LocalCluster`` of
     ``workers`` single-threaded processes. An unreachable scheduler raises :class:`GMVAEInputError`
     within about ``connect_timeout`` seconds."""
-    Client, LocalCluster = _distributed().Client, _distributed().LocalCluster
+    distributed = _distributed()
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
     if scheduler is not None:
         try:
             return Client(scheduler, timeout=f"{connect_timeout}s")
