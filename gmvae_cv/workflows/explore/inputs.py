@@ -25,7 +25,8 @@ from .settings import ALANINE, ExploreSettings
 from ...features import alanine_backbone_torsions
 from ...systems import AlanineDipeptide
 from ...metad import load_md_system
-from ...features import FeatureSpec, alanine_heavy_atom_distances
+from ...features import READY_SPECS, FeatureSpec, ready_spec
+from ..._core.jsonfile import load_json
 from ...features import load_trajectory_features
 from ..._core.checks import as_list_of_arrays, check_array
 
@@ -120,25 +121,22 @@ def resolve_spec(spec: Any, topology: Any):
     """
     if isinstance(spec, FeatureSpec):
         return spec, "object"
-    if spec in ("alanine-distances", "alanine_heavy_atom_distances"):
-        return alanine_heavy_atom_distances(), "alanine-distances"
-    if spec in ("alanine-torsions",):
-        return alanine_backbone_torsions(transform="sincos"), "alanine-torsions"
+    name = "alanine-distances" if spec == "alanine_heavy_atom_distances" else str(spec)  # the function's name, too
+    if name in READY_SPECS:  # the alanine specs on the bundled topology; backbone torsions on the system's
+        return ready_spec(name, topology if name == "backbone-torsions" else None), name
     p = Path(str(spec))
     if p.is_dir():
         cvj = p / "cv.json"
         if not cvj.is_file():
             raise GMVAEInputError(f"{p}: a directory without cv.json; expected an export (EXP) directory or a spec JSON file")
-        try:
-            meta = json.loads(cvj.read_text())
-        except json.JSONDecodeError as exc:
-            raise GMVAEInputError(f"{cvj}: not valid JSON ({exc})") from None
-        if not isinstance(meta.get("feature_spec"), dict):
+        meta = load_json(cvj, "an export's cv.json")
+        if not isinstance(meta, dict) or not isinstance(meta.get("feature_spec"), dict):
             raise GMVAEInputError(f"{cvj}: has no 'feature_spec'; expected an export made by gmvae-cv")
         return FeatureSpec.from_dict(meta["feature_spec"], source=cvj), str(p)
     if p.is_file():
         return FeatureSpec.load(p), str(p)
-    raise GMVAEInputError(f"'spec' is {spec!r}: not a ready spec name (alanine-distances, alanine-torsions), a spec JSON file or an EXP directory")
+    raise GMVAEInputError(f"'spec' is {spec!r}: not a ready spec name ({', '.join(READY_SPECS)}), a spec JSON file or "
+                          "an EXP directory")
 
 
 def check_unbiased(traj: Sequence[Path], temperature: float, input_logw: Any) -> float | None:
