@@ -109,6 +109,9 @@ def cmd_seed(args) -> int:
     if args.method != "metad":
         name += f"_{args.method}"
         extra["method"] = args.method
+    if args.cv_policy != "keep":
+        name += f"_{args.cv_policy}"
+        extra["cv_policy"] = args.cv_policy
     if args.bias_factor is not None:
         name += f"_bf{args.bias_factor:g}_h{args.height:g}"
         extra.update(bias_factor=args.bias_factor, height=args.height)
@@ -185,7 +188,8 @@ def cmd_report(args) -> int:
             "n_rounds": s["n_rounds"], "stop_reason": s["stop_reason"], "biased_ns_total": s["biased_ns_total"],
             "first_transition_ns": s["first_transition_ns"],
             "walltime_s_total": float(sum(q["walltime_s"] for q in s["rounds"])),
-            "per_round": [{k: q.get(k) for k in ("round", "biased_ns", "walltime_s", "ns_per_day", "transitions", "transitions_per_ns",
+            "cv_policy": s["settings"].get("cv_policy", "retrain"),
+            "per_round": [{k: q.get(k) for k in ("round", "cv_round", "run_ns", "biased_ns", "walltime_s", "ns_per_day", "transitions", "transitions_per_ns",
                                                  "fraction_phi_positive", "delta_f_phi_pos_minus_neg_kjmol",
                                                  "delta_f_c7ax_minus_c7eq_kjmol")}
                           | {"new_clusters": q["clusters"]["new"], "kinetic_temperature_mean_K": (q.get("kinetic_temperature") or {}).get("mean")}
@@ -252,6 +256,7 @@ def main(argv=None) -> int:
     p.add_argument("--bias-factor", type=float, default=None, help="metadynamics bias factor (default: explore's, 10)")
     p.add_argument("--height", type=float, default=1.2, help="initial hill height with --bias-factor, kJ/mol")
     p.add_argument("--method", choices=["metad", "opes", "opes-explore"], default="metad")
+    p.add_argument("--cv-policy", choices=["keep", "retrain"], default="keep")
     p.add_argument("--share-round0", action="store_true", help="with --weights reweighted: reuse round 0 of the coverage explore")
     p.set_defaults(func=cmd_seed)
     p = sub.add_parser("report")

@@ -3,9 +3,12 @@
 # the torch installed in the current Python environment, from the PLUMED 2.11 source that ships in
 # the source distribution of hillclimber (the package that provides the plain kernel the tests use).
 #
-#   bash scripts/build_plumed_libtorch.sh [--check] [PREFIX]
+#   bash scripts/build_plumed_libtorch.sh [--check] [--mpi] [PREFIX]
 #
-# PREFIX defaults to external/plumed-libtorch (git-ignored). About 7 minutes on 2 cores. At the end
+# PREFIX defaults to external/plumed-libtorch (git-ignored; with --mpi, external/plumed-libtorch-mpi).
+# --mpi: configure with CXX=mpicxx (Debian's OpenMPI, libopenmpi-dev; installed when missing and
+# running as root), for an MPI GROMACS (`scripts/build_gromacs_plumed.sh --mpi`) and -multidir
+# walkers. The build time is in docs/export.md (tens of minutes on 2 cores). At the end
 # it prints the line to export PLUMED_KERNEL; with it set, tests/deploy/test_plumed_libtorch.py runs
 # plumed.dat with PYTORCH_MODEL end to end.
 #
@@ -19,8 +22,17 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
 CHECK=0
-if [ "${1:-}" = --check ]; then CHECK=1; shift; fi
-PREFIX=${1:-$ROOT/external/plumed-libtorch}
+MPI=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --check) CHECK=1; shift ;;
+        --mpi) MPI=1; shift ;;
+        -*) echo "error: unknown option '$1' (expected --check, --mpi, PREFIX)" >&2; exit 2 ;;
+        *) break ;;
+    esac
+done
+if [ "$MPI" = 1 ]; then DEFAULT_PREFIX=$ROOT/external/plumed-libtorch-mpi; else DEFAULT_PREFIX=$ROOT/external/plumed-libtorch; fi
+PREFIX=${1:-$DEFAULT_PREFIX}
 case "$PREFIX" in /*) ;; *) PREFIX=$ROOT/$PREFIX ;; esac
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 HC_VERSION=${HILLCLIMBER_VERSION:-0.1.8}
@@ -35,6 +47,7 @@ done
 
 KERNEL="$PREFIX/lib/libplumedKernel.so"
 STAMP="hillclimber=$HC_VERSION torch=$TORCH_VERSION torch_dir=$TORCH_DIR abi=$TORCH_ABI"
+if [ "$MPI" = 1 ]; then STAMP="$STAMP mpi=1"; fi
 if [ "${FORCE:-0}" != 1 ] && [ -f "$KERNEL" ] && [ -f "$PREFIX/.stamp" ] && [ "$(cat "$PREFIX/.stamp")" = "$STAMP" ]; then
     echo "PLUMED with libtorch already built in $PREFIX for this torch (FORCE=1 rebuilds)"
     echo
@@ -42,6 +55,17 @@ if [ "${FORCE:-0}" != 1 ] && [ -f "$KERNEL" ] && [ -f "$PREFIX/.stamp" ] && [ "$
     exit 0
 fi
 if [ "$CHECK" = 1 ]; then echo "PLUMED with libtorch not built in $PREFIX for this torch"; exit 3; fi
+MPI_OPTS=()
+if [ "$MPI" = 1 ]; then
+    if ! command -v mpicxx >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            apt-get install -y -q libopenmpi-dev openmpi-bin
+        else
+            echo "error: --mpi needs mpicxx (Debian: apt-get install libopenmpi-dev openmpi-bin)" >&2; exit 1
+        fi
+    fi
+    MPI_OPTS=(--enable-mpi CXX=mpicxx CC=mpicc)
+fi
 
 if [ -n "${WORKDIR:-}" ]; then
     mkdir -p "$WORKDIR"
@@ -68,12 +92,16 @@ export LIBRARY_PATH="$TORCH_DIR/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 ./configure --prefix="$PREFIX" \
     --enable-libtorch --enable-modules=+pytorch+opes \
     --disable-external-blas --disable-external-lapack \
-    --disable-static-archive --enable-rpath \
+    --disable-static-archive --enable-rpath "${MPI_OPTS[@]}" \
     CPPFLAGS="-I$TORCH_DIR/include -I$TORCH_DIR/include/torch/csrc/api/include -D_GLIBCXX_USE_CXX11_ABI=$TORCH_ABI" \
     LDFLAGS="-L$TORCH_DIR/lib -Wl,-rpath,$TORCH_DIR/lib" \
     LIBS="-ltorch_cpu -lc10"
 grep -q -- "-D__PLUMED_HAS_LIBTORCH" Makefile.conf || {
     echo "error: configure did not enable libtorch (see config.log in $(pwd))" >&2; exit 1; }
+if [ "$MPI" = 1 ]; then
+    grep -q -- "-D__PLUMED_HAS_MPI" Makefile.conf || {
+        echo "error: configure did not enable MPI with mpicxx (see config.log in $(pwd))" >&2; exit 1; }
+fi
 
 # 3. Build and install.
 make -j"$JOBS"

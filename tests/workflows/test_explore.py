@@ -158,7 +158,7 @@ _RUNNER = """
 import sys
 sys.path.insert(0, {root!r})
 from gmvae_cv.workflows.explore import explore
-explore({out!r}, traj={traj!r}, top={top!r}, rounds=2, ns_per_round=0.06, epochs=3, seed=5)
+explore({out!r}, traj={traj!r}, top={top!r}, rounds=2, ns_per_round=0.06, epochs=3, seed=5, cv_policy="retrain")
 """
 
 
@@ -189,7 +189,7 @@ def test_a_killed_explore_continues_the_round_it_was_in(tmp_path, cold_frames):
     assert not (out / "round_01" / "bias_stage" / "done.json").exists(), "killed too late: round 1 had finished"
     before = {p: p.read_bytes() for p in out.glob("round_0*/*stage/done.json")}
     before_r0 = (out / "round_00" / "analysis" / "done.json").read_bytes()
-    summary = explore(out, traj=traj, top=top, rounds=2, ns_per_round=0.06, epochs=3, seed=5)
+    summary = explore(out, traj=traj, top=top, rounds=2, ns_per_round=0.06, epochs=3, seed=5, cv_policy="retrain")
     # the stages finished before the kill were not redone
     for p, data in before.items():
         assert p.read_bytes() == data, p
@@ -204,6 +204,33 @@ def test_a_killed_explore_continues_the_round_it_was_in(tmp_path, cold_frames):
     assert set(rw.files) == {"phi", "psi", "logw"} and len(rw["phi"]) == len(rw["logw"]) > 0
     # a third call with a larger budget continues with round 2
     assert json.loads((out / "summary.json").read_text())["stop_reason"].startswith("round budget")
+
+
+@pytest.mark.slow
+def test_a_kept_cv_continues_its_biased_run(tmp_path, cold_frames):
+    """cv_policy 'keep' without a new cluster (min_cluster_fraction 0.99: no cluster can be new):
+    round 1 exports nothing, continues round 0's run (its first rows are round 0's, bit for bit),
+    analyses all of it, and trains the next round on its own frames only."""
+    traj, top = cold_frames
+    out = tmp_path / "ex"
+    summary = explore(out, traj=traj, top=top, rounds=2, ns_per_round=0.03, epochs=3, seed=5, min_cluster_fraction=0.99)
+    plan = json.loads((out / "round_01" / "plan.json").read_text())
+    assert plan["cv_round"] == 0 and plan["continues"] == 0 and plan["segment"] == 1
+    assert json.loads((out / "round_01" / "exp_stage" / "done.json").read_text())["kept_cv_of_round"] == 0
+    assert not (out / "round_01" / "exp").exists()
+    c0 = (out / "round_00" / "bias" / "COLVAR").read_text().splitlines()
+    c1 = (out / "round_01" / "bias" / "COLVAR").read_text().splitlines()
+    rows0 = [q for q in c0 if not q.startswith("#")]
+    rows1 = [q for q in c1 if not q.startswith("#")]
+    assert len(rows1) == 2 * len(rows0) and rows1[: len(rows0)] == rows0
+    assert float(rows1[-1].split()[0]) == pytest.approx(60.0)
+    assert len(np.load(out / "round_01" / "analysis" / "features.npy")) == 30  # its own 30 ps at 1 ps per frame
+    fr = np.load(out / "round_01" / "analysis" / "frames.npz")
+    assert fr["traj_segment"].sum() == 30 and len(fr["traj_segment"]) == 60
+    r1 = summary["rounds"][1]
+    assert r1["cv_round"] == 0 and r1["continues"] == 0 and r1["run_ns"] == pytest.approx(0.06)
+    assert summary["biased_ns_total"] == pytest.approx(0.06)
+    assert len(np.load(summary["reweighted"])["phi"]) == int(fr["keep"].sum()) > len(rows0)
 
 
 @pytest.mark.slow
@@ -239,3 +266,47 @@ def test_stop_rule_needs_agreeing_estimates_with_small_errors():
     assert stop_rule(rounds((9.0, 0.8), (9.5, 0.9), (9.2, 0.7)), {"new": [3]}, cfg) is None  # a new cluster
     loose = ExploreSettings(rounds=8, ns_per_round=1.0, max_df_error=20.0).validate()
     assert stop_rule(rounds((10.1, 0.9), (9.1, 0.9), (18.5, 13.7)), none, loose) is not None
+
+
+def test_round_plan_keeps_the_cv_unless_its_gmvae_found_a_new_cluster(tmp_path):
+    from gmvae_cv.workflows.explore.state import round_plan
+
+    keep = ExploreSettings().validate()
+    for r in range(4):
+        (tmp_path / f"round_{r:02d}").mkdir()
+    assert round_plan(tmp_path, 0, [], keep)["cv_round"] == 0
+    p1 = round_plan(tmp_path, 1, [], keep)
+    assert (p1["cv_round"], p1["continues"], p1["segment"]) == (0, 0, 1)
+    p2 = round_plan(tmp_path, 2, [3], keep)  # a new cluster: this round's CV, a fresh bias
+    assert (p2["cv_round"], p2["continues"], p2["segment"]) == (2, None, 0)
+    p3 = round_plan(tmp_path, 3, [], keep)
+    assert (p3["cv_round"], p3["continues"], p3["segment"]) == (2, 2, 1)
+    # a restarted round does what it began, whatever the clusters say now
+    assert round_plan(tmp_path, 3, [1], keep) == p3
+    other = tmp_path / "other"
+    (other / "round_01").mkdir(parents=True)
+    assert round_plan(other, 1, [], ExploreSettings(cv_policy="retrain").validate())["cv_round"] == 1
+    with pytest.raises(GMVAEInputError, match="cv_policy"):
+        ExploreSettings(cv_policy="sometimes").validate()
+
+
+def test_transitions_of_a_run_split_into_rounds_are_counted_once():
+    """A continued run's round counts the transitions after its start, with the core sets
+    remembering the basin before it: the rounds' counts add up to the whole run's."""
+    from gmvae_cv.workflows.explore.round_analysis import _alanine_transitions
+
+    rng = np.random.default_rng(4)
+    n = 4000
+    in_ax = np.cumsum(rng.random(n) < 0.01) % 2 == 1
+    phi = np.radians(np.where(in_ax, 70.0, -80.0)) + 0.05 * rng.standard_normal(n)  # C7ax / C7eq centres
+    psi = np.radians(np.where(in_ax, -50.0, 60.0))
+    phi[rng.random(n) < 0.1] = 0.1  # between the core sets
+    t = np.arange(1, n + 1) * 0.5  # ps
+    rows = [{"phi": phi, "psi": psi, "time": t}]
+    whole = _alanine_transitions(rows, 2.0)
+    parts = [_alanine_transitions(rows, 1.0, 0.0), _alanine_transitions(rows, 1.0, 1000.0)]
+    first_half = _alanine_transitions([{k: v[:2000] for k, v in rows[0].items()}], 1.0)
+    assert whole["transitions"] > 20
+    assert parts[0]["transitions"] == whole["transitions"]
+    assert first_half["transitions"] + parts[1]["transitions"] == whole["transitions"]
+    assert parts[1]["first_transition_in_round_ns"] is not None and 0 < parts[1]["first_transition_in_round_ns"] <= 1.0

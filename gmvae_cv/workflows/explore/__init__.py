@@ -11,10 +11,21 @@ Layout of ``DIR``::
     explore.json            format, settings, fingerprints of the system, the frames and the spec
     input/                  features (and phi/psi) of the given frames
     round_NN/run/           the GMVAE of round NN (gmvae_cv.fit)
-    round_NN/exp/           its export (checked: check.json)
+    round_NN/plan.json      the CV the round biases and whether it continues round NN-1's run
+    round_NN/exp/           the export of its GMVAE when it biases it (checked: check.json)
     round_NN/bias/          the biased run (run_metadynamics: COLVAR, HILLS, traj.dcd, checkpoint)
     round_NN/analysis/      analysis.json, frames.npz, features.npy, latent.png, coverage.png
     summary.json, reweighted.npz, delta_f.png
+
+Which CV a round biases (``cv_policy``, ``round_NN/plan.json``). ``"keep"`` (default): round
+``r`` biases its own GMVAE's CV, from a fresh bias, only when that GMVAE found a new cluster (below);
+otherwise it keeps the CV in use and continues its biased run (a copy of the run of round ``r - 1``,
+run on from its checkpoint with the same bias), so that a CV that crosses keeps crossing and its
+free-energy estimate, from the whole run, converges. ``"retrain"``: every round biases its own
+GMVAE from a fresh bias. Measured (OPES-explore, 1 ns rounds, seeds 0-2,
+``benchmarks/explore_opes_walls_1ns.json``): with ``"retrain"`` a CV that crossed 38-91 times per ns
+was replaced by a retrained one that crossed 1-3 times per ns in the rounds after, and dF did not
+recover; the comparison with ``"keep"`` is in ``benchmarks/explore_keep.json``.
 
 Every stage writes ``done.json`` when it has finished; a stage without it is redone (a biased run
 continues from its checkpoint), so a killed ``explore`` started again continues with the round and

@@ -11,7 +11,7 @@ from .inputs import given_trajectories, input_stage, load_inputs, make_system, r
 from .round_analysis import stop_rule
 from .settings import ALANINE, ExploreSettings
 from .stages import analysis_stage, bias_stage, export_stage, train_stage
-from .state import Exploration, identity, prepare_dir, training_blocks
+from .state import Exploration, identity, prepare_dir, round_plan, training_blocks
 from .summary import round_entry, write_summary
 
 __all__ = ["explore"]
@@ -105,8 +105,9 @@ def _rounds(ex: Exploration) -> tuple[list[dict], str]:
     """Run (or continue) the rounds of ``ex.out``; return their ``summary.json`` entries and why they stopped.
 
     A round trains its GMVAE on everything sampled so far, checks the stop rule (from round 1,
-    before its CV is biased), exports and checks the CV, biases it and analyses the biased run;
-    ``summary.json`` is rewritten after every round.
+    before its CV is biased), chooses the CV to bias (:func:`~.state.round_plan`), exports and
+    checks it when it is new, biases it (or continues the run of the CV it keeps) and analyses the
+    biased run; ``summary.json`` is rewritten after every round.
     """
     cfg = ex.cfg
     inputs = load_inputs(ex.out / "input")
@@ -120,9 +121,10 @@ def _rounds(ex: Exploration) -> tuple[list[dict], str]:
             reason = stop_rule(rounds, run_info["clusters"], cfg)
             if reason is not None:
                 return rounds, reason
-        export_stage(ex, rd, r, blocks)
-        bias_stage(ex, rd, r)
-        analysis_stage(ex, rd, r)
+        plan = round_plan(ex.out, r, run_info["clusters"]["new"], cfg)
+        export_stage(ex, rd, r, blocks, plan)
+        bias_stage(ex, rd, r, plan)
+        analysis_stage(ex, rd, r, plan)
         rounds.append(round_entry(rd, r))
         write_summary(ex.out, rounds, f"running: {len(rounds)} round(s) done", cfg, ex.sysm)  # a summary after every round
     return rounds, f"round budget: {cfg.rounds} biased run(s)"

@@ -58,14 +58,16 @@ def plot_delta_f(out: Path, rounds: list[dict]) -> None:
     """``out/delta_f.png``: each round's dF (phi > 0 against phi < 0) against the biased time of all rounds."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    acc = 0.0
+    acc, start = 0.0, 0.0
     for q in rounds:
+        if q.get("continues") is None:  # a run of its own starts here; a continued one where its first round did
+            start = acc
         pts = [p for p in (q.get("delta_f_running") or []) if p[1] is not None]
         if pts:
-            t = np.array([acc + p[0] - 0.0 for p in pts])
+            t = np.array([start + p[0] for p in pts])
             v = np.array([p[1] for p in pts])
             e = np.array([p[2] if p[2] is not None else np.nan for p in pts])
-            ax.plot(t, v, "-o", ms=3, label=f"round {q['round']}")
+            ax.plot(t, v, "-o", ms=3, label=f"round {q['round']} (CV of round {q.get('cv_round', q['round'])})")
             ax.fill_between(t, v - e, v + e, alpha=0.25)
         acc += q["biased_ns"]
         ax.axvline(acc, color="0.8", lw=0.8)

@@ -39,19 +39,20 @@ def walker_files(bias_dir: Path, walkers: int) -> list[tuple[Path, Path]]:
     return [(bias_dir / f"traj.{w}.dcd", bias_dir / f"COLVAR.{w}") for w in range(walkers)]
 
 
-def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: Any) -> tuple[np.ndarray, list, list]:
+def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: Any) -> tuple[np.ndarray, list, list, list]:
     """Features and log-weights of the biased run's frames, walker by walker.
 
-    Returns ``(x, rows, traj_logw)``: the features ``(n_frames, n_features)`` of all walkers'
-    trajectory frames; per walker a dict of its COLVAR rows (``time`` ps, ``logw``, ``s`` the CV and,
-    for alanine dipeptide, ``phi``, ``psi`` rad); per walker the log-weights of its trajectory frames.
+    Returns ``(x, rows, traj_logw, traj_time)``: the features ``(n_frames, n_features)`` of all
+    walkers' trajectory frames; per walker a dict of its COLVAR rows (``time`` ps, ``logw``, ``s``
+    the CV and, for alanine dipeptide, ``phi``, ``psi`` rad); per walker the log-weights and the
+    times (ps) of its trajectory frames.
     """
     kT = KB * cfg.temperature
     # one bias shared by all walkers: every walker's frames are reweighted with the hills of all of them
     hills = None
     if cfg.method == "metad":
         hills = Hills.from_file(bias_dir / "HILLS" if cfg.walkers == 1 else [bias_dir / f"HILLS.{w}" for w in range(cfg.walkers)])
-    feats, traj_logw, rows = [], [], []
+    feats, traj_logw, traj_time, rows = [], [], [], []
     top = md.Topology.from_openmm(sysm.topology)
     for tfile, cfile in walker_files(bias_dir, cfg.walkers):
         colvar = read_plumed(cfile)
@@ -69,11 +70,12 @@ def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: An
             raise GMVAEInputError(f"{cfile}: no COLVAR row at the times of the frames of {tfile}")
         feats.append(x)
         traj_logw.append(logw[idx])
+        traj_time.append(tf)
         row = {"time": t, "logw": logw, "s": s}
         if sysm.alanine:
             row["phi"], row["psi"] = np.asarray(colvar["phi"]), np.asarray(colvar["psi"])
         rows.append(row)
-    return np.concatenate(feats), rows, traj_logw
+    return np.concatenate(feats), rows, traj_logw, traj_time
 
 
 def _cluster_populations(tr: dict, traj_logw: np.ndarray, n_clusters: int) -> dict:
@@ -86,16 +88,22 @@ def _cluster_populations(tr: dict, traj_logw: np.ndarray, n_clusters: int) -> di
     }
 
 
-def _alanine_transitions(rows: list, biased_ns: float) -> dict:
-    """C7eq <-> C7ax transitions of all walkers and the first C7eq -> C7ax one (ns into the round)."""
+def _alanine_transitions(rows: list, biased_ns: float, t0_ps: float = 0.0) -> dict:
+    """C7eq <-> C7ax transitions of all walkers after ``t0_ps`` and the first C7eq -> C7ax one (ns after ``t0_ps``).
+
+    ``t0_ps``: where this round's part of a continued run begins (0 for a run of its own); the core
+    sets remember the basin of the frames before it, so a run split into rounds counts each
+    transition once.
+    """
     trans, first = 0, None
     for q in rows:
         lab_c = alanine_basin(q["phi"], q["psi"])
-        trans += count_transitions(lab_c)
+        before = q["time"] <= t0_ps + 1e-6
+        trans += count_transitions(lab_c) - count_transitions(lab_c[before])
         core = np.flatnonzero(lab_c >= 0)
-        hits = core[1:][(lab_c[core[1:]] == 1) & (lab_c[core[:-1]] == 0)]
+        hits = core[1:][(lab_c[core[1:]] == 1) & (lab_c[core[:-1]] == 0) & ~before[core[1:]]]
         if len(hits):
-            tt = float(q["time"][hits[0]]) / 1000.0
+            tt = (float(q["time"][hits[0]]) - t0_ps) / 1000.0
             first = tt if first is None else min(first, tt)
     return {"transitions": int(trans), "transitions_per_ns": trans / biased_ns, "first_transition_in_round_ns": first}
 
@@ -117,28 +125,37 @@ def _alanine_delta_f(arrays: dict, kT: float, n_blocks: int) -> dict:
     return info
 
 
-def analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: System, fspec: Any, out: Path) -> dict:
+def analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: System, fspec: Any, out: Path,
+                  plan: Optional[dict] = None) -> dict:
     """Reweighting, dF, transitions, clusters and plots of one round's biased run.
 
+    ``plan`` (:func:`~.state.round_plan`): for a round that continued an earlier round's run, the
+    reweighting and dF use the whole run (its first ``discard_fraction`` left out), the
+    transitions and the training frames (``features.npy``) only this round's part of it.
     Writes ``rd/analysis/features.npy``, ``frames.npz``, ``latent.png`` (and ``coverage.png``);
     returns the content of ``analysis.json`` but its ``seconds``.
     """
     kT = KB * cfg.temperature
     an = rd / "analysis"
+    plan = plan or {"cv_round": r, "continues": None, "segment": 0}
     run = load_run(rd / "run")
-    x_all, rows, traj_logw = _biased_frames(rd / "bias", cfg, sysm, fspec)
-    np.save(an / "features.npy", x_all)
-    info: dict[str, Any] = {"round": r, "biased_ns": float(cfg.steps_per_round * cfg.timestep_fs * 1e-6 * cfg.walkers)}
+    x_all, rows, traj_logw, traj_time = _biased_frames(rd / "bias", cfg, sysm, fspec)
+    t0_ps = plan["segment"] * cfg.steps_per_round * cfg.timestep_fs / 1000.0
+    segment = np.concatenate(traj_time) > t0_ps + 1e-6
+    np.save(an / "features.npy", x_all[segment])
+    biased_ns = float(cfg.steps_per_round * cfg.timestep_fs * 1e-6 * cfg.walkers)
+    info: dict[str, Any] = {"round": r, "biased_ns": biased_ns, "cv_round": plan["cv_round"],
+                            "continues": plan["continues"], "run_ns": biased_ns * (plan["segment"] + 1)}
     keep = np.concatenate([q["time"] >= cfg.discard_fraction * q["time"][-1] for q in rows])
     arrays = {"time": np.concatenate([q["time"] for q in rows]), "logw": np.concatenate([q["logw"] for q in rows]),
-              "keep": keep, "traj_logw": np.concatenate(traj_logw)}
+              "keep": keep, "traj_logw": np.concatenate(traj_logw), "traj_segment": segment}
     # clusters of this round's GMVAE on its biased frames (raw and reweighted)
     tr = run.transform(x_all)
     info["clusters"] = _cluster_populations(tr, arrays["traj_logw"], cfg.n_clusters)
     if sysm.alanine:
         arrays["phi"] = np.concatenate([q["phi"] for q in rows])
         arrays["psi"] = np.concatenate([q["psi"] for q in rows])
-        info.update(_alanine_transitions(rows, info["biased_ns"]))
+        info.update(_alanine_transitions(rows, biased_ns, t0_ps))
         info["fraction_phi_positive"] = float(np.mean(np.angle(np.exp(1j * arrays["phi"])) > 0))
         info.update(_alanine_delta_f(arrays, kT, cfg.n_blocks))
     np.savez(an / "frames.npz", **arrays)

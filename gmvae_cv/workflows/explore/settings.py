@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from ..._core.checks import check_int, check_positive
 from ..._core.errors import GMVAEInputError
 
-__all__ = ["ExploreSettings", "EXPLORE_FORMAT", "METHODS", "ALANINE", "KB"]
+__all__ = ["ExploreSettings", "EXPLORE_FORMAT", "METHODS", "CV_POLICIES", "ALANINE", "KB"]
 
 EXPLORE_FORMAT = "gmvae-cv/explore"
 METHODS = ("metad", "opes", "opes-explore")
+CV_POLICIES = ("keep", "retrain")
+"""What a round does with the CV in use (:class:`ExploreSettings`, ``cv_policy``)."""
 """Bias methods of :func:`explore` (well-tempered metadynamics, OPES_METAD, OPES_METAD_EXPLORE)."""
 KB = 0.008314462618  # kJ/mol/K
 ALANINE = "alanine-dipeptide"
@@ -42,6 +44,10 @@ class ExploreSettings:
         GMVAE (as the demo: 4 clusters, 2 components, a 5-frame time lag, entropy weight 2).
     training_weights : {'coverage', 'reweighted'}
         See the module docstring.
+    cv_policy : {'keep', 'retrain'}
+        ``'keep'`` (default): a round biases a new CV only when its GMVAE found a new cluster;
+        otherwise it continues the biased run of the CV in use (same CV, same bias, longer run).
+        ``'retrain'``: every round biases its own GMVAE from a fresh bias. See the module docstring.
     temperature : float
         K, of the biased runs and of the free energies.
     timestep_fs : float
@@ -85,6 +91,7 @@ class ExploreSettings:
     entropy_weight: float = 2.0
     epochs: int = 150
     training_weights: str = "coverage"
+    cv_policy: str = "keep"
     temperature: float = 300.0
     timestep_fs: float = 2.0
     height: float = 1.2
@@ -111,6 +118,8 @@ class ExploreSettings:
             raise GMVAEInputError(f"'bias_factor' is {self.bias_factor}, expected > 1")
         if not isinstance(self.walls, bool):
             raise GMVAEInputError(f"'walls' is {self.walls!r}, expected True or False")
+        if self.cv_policy not in CV_POLICIES:
+            raise GMVAEInputError(f"'cv_policy' is {self.cv_policy!r}, expected one of {list(CV_POLICIES)}")
         if self.training_weights not in ("coverage", "reweighted"):
             raise GMVAEInputError(f"'training_weights' is {self.training_weights!r}, expected 'coverage' or 'reweighted'")
         for name in ("discard_fraction", "min_cluster_fraction", "new_cluster_old_fraction"):

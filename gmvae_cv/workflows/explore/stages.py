@@ -2,7 +2,9 @@
 
 ``run`` (the GMVAE on everything sampled so far), ``exp`` (its export, checked), ``bias`` (the biased
 run on its CV) and ``analysis``. A stage whose ``done.json`` exists is kept; one without it is redone
-(the biased run continues from its checkpoint).
+(the biased run continues from its checkpoint). A round that keeps the CV of an earlier round
+(``plan.json``, :func:`~.state.round_plan`) exports nothing and continues the previous round's
+biased run in a copy of it.
 """
 
 from __future__ import annotations
@@ -82,13 +84,18 @@ def _other_frames(frames: Any, n: int, seed: int) -> np.ndarray:
     return xyz[idx]
 
 
-def export_stage(ex: Exploration, rd: Path, r: int, blocks: Blocks) -> None:
+def export_stage(ex: Exploration, rd: Path, r: int, blocks: Blocks, plan: dict) -> None:
     """Export round ``r``'s GMVAE into ``rd/exp`` and check it (``rd/exp_stage/check.json``) unless done.
 
-    Raises :class:`GMVAEInputError` when the exported CV disagrees with the Python model.
+    A round that keeps an earlier round's CV (``plan``) exports nothing. Raises
+    :class:`GMVAEInputError` when the exported CV disagrees with the Python model.
     """
     exp_dir, exp_stage = rd / "exp", rd / "exp_stage"
     if done(exp_stage):
+        return
+    if plan["cv_round"] != r:
+        fresh(exp_stage)
+        mark_done(exp_stage, {"seconds": 0.0, "passed": None, "kept_cv_of_round": plan["cv_round"]})
         return
     ex.log(f"[round {r}] export and check")
     t0 = time.perf_counter()
@@ -132,22 +139,43 @@ def _platform_of_continued_run(bias_dir: Path):
     return None
 
 
-def bias_stage(ex: Exploration, rd: Path, r: int) -> None:
-    """Run (or continue) round ``r``'s biased run on its exported CV into ``rd/bias`` unless done."""
+def _copy_previous_run(prev: Path, bias_dir: Path) -> None:
+    """Copy the biased run in ``prev`` into ``bias_dir`` (through ``bias_dir.copy``: a killed copy is redone)."""
+    if bias_dir.exists():
+        return
+    tmp = bias_dir.with_name(bias_dir.name + ".copy")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(prev, tmp)
+    tmp.rename(bias_dir)
+
+
+def bias_stage(ex: Exploration, rd: Path, r: int, plan: dict) -> None:
+    """Run (or continue) round ``r``'s biased run on the CV of ``plan`` into ``rd/bias`` unless done.
+
+    A round that continues the run of round ``r - 1`` copies it and runs it on to
+    ``(segment + 1) * steps_per_round`` steps (the same CV, seed and bias: the run goes on from its
+    checkpoint, :func:`~gmvae_cv.run_metadynamics`).
+    """
     cfg, sysm = ex.cfg, ex.sysm
     bias_dir, bias_stage_dir = rd / "bias", rd / "bias_stage"
     if done(bias_stage_dir):
         return
-    cv = load_cv(rd / "exp")
+    k = plan["cv_round"]
+    cv = load_cv(ex.out / f"round_{k:02d}" / "exp")
     bias_kw = _bias_parameters(cv, ex)
-    ex.log(f"[round {r}] {cfg.method} on the GMVAE CV: {cfg.ns_per_round} ns")
+    if plan["continues"] is not None:
+        _copy_previous_run(ex.out / f"round_{plan['continues']:02d}" / "bias", bias_dir)
+        ex.log(f"[round {r}] {cfg.method} on the GMVAE CV of round {k}: its run continued by {cfg.ns_per_round} ns")
+    else:
+        ex.log(f"[round {r}] {cfg.method} on the GMVAE CV: {cfg.ns_per_round} ns")
     bias_stage_dir.mkdir(exist_ok=True)
     platform = _platform_of_continued_run(bias_dir)
     t0 = time.perf_counter()
     res = run_metadynamics(
         cv, bias_dir, system=sysm.system, topology=sysm.topology, positions=sysm.positions,
-        n_steps=cfg.steps_per_round, method=cfg.method, temperature=cfg.temperature, pace=cfg.pace, walls=cfg.walls,
-        walkers=cfg.walkers, seed=cfg.seed + 1000 * r,
+        n_steps=cfg.steps_per_round * (plan["segment"] + 1), method=cfg.method, temperature=cfg.temperature,
+        pace=cfg.pace, walls=cfg.walls, walkers=cfg.walkers, seed=cfg.seed + 1000 * k,
         timestep=cfg.timestep_fs / 1000.0, traj_stride=int(round(cfg.frame_ps * 1000.0 / cfg.timestep_fs)),
         extra_colvar=sysm.extra_colvar, description=sysm.description, progress=ex.progress, platform=platform,
         **bias_kw)
@@ -157,7 +185,7 @@ def bias_stage(ex: Exploration, rd: Path, r: int) -> None:
                                "edge_events": (res.info.get("warnings") or {}).get("edge_events")})
 
 
-def analysis_stage(ex: Exploration, rd: Path, r: int) -> None:
+def analysis_stage(ex: Exploration, rd: Path, r: int, plan: dict) -> None:
     """Analyse round ``r``'s biased run into ``rd/analysis`` (``analysis.json`` and the rest) unless done."""
     an = rd / "analysis"
     if done(an):
@@ -165,7 +193,7 @@ def analysis_stage(ex: Exploration, rd: Path, r: int) -> None:
     ex.log(f"[round {r}] analysis")
     t0 = time.perf_counter()
     fresh(an)
-    info = analyse_round(rd, r, ex.cfg, ex.sysm, ex.fspec, ex.out)
+    info = analyse_round(rd, r, ex.cfg, ex.sysm, ex.fspec, ex.out, plan)
     info["seconds"] = time.perf_counter() - t0
     atomic_write_json(an / "analysis.json", json_safe(info))
     mark_done(an, {"seconds": info["seconds"]})

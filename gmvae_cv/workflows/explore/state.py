@@ -19,7 +19,7 @@ from ..._core.files import atomic_write_json
 from .inputs import Inputs, System
 from .settings import EXPLORE_FORMAT, ExploreSettings
 
-__all__ = ["Exploration", "Blocks", "identity", "prepare_dir", "training_blocks", "normalised_weights",
+__all__ = ["Exploration", "Blocks", "identity", "prepare_dir", "training_blocks", "round_plan", "normalised_weights",
            "json_safe", "read_json"]
 
 
@@ -132,9 +132,38 @@ def training_blocks(out: Path, inputs: Inputs, r: int) -> Blocks:
     for q in range(r):
         a = out / f"round_{q:02d}" / "analysis"
         blocks.features.append(np.load(a / "features.npy"))
-        blocks.logw.append(np.load(a / "frames.npz")["traj_logw"])
+        fr = np.load(a / "frames.npz")
+        # a round that continued a biased run analyses all of it but trains on its own frames only
+        blocks.logw.append(fr["traj_logw"][fr["traj_segment"]] if "traj_segment" in fr else fr["traj_logw"])
         blocks.names.append(f"round_{q:02d}")
     return blocks
+
+
+def round_plan(out: Path, r: int, new_clusters: Sequence[int], cfg: ExploreSettings) -> dict:
+    """Which CV round ``r`` biases, and whether it continues the biased run of round ``r - 1``.
+
+    Returns (and keeps in ``round_NN/plan.json``, so that a restarted round does what it began)
+    ``{"cv_round": k, "continues": r - 1 or None, "segment": i, "reason": ...}``: the round biases
+    the export of round ``k``; ``segment`` counts the rounds of that CV's run before this one.
+    With ``cv_policy="keep"`` a round keeps the CV in use (and continues its run) unless its own
+    GMVAE found a new cluster (``new_clusters``); with ``"retrain"`` every round biases its own.
+    """
+    path = out / f"round_{r:02d}" / "plan.json"
+    if path.is_file():
+        return read_json(path)
+    if r == 0:
+        plan = {"cv_round": 0, "continues": None, "segment": 0, "reason": "round 0: the GMVAE of the given frames"}
+    elif cfg.cv_policy == "retrain":
+        plan = {"cv_round": r, "continues": None, "segment": 0, "reason": "cv_policy 'retrain'"}
+    elif new_clusters:
+        plan = {"cv_round": r, "continues": None, "segment": 0,
+                "reason": f"new cluster(s) {list(map(int, new_clusters))} in this round's GMVAE: its CV, a fresh bias"}
+    else:
+        prev = read_json(out / f"round_{r - 1:02d}" / "plan.json")
+        plan = {"cv_round": prev["cv_round"], "continues": r - 1, "segment": prev["segment"] + 1,
+                "reason": f"no new cluster: the CV of round {prev['cv_round']} kept, its biased run continued"}
+    atomic_write_json(path, plan)
+    return plan
 
 
 def normalised_weights(logw: np.ndarray) -> np.ndarray:

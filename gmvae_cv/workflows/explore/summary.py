@@ -27,6 +27,9 @@ def round_entry(rd: Path, r: int) -> dict:
     entry = {
         "round": r,
         "biased_ns": a["biased_ns"],
+        "cv_round": a.get("cv_round", r),
+        "continues": a.get("continues"),
+        "run_ns": a.get("run_ns", a["biased_ns"]),
         "walltime_s": run_d["seconds"] + exp_d["seconds"] + bias_d["seconds"] + a["seconds"],
         "walltime_s_by_stage": {"train": run_d["seconds"], "export_check": exp_d["seconds"], "bias": bias_d["seconds"],
                                 "analysis": a["seconds"]},
@@ -80,7 +83,7 @@ def write_summary(out: Path, rounds: list[dict], stop_reason: Optional[str], cfg
             "reached_c7ax": any((q.get("transitions") or 0) > 0 for q in rounds),
         }
         summary["reweighted"] = str((out / "reweighted.npz").resolve())
-        summary["reweighted_note"] = ("frames of the last round's biased run (first "
+        summary["reweighted_note"] = ("frames of the last round's biased run, all of it when it continued earlier rounds' (first "
                                       f"{cfg.discard_fraction:g} left out); phi, psi in rad; logw = beta (V - c(t)); "
                                       "dF = -kT ln(sum w[phi>0] / sum w[phi<0]), kT = 2.494 kJ/mol at 300 K")
         if cfg.method != "metad":
