@@ -1,11 +1,19 @@
 """The main job on the embedded default: alanine dipeptide from MD to a checked, biased GMVAE CV.
 
-Stages (each writes into its own folder of ``out``; a stage whose ``done`` marker exists is reused,
-so a killed demo started again continues where it stopped):
+Two routes share stage 1, ``md``: unbiased Langevin MD of alanine dipeptide in vacuum (amber14,
+300 K, 2 fs). At 300 K the dipeptide stays at phi < 0 (C7eq, C5/beta, alpha_R) for far longer than
+the run: the states at phi > 0 (C7ax, alpha_L) are unknown to it.
 
-1. ``md``: unbiased Langevin MD of alanine dipeptide in vacuum (amber14, 300 K, 2 fs), and
-   ``md_train``: a second unbiased run (another seed; 700 K by default), whose frames train the
-   GMVAE (see :class:`DemoSettings`);
+Default (``train_temperature=None``): discovery from that stuck run
+(:mod:`gmvae_cv.workflows.demo_explore`): ``explore`` (GMVAE, export + check, OPES-explore, retrain,
+until the stop rule), the free energy on phi/psi and on the latent space, an MSM of the GMVAE states
+of the 300 K run, ``report.md`` and ``summary.json``.
+
+With a ``train_temperature`` (e.g. 700 K, where the molecule happens to cross), the route that
+uses that prior knowledge (each stage in its own folder of ``out``):
+
+1. ``md_train``: a second unbiased run (another seed) at ``train_temperature``, whose frames train
+   the GMVAE (see :class:`DemoSettings`);
 2. ``run``: the 25 heavy-atom distances, time-lagged GMVAE training (n_clusters=4, latent dimension 2,
    lag 5 ps, seeded);
 3. ``exp``: export and check (stops the demo if any consumer disagrees);
@@ -14,6 +22,9 @@ so a killed demo started again continues where it stopped):
    block-averaging error, C7eq <-> C7ax transitions, MSM (implied timescales, Chapman-Kolmogorov
    test) on the GMVAE states of the unbiased run, plots;
 6. ``report.md`` and ``summary.json`` (every number computed by the stages above).
+
+A stage whose ``done`` marker exists is reused, so a killed demo started again continues where it
+stopped.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from ..metad import run_metadynamics
 from ..analysis import Hills, ReweightedFES, ct_log_weights, read_plumed
 from .._core.figures import _pyplot, save_figure
 from ..analysis import MarkovAnalysis, gmvae_states
+from .demo_explore import run_explore_route
 
 __all__ = ["DemoSettings", "run_demo"]
 
@@ -57,15 +69,20 @@ class DemoSettings:
 
     Parameters
     ----------
-    unbiased_ns, biased_ns : float
-        Simulated time of the unbiased 300 K run and of the biased run, ns.
+    unbiased_ns : float
+        Simulated time of the unbiased 300 K run, ns.
+    rounds, ns_per_round : int, float
+        Default route: the round budget of ``explore`` and the OPES-explore time of each round, ns.
+    train_temperature : float or None
+        None (default): the explore route from the 300 K run (module docstring). A temperature
+        (K): the route that trains the GMVAE on an unbiased run at that temperature. At 300 K the
+        dipeptide does not leave C7eq/beta in nanoseconds: a GMVAE trained there and biased with
+        well-tempered metadynamics drove 0 C7eq <-> C7ax transitions in 4 ns (measured); at 700 K
+        about 17 % of the frames have phi > 0, and the CV resolves the phi rotation.
+    biased_ns : float
+        With ``train_temperature``: simulated time of the metadynamics run, ns.
     train_ns : float
-        Simulated time of the unbiased training run at ``train_temperature``, ns.
-    train_temperature : float
-        Temperature of the training run, K. At 300 K the dipeptide does not leave C7eq/beta in
-        nanoseconds: a GMVAE trained there never sees C7ax and its CV drove 0 C7eq <-> C7ax
-        transitions in 4 ns of metadynamics (measured). At 700 K about 17 % of the frames have
-        phi > 0, and the CV resolves the phi rotation.
+        With ``train_temperature``: simulated time of the unbiased training run, ns.
     entropy_weight : float
         Weight of the negative entropy of q(y|x) in the loss. The reference's 0.05 gives a
         q(y|x) that switches within a few hundredths of a nm between clusters whose latent means
@@ -86,7 +103,9 @@ class DemoSettings:
         1 fs is kept as the margin for a CV that was never looked at. The hill pace is 1 ps
         whatever the time step.
     epochs : int
-        Maximum GMVAE training epochs.
+        Maximum GMVAE training epochs (the route with ``train_temperature``).
+    explore_epochs : int
+        Maximum GMVAE training epochs of each explore round (as in ``benchmarks/explore.py``).
     n_clusters, latent_dim : int
         Clusters and CV components.
     seed : int
@@ -94,20 +113,26 @@ class DemoSettings:
     """
 
     unbiased_ns: float = 4.0
+    rounds: int = 8
+    ns_per_round: float = 1.0
+    train_temperature: Optional[float] = None
     biased_ns: float = 4.0
     train_ns: float = 4.0
-    train_temperature: float = 700.0
     entropy_weight: float = 2.0
     lag: int = 5
     timestep_fs: float = 1.0
     epochs: int = 150
+    explore_epochs: int = 100
     n_clusters: int = 4
     latent_dim: int = 2
     seed: int = 0
 
     @classmethod
-    def quick(cls) -> "DemoSettings":
-        return cls(unbiased_ns=0.4, biased_ns=1.0, train_ns=2.0, epochs=40)
+    def quick(cls, train_temperature: Optional[float] = None) -> "DemoSettings":
+        """Small sizes: 0.4 ns at 300 K, then 3 explore rounds of 0.3 ns (or, with a
+        ``train_temperature``, 2 ns there and 1 ns of metadynamics); 40 epochs."""
+        return cls(unbiased_ns=0.4, rounds=3, ns_per_round=0.3, biased_ns=1.0, train_ns=2.0, epochs=40,
+                   explore_epochs=40, train_temperature=train_temperature)
 
 
 def _transitions(labels: np.ndarray) -> int:
@@ -142,7 +167,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     out : path
         Output folder; finished stages found there are reused.
     quick : bool
-        Small sizes (about 2-3 minutes on 2 cores).
+        Small sizes (:meth:`DemoSettings.quick`).
     settings : DemoSettings, optional
         Explicit sizes (override ``quick``).
     progress : callable, optional
@@ -160,9 +185,13 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     _check_settings(out, cfg)
     ala = AlanineDipeptide()
 
-    # 1. unbiased MD (Ramachandran, MSM) and the unbiased run whose frames train the GMVAE
+    # 1. unbiased MD (Ramachandran, MSM; the start of the explore route)
     md_dir, hot_dir = out / "md", out / "md_train"
-    n_md, md_info = _md_stage(ala, md_dir, cfg.unbiased_ns, 300.0, cfg.seed, "unbiased MD", progress, log)
+    n_md, md_info = _md_stage(ala, md_dir, cfg.unbiased_ns, 300.0, cfg.seed, "unbiased MD", progress, log,
+                              n_stages=5 if cfg.train_temperature is None else 6)
+    if cfg.train_temperature is None:
+        return run_explore_route(out, cfg, md_dir, n_md, md_info, progress, log)
+    # the route with a training run at train_temperature
     n_hot, _ = _md_stage(ala, hot_dir, cfg.train_ns, cfg.train_temperature, cfg.seed + 1, "training MD", progress, log)
     traj_file, top_file = md_dir / "traj.dcd", md_dir / "topology.pdb"
     hot_file = hot_dir / "traj.dcd"
@@ -211,7 +240,7 @@ def _check_settings(out: Path, cfg: DemoSettings) -> None:
 
 
 def _md_stage(ala: Any, stage: Path, ns: float, temperature: float, seed: int, what: str,
-              progress: Optional[Callable], log: Callable[[str], None]) -> tuple[int, dict]:
+              progress: Optional[Callable], log: Callable[[str], None], n_stages: int = 6) -> tuple[int, dict]:
     """Unbiased MD of ``ns`` ns at ``temperature`` K (2 fs steps) into ``stage`` unless done.
 
     Returns the number of MD steps and the stage's ``done.json`` (``seconds``,
@@ -219,9 +248,9 @@ def _md_stage(ala: Any, stage: Path, ns: float, temperature: float, seed: int, w
     """
     n_steps = int(round(ns * 1e6 / 2 / _REPORT_INTERVAL)) * _REPORT_INTERVAL
     if done(stage):
-        log(f"[1/6] {what}: reusing {stage}")
+        log(f"[1/{n_stages}] {what}: reusing {stage}")
     else:
-        log(f"[1/6] {what}: {ns} ns of alanine dipeptide at {temperature:g} K")
+        log(f"[1/{n_stages}] {what}: {ns} ns of alanine dipeptide at {temperature:g} K")
         t0 = time.perf_counter()
         res = ala.simulate(n_steps, _REPORT_INTERVAL, fresh(stage), temperature=temperature, seed=seed, progress=progress)
         mark_done(stage, {"seconds": time.perf_counter() - t0, "steps_per_second": res.steps_per_second, "platform": res.platform})
@@ -346,6 +375,7 @@ def _summary(unbiased: dict, biased: dict, bias_info: dict, msm: Any, cfg: DemoS
     psi_min = 0.5 * (fes.edges[1][f_min[1]] + fes.edges[1][f_min[1] + 1])
     md_info, biased_ns, trans = unbiased["info"], biased["ns"], biased["transitions"]
     summary = {
+        "route": "train_temperature",
         "check_passed": True,
         "latent_dim": cfg.latent_dim,
         "n_clusters": cfg.n_clusters,

@@ -1,11 +1,14 @@
 """`gmvae-cv demo --quick`, run as README.md's first command says (read from README.md, with
-``--quick`` appended): every stage runs, the summary holds computed, plausible numbers, the CV
-drives C7eq <-> C7ax transitions without heating the system, a rerun reuses the stages."""
+``--quick`` appended): every stage of the default (explore) route runs, the summary holds computed,
+plausible numbers, the bias acts without heating the system, a rerun reuses the stages; (slow) the
+route with ``--train-temperature 700`` drives C7eq <-> C7ax transitions."""
 
 import json
 import logging
 import math
 from pathlib import Path
+
+import pytest
 
 import gmvae_cv
 from md_commands import entry_point, readme_two_commands
@@ -15,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_first_command_quick_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsys):
+    """The default route: a stuck 300 K run, explore (3 rounds of OPES-explore on the GMVAE CV),
+    the reweighted free energies, the MSM, the report; a second call reuses everything."""
     pip, demo, _ = readme_two_commands()
     assert pip[:2] == ["pip", "install"] and pip[-1] == "." and (ROOT / "pyproject.toml").is_file()
     # the pip part installs this checkout; here it is already importable from it
@@ -23,24 +28,57 @@ def test_readme_first_command_quick_demo_runs_every_stage_and_resumes(tmp_path, 
     main = entry_point()
     monkeypatch.chdir(tmp_path)
     assert main(demo[1:] + ["--quick"]) == 0
-    assert "export check (PLUMED and OpenMM patterns): passed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "export check (PLUMED and OpenMM patterns): passed" in printed
+    assert "explore from the 300 K run:" in printed
     out = tmp_path / demo[demo.index("--out") + 1]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["check_passed"] is True
+    assert summary["route"] == "explore" and summary["check_passed"] is True
     assert summary["latent_dim"] == 2 and summary["n_clusters"] == 4
+    assert abs(summary["unbiased_ns"] - 0.4) < 1e-9 and summary["unbiased_frames_phi_positive"] == 0
+    assert summary["n_rounds"] == 3 and abs(summary["biased_ns"] - 0.9) < 1e-6
+    for key in ("ns_per_day_unbiased", "ns_per_day_biased", "fes_n_effective"):
+        assert isinstance(summary[key], float) and math.isfinite(summary[key]) and summary[key] > 0, key
+    # the round table: each round biases a CV of a round not after it, and a kept CV's run grows
+    for q in summary["rounds"]:
+        assert q["cv_round"] <= q["round"]
+        assert abs(q["run_ns"] - 0.3 * (q["round"] - q["cv_round"] + 1)) < 1e-6 or q["cv_round"] == q["round"]
+    # the bias acted (OPES-explore fills towards its barrier) without heating the dipeptide
+    from gmvae_cv.analysis import read_plumed
+    last = summary["rounds"][-1]["round"]
+    colvar = read_plumed(out / "explore" / f"round_{last:02d}" / "bias" / "COLVAR")
+    assert max(colvar["opes.bias"]) > 10.0
+    assert abs(summary["biased_mean_kinetic_temperature_K"] - 300.0) < 20.0
+    assert summary["fes_minimum_basin"] in ("C7eq", "C7ax")
+    # the MSM of the 300 K run's GMVAE states: its verdicts are computed (0.4 ns cannot resolve it)
+    its = summary["slowest_its_ps"]
+    assert len(its) == 3 and its[1] <= its[2] and summary["msm_lag_ps"] == 10.0
+    assert isinstance(summary["its_resolved"], bool) and isinstance(summary["ck_passed"], bool)
+    for f in ("report.md", "analysis/landscapes.png", "analysis/its.png", "analysis/ck.png", "analysis/fes_phi_psi.dat",
+              "analysis/fes_latent.dat", "explore/delta_f.png", "explore/round_00/exp/model_plumed.ptc",
+              "explore/reweighted.npz"):
+        assert (out / f).is_file(), f
+    assert main(demo[1:] + ["--quick"]) == 0
+    again = capsys.readouterr().out
+    assert again.count("reusing") == 1 and "[round 0] GMVAE" not in again
+    assert json.loads((out / "summary.json").read_text())["rounds"] == summary["rounds"]
+
+
+@pytest.mark.slow
+def test_quick_demo_with_a_training_temperature_drives_transitions(tmp_path, capsys):
+    """``--train-temperature 700``: the route that trains on a 700 K run and runs well-tempered
+    metadynamics on its CV drives C7eq <-> C7ax transitions without heating the dipeptide."""
+    main = entry_point()
+    out = tmp_path / "hot"
+    assert main(["demo", "--out", str(out), "--quick", "--train-temperature", "700"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["route"] == "train_temperature" and summary["check_passed"] is True
     for key in ("unbiased_ns", "biased_ns", "ns_per_day_unbiased", "ns_per_day_biased", "slowest_its_ps"):
         assert isinstance(summary[key], float) and math.isfinite(summary[key]) and summary[key] > 0, key
     assert abs(summary["unbiased_ns"] - 0.4) < 1e-9 and abs(summary["biased_ns"] - 1.0) < 1e-6
     assert summary["training_temperature_K"] == 700.0 and abs(summary["training_ns"] - 2.0) < 1e-9
-    # the CV drives the dipeptide over the phi barrier, and the bias does not heat it
     assert summary["transitions_biased"] >= 1
     assert abs(summary["biased_mean_kinetic_temperature_K"] - 300.0) < 15.0
-    # the reweighted FES has its minimum in a low-energy basin of the dipeptide (C7eq here)
-    assert summary["fes_minimum_basin"] in ("C7eq", "C7ax")
     for f in ("report.md", "analysis/fes_phi_psi.png", "analysis/latent_space.png", "analysis/its.png", "analysis/ck.png",
               "exp/model_plumed.ptc", "md_train/traj.dcd", "bias/COLVAR", "bias/HILLS", "run/model.pt"):
         assert (out / f).is_file(), f
-    capsys.readouterr()
-    assert main(demo[1:] + ["--quick"]) == 0
-    printed = capsys.readouterr().out
-    assert printed.count("reusing") == 5
