@@ -207,13 +207,23 @@ def test_a_killed_explore_continues_the_round_it_was_in(tmp_path, cold_frames):
 
 
 @pytest.mark.slow
-def test_a_kept_cv_continues_its_biased_run(tmp_path, cold_frames):
-    """cv_policy 'keep' without a new cluster (min_cluster_fraction 0.99: no cluster can be new):
-    round 1 exports nothing, continues round 0's run (its first rows are round 0's, bit for bit),
-    analyses all of it, and trains the next round on its own frames only."""
+def test_a_kept_cv_continues_its_biased_run(tmp_path, cold_frames, monkeypatch):
+    """A kept CV: round 1 exports nothing, continues round 0's run (its first rows are round 0's,
+    bit for bit), analyses all of it, and trains the next round on its own frames only. (30 ps
+    from C7eq do not cross: round 0's analysis is made to say it crossed before round 1 plans.)"""
+    import gmvae_cv.workflows.explore.loop as loop
+    from gmvae_cv.workflows.explore.state import round_plan
+
+    def plan_as_if_crossed(out_dir, r, cfg):
+        if r == 1 and not (out_dir / "round_01" / "plan.json").exists():
+            a = out_dir / "round_00" / "analysis" / "analysis.json"
+            a.write_text(json.dumps({**json.loads(a.read_text()), "transitions_per_ns": 100.0}))
+        return round_plan(out_dir, r, cfg)
+
+    monkeypatch.setattr(loop, "round_plan", plan_as_if_crossed)
     traj, top = cold_frames
     out = tmp_path / "ex"
-    summary = explore(out, traj=traj, top=top, rounds=2, ns_per_round=0.03, epochs=3, seed=5, min_cluster_fraction=0.99)
+    summary = explore(out, traj=traj, top=top, rounds=2, ns_per_round=0.03, epochs=3, seed=5)
     plan = json.loads((out / "round_01" / "plan.json").read_text())
     assert plan["cv_round"] == 0 and plan["continues"] == 0 and plan["segment"] == 1
     assert json.loads((out / "round_01" / "exp_stage" / "done.json").read_text())["kept_cv_of_round"] == 0
@@ -268,24 +278,42 @@ def test_stop_rule_needs_agreeing_estimates_with_small_errors():
     assert stop_rule(rounds((10.1, 0.9), (9.1, 0.9), (18.5, 13.7)), none, loose) is not None
 
 
-def test_round_plan_keeps_the_cv_unless_its_gmvae_found_a_new_cluster(tmp_path):
+def test_round_plan_keeps_a_cv_once_it_crosses(tmp_path):
     from gmvae_cv.workflows.explore.state import round_plan
 
     keep = ExploreSettings().validate()
-    for r in range(4):
-        (tmp_path / f"round_{r:02d}").mkdir()
-    assert round_plan(tmp_path, 0, [], keep)["cv_round"] == 0
-    p1 = round_plan(tmp_path, 1, [], keep)
-    assert (p1["cv_round"], p1["continues"], p1["segment"]) == (0, 0, 1)
-    p2 = round_plan(tmp_path, 2, [3], keep)  # a new cluster: this round's CV, a fresh bias
-    assert (p2["cv_round"], p2["continues"], p2["segment"]) == (2, None, 0)
-    p3 = round_plan(tmp_path, 3, [], keep)
-    assert (p3["cv_round"], p3["continues"], p3["segment"]) == (2, 2, 1)
-    # a restarted round does what it began, whatever the clusters say now
-    assert round_plan(tmp_path, 3, [1], keep) == p3
+
+    def analysed(r, rate):
+        (tmp_path / f"round_{r:02d}" / "analysis").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"round_{r:02d}" / "analysis" / "analysis.json").write_text(json.dumps({"transitions_per_ns": rate}))
+
+    (tmp_path / "round_00").mkdir()
+    assert round_plan(tmp_path, 0, keep)["cv_round"] == 0
+    analysed(0, 0.0)  # round 0 did not cross: round 1 biases its own GMVAE
+    p1 = round_plan(tmp_path, 1, keep)
+    assert (p1["cv_round"], p1["continues"], p1["segment"]) == (1, None, 0)
+    analysed(1, 3.0)  # round 1 crossed: its CV is kept and its run continued
+    p2 = round_plan(tmp_path, 2, keep)
+    assert (p2["cv_round"], p2["continues"], p2["segment"]) == (1, 1, 1)
+    analysed(2, 2.0)
+    p3 = round_plan(tmp_path, 3, keep)
+    assert (p3["cv_round"], p3["continues"], p3["segment"]) == (1, 2, 2)
+    analysed(3, 1.0)  # the kept CV's run stopped crossing: a new GMVAE
+    p4 = round_plan(tmp_path, 4, keep)
+    assert (p4["cv_round"], p4["continues"]) == (4, None)
+    # a restarted round does what it began, whatever the analysis says now
+    analysed(2, 0.0)
+    assert round_plan(tmp_path, 3, keep) == p3
+    # no named states (transitions None): never kept
+    analysed(4, None)
+    assert round_plan(tmp_path, 5, keep)["cv_round"] == 5
     other = tmp_path / "other"
-    (other / "round_01").mkdir(parents=True)
-    assert round_plan(other, 1, [], ExploreSettings(cv_policy="retrain").validate())["cv_round"] == 1
+    (other / "round_00").mkdir(parents=True)
+    (other / "round_00" / "plan.json").write_text(json.dumps({"cv_round": 0, "continues": None, "segment": 0}))
+    (other / "round_00" / "analysis").mkdir()
+    (other / "round_00" / "analysis" / "analysis.json").write_text(json.dumps({"transitions_per_ns": 50.0}))
+    (other / "round_01").mkdir()
+    assert round_plan(other, 1, ExploreSettings(cv_policy="retrain").validate())["cv_round"] == 1
     with pytest.raises(GMVAEInputError, match="cv_policy"):
         ExploreSettings(cv_policy="sometimes").validate()
 

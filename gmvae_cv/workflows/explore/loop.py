@@ -121,7 +121,7 @@ def _rounds(ex: Exploration) -> tuple[list[dict], str]:
             reason = stop_rule(rounds, run_info["clusters"], cfg)
             if reason is not None:
                 return rounds, reason
-        plan = round_plan(ex.out, r, run_info["clusters"]["new"], cfg)
+        plan = round_plan(ex.out, r, cfg)
         export_stage(ex, rd, r, blocks, plan)
         bias_stage(ex, rd, r, plan)
         analysis_stage(ex, rd, r, plan)

@@ -18,7 +18,8 @@ KB = 0.008314462618  # kJ/mol/K
 ALANINE = "alanine-dipeptide"
 _INT_MINIMA = {"rounds": 1, "walkers": 1, "seed": 0, "n_clusters": 2, "latent_dim": 1, "lag": 0, "epochs": 1, "n_blocks": 2}
 """The integer fields and their smallest allowed values."""
-_POSITIVE = ("ns_per_round", "temperature", "timestep_fs", "height", "frame_ps", "stable_sigmas", "barrier", "max_df_error")
+_POSITIVE = ("ns_per_round", "temperature", "timestep_fs", "height", "frame_ps", "stable_sigmas", "barrier", "max_df_error",
+             "keep_min_transitions_per_ns")
 """The fields that must be > 0."""
 
 
@@ -45,9 +46,14 @@ class ExploreSettings:
     training_weights : {'coverage', 'reweighted'}
         See the module docstring.
     cv_policy : {'keep', 'retrain'}
-        ``'keep'`` (default): a round biases a new CV only when its GMVAE found a new cluster;
-        otherwise it continues the biased run of the CV in use (same CV, same bias, longer run).
-        ``'retrain'``: every round biases its own GMVAE from a fresh bias. See the module docstring.
+        ``'keep'`` (default): once the CV in use crosses between the known states
+        (``keep_min_transitions_per_ns`` in its last round), later rounds continue its biased run
+        (same CV, same bias, longer run) instead of biasing their own GMVAE; until then each round
+        biases its own. ``'retrain'``: every round biases its own GMVAE from a fresh bias. See the
+        module docstring.
+    keep_min_transitions_per_ns : float
+        With ``cv_policy='keep'``: the crossings (C7eq <-> C7ax for alanine dipeptide) per ns of a
+        round that make its CV the one kept. Systems without named states never keep a CV.
     temperature : float
         K, of the biased runs and of the free energies.
     timestep_fs : float
@@ -92,6 +98,7 @@ class ExploreSettings:
     epochs: int = 150
     training_weights: str = "coverage"
     cv_policy: str = "keep"
+    keep_min_transitions_per_ns: float = 2.0
     temperature: float = 300.0
     timestep_fs: float = 2.0
     height: float = 1.2

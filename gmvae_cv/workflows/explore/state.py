@@ -139,29 +139,34 @@ def training_blocks(out: Path, inputs: Inputs, r: int) -> Blocks:
     return blocks
 
 
-def round_plan(out: Path, r: int, new_clusters: Sequence[int], cfg: ExploreSettings) -> dict:
+def round_plan(out: Path, r: int, cfg: ExploreSettings) -> dict:
     """Which CV round ``r`` biases, and whether it continues the biased run of round ``r - 1``.
 
     Returns (and keeps in ``round_NN/plan.json``, so that a restarted round does what it began)
     ``{"cv_round": k, "continues": r - 1 or None, "segment": i, "reason": ...}``: the round biases
     the export of round ``k``; ``segment`` counts the rounds of that CV's run before this one.
-    With ``cv_policy="keep"`` a round keeps the CV in use (and continues its run) unless its own
-    GMVAE found a new cluster (``new_clusters``); with ``"retrain"`` every round biases its own.
+    With ``cv_policy="keep"`` a round continues the run of round ``r - 1`` when that round
+    crossed at least ``keep_min_transitions_per_ns`` times per ns (its ``analysis.json``), else it
+    biases its own GMVAE from a fresh bias; with ``"retrain"`` every round biases its own.
     """
     path = out / f"round_{r:02d}" / "plan.json"
     if path.is_file():
         return read_json(path)
+    own = {"cv_round": r, "continues": None, "segment": 0}
     if r == 0:
-        plan = {"cv_round": 0, "continues": None, "segment": 0, "reason": "round 0: the GMVAE of the given frames"}
+        plan = {**own, "reason": "round 0: the GMVAE of the given frames"}
     elif cfg.cv_policy == "retrain":
-        plan = {"cv_round": r, "continues": None, "segment": 0, "reason": "cv_policy 'retrain'"}
-    elif new_clusters:
-        plan = {"cv_round": r, "continues": None, "segment": 0,
-                "reason": f"new cluster(s) {list(map(int, new_clusters))} in this round's GMVAE: its CV, a fresh bias"}
+        plan = {**own, "reason": "cv_policy 'retrain'"}
     else:
         prev = read_json(out / f"round_{r - 1:02d}" / "plan.json")
-        plan = {"cv_round": prev["cv_round"], "continues": r - 1, "segment": prev["segment"] + 1,
-                "reason": f"no new cluster: the CV of round {prev['cv_round']} kept, its biased run continued"}
+        rate = read_json(out / f"round_{r - 1:02d}" / "analysis" / "analysis.json").get("transitions_per_ns")
+        if rate is not None and rate >= cfg.keep_min_transitions_per_ns:
+            plan = {"cv_round": prev["cv_round"], "continues": r - 1, "segment": prev["segment"] + 1,
+                    "reason": f"round {r - 1} crossed {rate:.3g} times per ns on the CV of round {prev['cv_round']} "
+                              f"(>= {cfg.keep_min_transitions_per_ns:g}): that CV kept, its biased run continued"}
+        else:
+            what = "no named states to count crossings on" if rate is None else f"round {r - 1} crossed {rate:.3g} times per ns"
+            plan = {**own, "reason": f"{what} (< {cfg.keep_min_transitions_per_ns:g}): this round's GMVAE, a fresh bias"}
     atomic_write_json(path, plan)
     return plan
 
