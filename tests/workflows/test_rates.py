@@ -74,6 +74,65 @@ def test_an_unreachable_scheduler_fails_within_seconds_and_writes_nothing(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_an_unreachable_scheduler_on_the_command_line_is_exit_status_2_naming_the_address(tmp_path):
+    cmd, env = _cli("--system", "double-well", "--from", "left", "--to", "right", "--runs", "2",
+                    "--out", str(tmp_path / "out"), "--scheduler", "tcp://127.0.0.1:9")
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "tcp://127.0.0.1:9" in res.stderr and "no Dask scheduler answered" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_task_folders_and_export_are_absolute_for_workers_elsewhere(tmp_path, monkeypatch):
+    """A worker of a cluster started elsewhere has its own working directory: relative DIR and EXP
+    given on the command line must reach it as absolute paths."""
+    from gmvae_cv.workflows.rates import dispatch
+
+    monkeypatch.chdir(tmp_path)
+    settings = TOY.check()
+    tasks = dispatch._tasks(Path("rel"), "double-well", None, [("left", "right")], 2, settings, [0.1], 0, "0" * 64)
+    assert [Path(t["folder"]) for t in tasks] == [tmp_path / "rel" / "runs" / "left-right" / "pace250" / f"run{i:03d}"
+                                                 for i in range(2)]
+    rel_exp = os.path.relpath(EXP, tmp_path)
+    assert not Path(rel_exp).is_absolute()
+    tasks = dispatch._tasks(Path("rel"), "alanine-dipeptide", rel_exp, [("C7eq", "C7ax")], 1,
+                            RateSettings().check(), [0.3, 0.3], 0, "0" * 64)
+    assert tasks[0]["exp"] == str(EXP.resolve())
+    assert Path(tasks[0]["folder"]).is_absolute()
+
+
+def test_the_slurm_example_of_the_docs_uses_real_dask_jobqueue_arguments():
+    """The SLURMCluster call of docs/biasing.md, made with dask-jobqueue (no SLURM needed until
+    scale): its keywords exist, and the job script books one single-threaded worker."""
+    pytest.importorskip("dask_jobqueue")
+    import ast
+    import inspect
+
+    from dask_jobqueue import SLURMCluster
+
+    page = (ROOT / "docs" / "biasing.md").read_text()
+    block = next(b for b in page.split("```python")[1:] if "SLURMCluster(" in b).split("```")[0]
+    calls = {n.func.attr if isinstance(n.func, ast.Attribute) else n.func.id: n
+             for n in ast.walk(ast.parse(block)) if isinstance(n, ast.Call) and isinstance(n.func, (ast.Name, ast.Attribute))}
+    kwargs = {k.arg: ast.literal_eval(k.value) for k in calls["SLURMCluster"].keywords}
+    assert {k.arg for k in calls["scale"].keywords} <= set(inspect.signature(SLURMCluster.scale).parameters)
+    assert {k.arg for k in calls["run_rates"].keywords} <= set(inspect.signature(run_rates).parameters)
+    quiet = {"scheduler_options": {"dashboard_address": ":0"}}  # no fixed port in a test
+    with SLURMCluster(**kwargs, **quiet) as cluster:
+        script = cluster.job_script()
+        assert cluster.scheduler_address.startswith("tcp://")
+    assert f"#SBATCH -t {kwargs['walltime']}" in script and "#SBATCH --cpus-per-task=1" in script
+    assert "--nthreads 1 " in script and "--nworkers" not in script  # one single-threaded worker per job
+    for line in kwargs.get("job_script_prologue", []):
+        assert line in script
+    # what the text around the example says: queue/account, and k cores for one single-threaded worker
+    with SLURMCluster(cores=1, processes=1, memory="2GB", job_cpu=4, queue="short", account="proj", **quiet) as cluster:
+        script = cluster.job_script()
+    assert "#SBATCH -p short" in script and "#SBATCH -A proj" in script
+    assert "#SBATCH --cpus-per-task=4" in script and "--nthreads 1 " in script
+
+
 def test_runs_of_another_system_or_cv_in_dir_are_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -212,7 +212,12 @@ def _tasks(out: Path, system: str, exp: Optional[str], directions: list, n_runs:
     """One task (a dict for :func:`run_one`) per run of ``out`` not yet finished.
 
     A run stopped unescaped at a shorter ``max_ps`` than the settings' is removed and run again.
+    The folders and the export are absolute paths: the workers of a cluster started elsewhere
+    (``--scheduler``) have their own working directory.
     """
+    out = Path(out).resolve()
+    if exp not in (None, "phi-psi"):
+        exp = str(Path(exp).resolve())
     tasks = []
     for a, b in directions:
         start = None
