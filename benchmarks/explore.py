@@ -171,7 +171,7 @@ def cmd_report(args) -> int:
     else:
         ref, ref_err = None, None
     seeds = {}
-    for d in sorted(work.glob("explore_s*")):
+    for d in sorted([*work.glob("explore_s*"), *work.glob("round0cv_s*")]):
         sfile = d / "summary.json"
         if not sfile.is_file():
             continue
@@ -223,6 +223,7 @@ def cmd_report(args) -> int:
             }
     result = {
         "benchmark": "explore",
+        "side_by_side": side_by_side(seeds, ref, args),
         "training_weights_comparison": comparison,
         "commands": ["python benchmarks/explore.py reference --work W --ns NS --seed 11",
                      "python benchmarks/explore.py seed --work W --seed S --ns-per-round X --rounds N",
@@ -235,6 +236,49 @@ def cmd_report(args) -> int:
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1)[:4000])
     return 0
+
+
+def _per_seed(entries: list[dict], ref: float | None) -> dict:
+    """Medians and ranges over seeds of the quantities issue 13 compares."""
+    def stats(vals):
+        vals = [v for v in vals if v is not None]
+        return {"median": float(np.median(vals)), "min": float(min(vals)), "max": float(max(vals)), "n": len(vals)} if vals else None
+    final = [e["final_delta_f_phi_pos_minus_neg_kjmol"] for e in entries]
+    return {
+        "seeds": [e["seed"] for e in entries],
+        "reached_c7ax": [e["criteria"]["reached_c7ax"] for e in entries],
+        "first_transition_ns": [e["first_transition_ns"] for e in entries],
+        "biased_ns_total": [e["biased_ns_total"] for e in entries],
+        "last_round_transitions_per_ns": [e["last_round_transitions_per_ns"] for e in entries],
+        "final_delta_f_phi_pos_minus_neg_kjmol": final,
+        "abs_error_vs_reference_kjmol": stats([abs(f[0] - ref) if (f and f[0] is not None and ref is not None) else None for f in final]),
+        "walltime_s_total": [e["walltime_s_total"] for e in entries],
+    }
+
+
+def side_by_side(seeds: dict, ref: float | None, args) -> dict:
+    """The routes of issue 13 next to each other: explore with each CV policy and method, the round-0
+    CV alone (``round0cv_s*``: an explore whose every round kept round 0's CV), and stored runs
+    (``--stored``: earlier benchmark JSONs, e.g. the ``retrain`` policy)."""
+    groups: dict[str, list] = {}
+    for name, e in seeds.items():
+        key = f"explore {e['cv_policy']} {name.split('_', 2)[2] if name.count('_') >= 2 else 'metad'}"
+        if name.startswith("round0cv_"):
+            key = "round-0 GMVAE CV alone (kept in every round), " + key.split(" ", 2)[2]
+        e["seed"] = int(name.split("_")[1][1:])
+        groups.setdefault(key, []).append(e)
+    out = {k: _per_seed(v, ref) for k, v in groups.items()}
+    for path in args.stored or []:
+        stored = json.loads(Path(path).read_text())
+        for name, e in stored.get("explore", {}).items():
+            e = dict(e)
+            e["seed"] = int(name.split("_")[1][1:])
+            e.setdefault("criteria", {"reached_c7ax": e["first_transition_ns"] is not None})
+            out.setdefault(f"stored {Path(path).name}: retrain {name.split('_', 2)[2]}", []).append(e)
+        for k in [k for k in out if k.startswith(f"stored {Path(path).name}")]:
+            if isinstance(out[k], list):
+                out[k] = _per_seed(out[k], stored["reference"]["delta_f_phi_pos_minus_neg_kjmol"][0])
+    return out
 
 
 def main(argv=None) -> int:
@@ -263,6 +307,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", required=True)
     p.add_argument("--out", default=str(Path(__file__).with_name("explore.json")))
     p.add_argument("--note", default="2-core machine shared with other jobs (load average 12-17)")
+    p.add_argument("--stored", nargs="*", help="earlier benchmark JSONs to set beside (their 'explore' entries)")
     p.set_defaults(func=cmd_report)
     args = ap.parse_args(argv)
     return args.func(args)
