@@ -223,7 +223,7 @@ def test_a_kept_cv_continues_its_biased_run(tmp_path, cold_frames, monkeypatch):
     monkeypatch.setattr(loop, "round_plan", plan_as_if_crossed)
     traj, top = cold_frames
     out = tmp_path / "ex"
-    summary = explore(out, traj=traj, top=top, rounds=2, ns_per_round=0.03, epochs=3, seed=5)
+    summary = explore(out, traj=traj, top=top, rounds=2, ns_per_round=0.03, epochs=3, seed=5, keep_method=None)
     plan = json.loads((out / "round_01" / "plan.json").read_text())
     assert plan["cv_round"] == 0 and plan["continues"] == 0 and plan["segment"] == 1
     assert json.loads((out / "round_01" / "exp_stage" / "done.json").read_text())["kept_cv_of_round"] == 0
@@ -281,41 +281,50 @@ def test_stop_rule_needs_agreeing_estimates_with_small_errors():
 def test_round_plan_keeps_a_cv_once_it_crosses(tmp_path):
     from gmvae_cv.workflows.explore.state import round_plan
 
-    keep = ExploreSettings().validate()
+    def analysed(out, r, rate):
+        (out / f"round_{r:02d}" / "analysis").mkdir(parents=True, exist_ok=True)
+        (out / f"round_{r:02d}" / "analysis" / "analysis.json").write_text(json.dumps({"transitions_per_ns": rate}))
 
-    def analysed(r, rate):
-        (tmp_path / f"round_{r:02d}" / "analysis").mkdir(parents=True, exist_ok=True)
-        (tmp_path / f"round_{r:02d}" / "analysis" / "analysis.json").write_text(json.dumps({"transitions_per_ns": rate}))
+    def key(p):
+        return p["cv_round"], p["method"], p["continues"], p["segment"]
 
-    (tmp_path / "round_00").mkdir()
-    assert round_plan(tmp_path, 0, keep)["cv_round"] == 0
-    analysed(0, 0.0)  # round 0 did not cross: round 1 biases its own GMVAE
-    p1 = round_plan(tmp_path, 1, keep)
-    assert (p1["cv_round"], p1["continues"], p1["segment"]) == (1, None, 0)
-    analysed(1, 3.0)  # round 1 crossed: its CV is kept and its run continued
-    p2 = round_plan(tmp_path, 2, keep)
-    assert (p2["cv_round"], p2["continues"], p2["segment"]) == (1, 1, 1)
-    analysed(2, 2.0)
-    p3 = round_plan(tmp_path, 3, keep)
-    assert (p3["cv_round"], p3["continues"], p3["segment"]) == (1, 2, 2)
-    analysed(3, 1.0)  # the kept CV's run stopped crossing: a new GMVAE
-    p4 = round_plan(tmp_path, 4, keep)
-    assert (p4["cv_round"], p4["continues"]) == (4, None)
+    keep = ExploreSettings(method="opes-explore").validate()  # keep_method 'opes'
+    out = tmp_path / "a"
+    (out / "round_00").mkdir(parents=True)
+    assert key(round_plan(out, 0, keep)) == (0, "opes-explore", None, 0)
+    analysed(out, 0, 0.0)  # round 0 did not cross: round 1 biases its own GMVAE
+    assert key(round_plan(out, 1, keep)) == (1, "opes-explore", None, 0)
+    analysed(out, 1, 3.0)  # round 1 crossed: its CV is kept, with a fresh OPES_METAD run
+    p2 = round_plan(out, 2, keep)
+    assert key(p2) == (1, "opes", None, 0) and p2["seed"] == keep.seed + 2000
+    analysed(out, 2, 2.0)  # ... continued in the rounds after
+    p3 = round_plan(out, 3, keep)
+    assert key(p3) == (1, "opes", 2, 1) and p3["seed"] == p2["seed"]
+    analysed(out, 3, 1.0)  # the kept CV's run stopped crossing: a new GMVAE, the exploring method
+    assert key(round_plan(out, 4, keep)) == (4, "opes-explore", None, 0)
     # a restarted round does what it began, whatever the analysis says now
-    analysed(2, 0.0)
-    assert round_plan(tmp_path, 3, keep) == p3
+    analysed(out, 2, 0.0)
+    assert round_plan(out, 3, keep) == p3
     # no named states (transitions None): never kept
-    analysed(4, None)
-    assert round_plan(tmp_path, 5, keep)["cv_round"] == 5
-    other = tmp_path / "other"
-    (other / "round_00").mkdir(parents=True)
-    (other / "round_00" / "plan.json").write_text(json.dumps({"cv_round": 0, "continues": None, "segment": 0}))
-    (other / "round_00" / "analysis").mkdir()
-    (other / "round_00" / "analysis" / "analysis.json").write_text(json.dumps({"transitions_per_ns": 50.0}))
-    (other / "round_01").mkdir()
-    assert round_plan(other, 1, ExploreSettings(cv_policy="retrain").validate())["cv_round"] == 1
+    analysed(out, 4, None)
+    assert round_plan(out, 5, keep)["cv_round"] == 5
+    # keep_method None: the kept run is continued as it is
+    same = ExploreSettings(method="opes-explore", keep_method=None).validate()
+    out = tmp_path / "b"
+    (out / "round_00").mkdir(parents=True)
+    round_plan(out, 0, same)
+    analysed(out, 0, 5.0)
+    assert key(round_plan(out, 1, same)) == (0, "opes-explore", 0, 1)
+    # 'retrain': every round its own
+    out = tmp_path / "c"
+    (out / "round_00").mkdir(parents=True)
+    round_plan(out, 0, ExploreSettings(cv_policy="retrain").validate())
+    analysed(out, 0, 50.0)
+    assert round_plan(out, 1, ExploreSettings(cv_policy="retrain").validate())["cv_round"] == 1
     with pytest.raises(GMVAEInputError, match="cv_policy"):
         ExploreSettings(cv_policy="sometimes").validate()
+    with pytest.raises(GMVAEInputError, match="keep_method"):
+        ExploreSettings(keep_method="umbrella").validate()
 
 
 def test_transitions_of_a_run_split_into_rounds_are_counted_once():

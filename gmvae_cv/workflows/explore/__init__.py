@@ -20,9 +20,11 @@ Layout of ``DIR``::
 Which CV a round biases (``cv_policy``, ``round_NN/plan.json``). ``"keep"`` (default): round ``r``
 biases its own GMVAE's CV, from a fresh bias, until a round's CV crosses between the known states
 (at least ``keep_min_transitions_per_ns``, 2 per ns by default: a round trip per 1 ns round); from
-then on the rounds keep that CV and continue its biased run (a copy of the run of round ``r - 1``,
-run on from its checkpoint with the same bias), so that a CV that crosses keeps crossing and its
-free-energy estimate, from the whole run, converges. ``"retrain"``: every round biases its own
+then on the rounds keep that CV: the first kept round starts a run of ``keep_method`` on it
+(OPES_METAD by default: OPES-explore finds the way, OPES_METAD converges the free energy), and the
+later rounds continue that run (a copy of the run of round ``r - 1``, run on from its checkpoint
+with the same bias), so that a CV that crosses keeps crossing and its free-energy estimate, from
+the whole run, converges. ``"retrain"``: every round biases its own
 GMVAE from a fresh bias. Why (OPES-explore, 1 ns rounds, seeds 0-2): with ``"retrain"``
 (``benchmarks/explore_opes_walls_1ns.json``) a CV that crossed 38-91 times per ns was replaced
 by a retrained one that crossed 1-3 times per ns in the rounds after, and dF did not recover;

@@ -67,7 +67,7 @@ def plot_delta_f(out: Path, rounds: list[dict]) -> None:
             t = np.array([start + p[0] for p in pts])
             v = np.array([p[1] for p in pts])
             e = np.array([p[2] if p[2] is not None else np.nan for p in pts])
-            ax.plot(t, v, "-o", ms=3, label=f"round {q['round']} (CV of round {q.get('cv_round', q['round'])})")
+            ax.plot(t, v, "-o", ms=3, label=f"round {q['round']} (CV of round {q.get('cv_round', q['round'])}, {q.get('method') or ''})")
             ax.fill_between(t, v - e, v + e, alpha=0.25)
         acc += q["biased_ns"]
         ax.axvline(acc, color="0.8", lw=0.8)

@@ -39,8 +39,9 @@ def walker_files(bias_dir: Path, walkers: int) -> list[tuple[Path, Path]]:
     return [(bias_dir / f"traj.{w}.dcd", bias_dir / f"COLVAR.{w}") for w in range(walkers)]
 
 
-def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: Any) -> tuple[np.ndarray, list, list, list]:
-    """Features and log-weights of the biased run's frames, walker by walker.
+def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: Any,
+                   method: str) -> tuple[np.ndarray, list, list, list]:
+    """Features and log-weights of the biased run's frames (of ``method``), walker by walker.
 
     Returns ``(x, rows, traj_logw, traj_time)``: the features ``(n_frames, n_features)`` of all
     walkers' trajectory frames; per walker a dict of its COLVAR rows (``time`` ps, ``logw``, ``s``
@@ -50,7 +51,7 @@ def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: An
     kT = KB * cfg.temperature
     # one bias shared by all walkers: every walker's frames are reweighted with the hills of all of them
     hills = None
-    if cfg.method == "metad":
+    if method == "metad":
         hills = Hills.from_file(bias_dir / "HILLS" if cfg.walkers == 1 else [bias_dir / f"HILLS.{w}" for w in range(cfg.walkers)])
     feats, traj_logw, traj_time, rows = [], [], [], []
     top = md.Topology.from_openmm(sysm.topology)
@@ -137,14 +138,14 @@ def analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: System, fspec: A
     """
     kT = KB * cfg.temperature
     an = rd / "analysis"
-    plan = plan or {"cv_round": r, "continues": None, "segment": 0}
+    plan = plan or {"cv_round": r, "method": cfg.method, "continues": None, "segment": 0}
     run = load_run(rd / "run")
-    x_all, rows, traj_logw, traj_time = _biased_frames(rd / "bias", cfg, sysm, fspec)
+    x_all, rows, traj_logw, traj_time = _biased_frames(rd / "bias", cfg, sysm, fspec, plan["method"])
     t0_ps = plan["segment"] * cfg.steps_per_round * cfg.timestep_fs / 1000.0
     segment = np.concatenate(traj_time) > t0_ps + 1e-6
     np.save(an / "features.npy", x_all[segment])
     biased_ns = float(cfg.steps_per_round * cfg.timestep_fs * 1e-6 * cfg.walkers)
-    info: dict[str, Any] = {"round": r, "biased_ns": biased_ns, "cv_round": plan["cv_round"],
+    info: dict[str, Any] = {"round": r, "biased_ns": biased_ns, "cv_round": plan["cv_round"], "method": plan["method"],
                             "continues": plan["continues"], "run_ns": biased_ns * (plan["segment"] + 1)}
     keep = np.concatenate([q["time"] >= cfg.discard_fraction * q["time"][-1] for q in rows])
     arrays = {"time": np.concatenate([q["time"] for q in rows]), "logw": np.concatenate([q["logw"] for q in rows]),

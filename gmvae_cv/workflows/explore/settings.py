@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from ..._core.checks import check_int, check_positive
 from ..._core.errors import GMVAEInputError
@@ -54,6 +55,12 @@ class ExploreSettings:
     keep_min_transitions_per_ns : float
         With ``cv_policy='keep'``: the crossings (C7eq <-> C7ax for alanine dipeptide) per ns of a
         round that make its CV the one kept. Systems without named states never keep a CV.
+    keep_method : {'metad', 'opes', 'opes-explore'} or None
+        With ``cv_policy='keep'``: the method of the kept CV's run. ``'opes'`` (default): the first
+        kept round starts OPES_METAD on that CV (a fresh bias) and the later ones continue it:
+        OPES-explore finds the way, OPES_METAD converges the free energy (its bias tends to the
+        free energy, so the weights of late frames stop changing). None: ``method``, the kept run
+        continued as it is.
     temperature : float
         K, of the biased runs and of the free energies.
     timestep_fs : float
@@ -99,6 +106,7 @@ class ExploreSettings:
     training_weights: str = "coverage"
     cv_policy: str = "keep"
     keep_min_transitions_per_ns: float = 2.0
+    keep_method: Optional[str] = "opes"
     temperature: float = 300.0
     timestep_fs: float = 2.0
     height: float = 1.2
@@ -125,6 +133,8 @@ class ExploreSettings:
             raise GMVAEInputError(f"'bias_factor' is {self.bias_factor}, expected > 1")
         if not isinstance(self.walls, bool):
             raise GMVAEInputError(f"'walls' is {self.walls!r}, expected True or False")
+        if self.keep_method is not None and self.keep_method not in METHODS:
+            raise GMVAEInputError(f"'keep_method' is {self.keep_method!r}, expected one of {list(METHODS)} or None")
         if self.cv_policy not in CV_POLICIES:
             raise GMVAEInputError(f"'cv_policy' is {self.cv_policy!r}, expected one of {list(CV_POLICIES)}")
         if self.training_weights not in ("coverage", "reweighted"):

@@ -118,11 +118,11 @@ def export_stage(ex: Exploration, rd: Path, r: int, blocks: Blocks, plan: dict) 
     mark_done(exp_stage, {"seconds": time.perf_counter() - t0, "passed": True, "n_checks": len(reports)})
 
 
-def _bias_parameters(cv: Any, ex: Exploration) -> dict:
-    """The method's keywords of :func:`~gmvae_cv.run_metadynamics`: widths from the export, height or barrier from the settings."""
+def _bias_parameters(cv: Any, ex: Exploration, method: str) -> dict:
+    """The keywords of ``method`` for :func:`~gmvae_cv.run_metadynamics`: widths from the export, height or barrier from the settings."""
     cfg = ex.cfg
     plumed = cv.meta["cv_json"]["plumed"]
-    if cfg.method == "metad":
+    if method == "metad":
         return {"sigma": plumed["metad"]["sigma"], "height": cfg.height, "bias_factor": cfg.bias_factor}
     # OPES: the export's OPES sigma (width of the unbiased distribution)
     return {"sigma": (plumed.get("opes") or plumed["metad"])["sigma"], "barrier": cfg.barrier}
@@ -161,21 +161,21 @@ def bias_stage(ex: Exploration, rd: Path, r: int, plan: dict) -> None:
     bias_dir, bias_stage_dir = rd / "bias", rd / "bias_stage"
     if done(bias_stage_dir):
         return
-    k = plan["cv_round"]
+    k, method = plan["cv_round"], plan["method"]
     cv = load_cv(ex.out / f"round_{k:02d}" / "exp")
-    bias_kw = _bias_parameters(cv, ex)
+    bias_kw = _bias_parameters(cv, ex, method)
     if plan["continues"] is not None:
         _copy_previous_run(ex.out / f"round_{plan['continues']:02d}" / "bias", bias_dir)
-        ex.log(f"[round {r}] {cfg.method} on the GMVAE CV of round {k}: its run continued by {cfg.ns_per_round} ns")
+        ex.log(f"[round {r}] {method} on the GMVAE CV of round {k}: its run continued by {cfg.ns_per_round} ns")
     else:
-        ex.log(f"[round {r}] {cfg.method} on the GMVAE CV: {cfg.ns_per_round} ns")
+        ex.log(f"[round {r}] {method} on the GMVAE CV of round {k}: {cfg.ns_per_round} ns")
     bias_stage_dir.mkdir(exist_ok=True)
     platform = _platform_of_continued_run(bias_dir)
     t0 = time.perf_counter()
     res = run_metadynamics(
         cv, bias_dir, system=sysm.system, topology=sysm.topology, positions=sysm.positions,
-        n_steps=cfg.steps_per_round * (plan["segment"] + 1), method=cfg.method, temperature=cfg.temperature,
-        pace=cfg.pace, walls=cfg.walls, walkers=cfg.walkers, seed=cfg.seed + 1000 * k,
+        n_steps=cfg.steps_per_round * (plan["segment"] + 1), method=method, temperature=cfg.temperature,
+        pace=cfg.pace, walls=cfg.walls, walkers=cfg.walkers, seed=plan["seed"],
         timestep=cfg.timestep_fs / 1000.0, traj_stride=int(round(cfg.frame_ps * 1000.0 / cfg.timestep_fs)),
         extra_colvar=sysm.extra_colvar, description=sysm.description, progress=ex.progress, platform=platform,
         **bias_kw)

@@ -140,19 +140,22 @@ def training_blocks(out: Path, inputs: Inputs, r: int) -> Blocks:
 
 
 def round_plan(out: Path, r: int, cfg: ExploreSettings) -> dict:
-    """Which CV round ``r`` biases, and whether it continues the biased run of round ``r - 1``.
+    """Which CV round ``r`` biases, how, and whether it continues the biased run of round ``r - 1``.
 
     Returns (and keeps in ``round_NN/plan.json``, so that a restarted round does what it began)
-    ``{"cv_round": k, "continues": r - 1 or None, "segment": i, "reason": ...}``: the round biases
-    the export of round ``k``; ``segment`` counts the rounds of that CV's run before this one.
-    With ``cv_policy="keep"`` a round continues the run of round ``r - 1`` when that round
-    crossed at least ``keep_min_transitions_per_ns`` times per ns (its ``analysis.json``), else it
-    biases its own GMVAE from a fresh bias; with ``"retrain"`` every round biases its own.
+    ``{"cv_round": k, "method": m, "seed": s, "continues": r - 1 or None, "segment": i,
+    "reason": ...}``: the round biases the export of round ``k`` with method ``m`` (seed ``s``);
+    ``segment`` counts the rounds of that run before this one. With ``cv_policy="keep"``, once
+    round ``r - 1`` crossed at least ``keep_min_transitions_per_ns`` times per ns (its
+    ``analysis.json``) its CV is kept: the first kept round starts a run of ``keep_method`` on it
+    (when that differs from the method of round ``r - 1``), the later ones continue that run; a
+    round after one that crossed less biases its own GMVAE with ``method`` from a fresh bias. With
+    ``"retrain"`` every round biases its own.
     """
     path = out / f"round_{r:02d}" / "plan.json"
     if path.is_file():
         return read_json(path)
-    own = {"cv_round": r, "continues": None, "segment": 0}
+    own = {"cv_round": r, "method": cfg.method, "seed": cfg.seed + 1000 * r, "continues": None, "segment": 0}
     if r == 0:
         plan = {**own, "reason": "round 0: the GMVAE of the given frames"}
     elif cfg.cv_policy == "retrain":
@@ -160,13 +163,18 @@ def round_plan(out: Path, r: int, cfg: ExploreSettings) -> dict:
     else:
         prev = read_json(out / f"round_{r - 1:02d}" / "plan.json")
         rate = read_json(out / f"round_{r - 1:02d}" / "analysis" / "analysis.json").get("transitions_per_ns")
-        if rate is not None and rate >= cfg.keep_min_transitions_per_ns:
-            plan = {"cv_round": prev["cv_round"], "continues": r - 1, "segment": prev["segment"] + 1,
-                    "reason": f"round {r - 1} crossed {rate:.3g} times per ns on the CV of round {prev['cv_round']} "
-                              f"(>= {cfg.keep_min_transitions_per_ns:g}): that CV kept, its biased run continued"}
-        else:
-            what = "no named states to count crossings on" if rate is None else f"round {r - 1} crossed {rate:.3g} times per ns"
+        keep_method = cfg.keep_method or prev["method"]
+        crossed = f"round {r - 1} crossed {rate:.3g} times per ns" if rate is not None else ""
+        if rate is None or rate < cfg.keep_min_transitions_per_ns:
+            what = crossed or "no named states to count crossings on"
             plan = {**own, "reason": f"{what} (< {cfg.keep_min_transitions_per_ns:g}): this round's GMVAE, a fresh bias"}
+        elif keep_method != prev["method"]:
+            plan = {**own, "cv_round": prev["cv_round"], "method": keep_method,
+                    "reason": f"{crossed} on the CV of round {prev['cv_round']}: that CV kept, a {keep_method} run on it"}
+        else:
+            plan = {"cv_round": prev["cv_round"], "method": prev["method"], "seed": prev["seed"], "continues": r - 1,
+                    "segment": prev["segment"] + 1,
+                    "reason": f"{crossed} on the CV of round {prev['cv_round']}: that CV kept, its {prev['method']} run continued"}
     atomic_write_json(path, plan)
     return plan
 

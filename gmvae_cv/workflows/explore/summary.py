@@ -28,6 +28,7 @@ def round_entry(rd: Path, r: int) -> dict:
         "round": r,
         "biased_ns": a["biased_ns"],
         "cv_round": a.get("cv_round", r),
+        "method": a.get("method"),
         "continues": a.get("continues"),
         "run_ns": a.get("run_ns", a["biased_ns"]),
         "walltime_s": run_d["seconds"] + exp_d["seconds"] + bias_d["seconds"] + a["seconds"],
@@ -86,7 +87,7 @@ def write_summary(out: Path, rounds: list[dict], stop_reason: Optional[str], cfg
         summary["reweighted_note"] = ("frames of the last round's biased run, all of it when it continued earlier rounds' (first "
                                       f"{cfg.discard_fraction:g} left out); phi, psi in rad; logw = beta (V - c(t)); "
                                       "dF = -kT ln(sum w[phi>0] / sum w[phi<0]), kT = 2.494 kJ/mol at 300 K")
-        if cfg.method != "metad":
+        if (last.get("method") or cfg.method) != "metad":
             summary["reweighted_note"] = summary["reweighted_note"].replace("beta (V - c(t))", "beta V (OPES bias)")
         if cfg.walls:
             summary["reweighted_note"] = summary["reweighted_note"].replace("; dF", " + beta W (walls.bias); dF", 1)
