@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 
 from .._core.errors import GMVAEInputError
 
-__all__ = ["GromacsRunError", "ALLOCATOR_ERRORS", "kernel_has_libtorch", "check_gromacs_run", "run_mdrun"]
+__all__ = ["GromacsRunError", "ALLOCATOR_ERRORS", "kernel_has_libtorch", "check_gromacs_run", "is_mpi_build", "run_mdrun"]
 
 ALLOCATOR_ERRORS = (
     "munmap_chunk(): invalid pointer",
@@ -191,6 +191,19 @@ def check_gromacs_run(
     return {"gmx": gmx, "kernel": kernel, "libtorch": libtorch, "models": [f for _, f in models]}
 
 
+def is_mpi_build(gmx: str) -> bool:
+    """Whether ``gmx`` was built with a real MPI library (``gmx_mpi``), not thread-MPI.
+
+    Read from ``gmx -version`` (``MPI library: MPI``); such a build refuses ``-ntmpi``.
+    """
+    try:
+        res = subprocess.run([gmx, "-quiet", "-version"], capture_output=True, text=True, timeout=120)
+    except OSError:
+        return False
+    m = re.search(r"^MPI library:\s*(\S+)", res.stdout + res.stderr, re.M)
+    return bool(m) and m.group(1).lower() != "thread_mpi" and m.group(1).lower() != "none"
+
+
 def run_mdrun(
     run_dir: str | os.PathLike,
     tpr: str = "run.tpr",
@@ -204,7 +217,8 @@ def run_mdrun(
 ) -> subprocess.CompletedProcess:
     """``gmx mdrun -s tpr -deffnm deffnm -ntmpi 1 -ntomp N [-plumed plumed_input]`` in ``run_dir``.
 
-    ``-ntmpi 1``: PLUMED does not work across thread-MPI ranks. ``plumed_input=None`` runs without
+    ``-ntmpi 1``: PLUMED does not work across thread-MPI ranks (left out for an MPI build,
+    :func:`is_mpi_build`, which runs one rank without ``mpirun``). ``plumed_input=None`` runs without
     PLUMED. Raises :class:`GMVAEInputError` from :func:`check_gromacs_run` and
     :class:`GromacsRunError` if mdrun fails or prints an allocator error (:data:`ALLOCATOR_ERRORS`).
     """
@@ -215,7 +229,8 @@ def run_mdrun(
         gmx = gmx or os.environ.get("GMX") or shutil.which("gmx")
         if not gmx:
             raise GMVAEInputError("no GROMACS: GMX is not set and there is no gmx on PATH")
-    cmd = [gmx, "-quiet", "mdrun", "-s", tpr, "-deffnm", deffnm, "-ntmpi", "1", "-ntomp", str(int(ntomp)), *extra]
+    ranks = [] if is_mpi_build(gmx) else ["-ntmpi", "1"]
+    cmd = [gmx, "-quiet", "mdrun", "-s", tpr, "-deffnm", deffnm, *ranks, "-ntomp", str(int(ntomp)), *extra]
     if plumed_input is not None:
         cmd += ["-plumed", plumed_input]
     env = dict(os.environ, OMP_NUM_THREADS=str(int(ntomp)))

@@ -22,7 +22,7 @@ from .._core.files import atomic_write_text
 from ..features import FeatureSpec
 from .bias_settings import MetadSettings, OpesSettings, cv_statistics, resolve_bias_settings
 from .contract import read_cv_json
-from .plumed_render import render_plumed_dat, render_plumed_opes, render_reweight, render_walkers
+from .plumed_render import render_plumed_dat, render_plumed_opes, render_reweight, render_walkers, render_walkers_mpi
 
 __all__ = [
     "MetadSettings",
@@ -32,6 +32,7 @@ __all__ = [
     "render_plumed_dat",
     "render_plumed_opes",
     "render_walkers",
+    "render_walkers_mpi",
     "render_reweight",
     "write_plumed_inputs",
 ]
@@ -53,6 +54,8 @@ def _readme(cv_info: Mapping[str, Any], files: Sequence[str], n_walkers: int, to
         "| `metad.dat` | well-tempered METAD on " + ", ".join(f"`cv.node-{i}`" for i in range(d)) + " (same as the export's `plumed.dat`) |",
         "| `opes_metad.dat` | OPES_METAD on the same CV |",
         f"| `walker_0.dat` ... `walker_{n_walkers - 1}.dat` | {n_walkers} walkers sharing one METAD bias (`WALKERS_N/ID/DIR`), all run in one folder |",
+        f"| `walkers_mpi.dat` | the same walkers over MPI (`WALKERS_MPI`): one input for all, "
+        f"`mpirun -np {n_walkers} gmx_mpi mdrun -multidir w0 ... -plumed walkers_mpi.dat` |",
         "| `reweight.dat` | `plumed driver` on a finished METAD run: final-bias weights (`REWEIGHT_BIAS`), "
         "free energies (`HISTOGRAM` + `CONVERT_TO_FES`) on the CV"
         + (" and on " + ", ".join(torsions) if torsions else "")
@@ -100,6 +103,7 @@ def write_plumed_inputs(
         "metad.dat": render_plumed_dat(info, spec),
         "opes_metad.dat": render_plumed_opes(info, spec),
         **{f"walker_{i}.dat": render_walkers(info, spec, n_walkers, i) for i in range(n_walkers)},
+        "walkers_mpi.dat": render_walkers_mpi(info, spec, n_walkers),
         "reweight.dat": render_reweight(info, spec, torsions=torsions),
     }
     texts["README.md"] = _readme(info, list(texts), n_walkers, torsions)

@@ -3,7 +3,8 @@
 Every input starts the same way (:func:`_input_start`): a header of comments, the feature lines of
 the :class:`~gmvae_cv.features.FeatureSpec` and the two ``PYTORCH_MODEL`` actions (``cv`` and
 ``clusters``). The variants then differ in the bias block: well-tempered ``METAD``
-(:func:`render_plumed_dat`, and with ``WALKERS_*`` keywords :func:`render_walkers`), ``OPES_METAD``
+(:func:`render_plumed_dat`, and with ``WALKERS_*`` keywords :func:`render_walkers`, over MPI
+:func:`render_walkers_mpi`), ``OPES_METAD``
 (:func:`render_plumed_opes`), or the frozen final METAD bias with histograms for ``plumed driver``
 (:func:`render_reweight`). The bias keywords come from ``cv.json`` (``plumed.metad``,
 ``plumed.opes``; see :mod:`.bias_settings`).
@@ -212,6 +213,34 @@ def render_walkers(cv_info: Mapping[str, Any], spec: Any, n_walkers: int, walker
         m, d, extra=[f"WALKERS_N={n_walkers}", f"WALKERS_ID={walker_id}", "WALKERS_DIR=.", f"WALKERS_RSTRIDE={rstride}"]
     )
     lines += ["#", f"PRINT ARG=cv.*,clusters.*,metad.bias,metad.rbias STRIDE={m['print_stride']} FILE=COLVAR.{walker_id}"]
+    return _text(lines)
+
+
+def render_walkers_mpi(cv_info: Mapping[str, Any], spec: Any, n_walkers: int) -> str:
+    """One input for all ``n_walkers`` walkers of an MPI run sharing one METAD bias (``WALKERS_MPI``).
+
+    For GROMACS built with MPI: ``mpirun -np N gmx_mpi mdrun -multidir w0 w1 ... -plumed
+    walkers_mpi.dat``, each folder ``wi`` with its own ``.tpr``, the ``.ptc`` files and this file.
+    PLUMED exchanges every new hill between the walkers through MPI at the step it is deposited
+    (each walker writes its own hills to ``HILLS`` in its folder), so the walkers share the bias
+    synchronously; the PLUMED kernel must be built with MPI.
+    """
+    n_walkers = check_int(n_walkers, "n_walkers", minimum=2)
+    d = int(cv_info["latent_dim"])
+    m = cv_info["plumed"]["metad"]
+    lines = _input_start(
+        cv_info,
+        spec,
+        f"walkers_mpi.dat: multiple-walkers metadynamics over MPI, the same input for each of {n_walkers} walkers.",
+        [
+            f"GROMACS with MPI: mpirun -np {n_walkers} gmx_mpi mdrun -multidir "
+            + " ".join(f"w{i}" for i in range(n_walkers)) + " -plumed walkers_mpi.dat",
+            "(each folder w<i> with its .tpr, this file and the .ptc files). PLUMED must be built with MPI;",
+            "every hill is sent to all walkers when it is deposited (WALKERS_MPI). Start them from different structures or seeds.",
+        ],
+    )
+    lines += _metad_block(m, d, extra=["WALKERS_MPI"])
+    lines += ["#", f"PRINT ARG=cv.*,clusters.*,metad.bias,metad.rbias STRIDE={m['print_stride']} FILE=COLVAR"]
     return _text(lines)
 
 

@@ -22,7 +22,7 @@ from .._core.files import atomic_write_bytes, atomic_write_text
 from ..features import AtomMapping, map_spec_atoms, mapping_comment, remap_spec
 from ..features import FeatureSpec
 from .contract import read_cv_json
-from .plumed import render_plumed_dat, render_plumed_opes, render_walkers
+from .plumed import render_plumed_dat, render_plumed_opes, render_walkers, render_walkers_mpi
 
 __all__ = ["PLUMED_MODEL_FILES", "write_plumed_for_topology"]
 
@@ -60,7 +60,9 @@ def write_plumed_for_topology(
     n_walkers : int
         If at least 2, also ``walker_0.dat`` ... ``walker_{n-1}.dat``: multiple-walkers METAD
         sharing one bias through ``HILLS.<id>`` in the folder all walkers run in
-        (:func:`gmvae_cv.deploy.plumed.render_walkers`); 0 (default) writes none.
+        (:func:`gmvae_cv.deploy.plumed.render_walkers`), and ``walkers_mpi.dat``, the same walkers
+        over MPI for ``gmx_mpi mdrun -multidir`` (:func:`~gmvae_cv.deploy.plumed.render_walkers_mpi`);
+        0 (default) writes none.
     source : str, optional
         Name of the topology in messages.
 
@@ -99,6 +101,8 @@ def write_plumed_for_topology(
         "plumed_opes.dat": _with_mapping(render_plumed_opes(info, new_spec), mapping),
         **{f"walker_{i}.dat": _with_mapping(render_walkers(info, new_spec, n_walkers, i), mapping) for i in range(n_walkers)},
     }
+    if n_walkers >= 2:
+        texts["walkers_mpi.dat"] = _with_mapping(render_walkers_mpi(info, new_spec, n_walkers), mapping)
     written = []
     for name, text in texts.items():
         atomic_write_text(out / name, text)

@@ -113,7 +113,7 @@ class DemoSettings:
     """
 
     unbiased_ns: float = 4.0
-    rounds: int = 8
+    rounds: int = 10
     ns_per_round: float = 1.0
     train_temperature: Optional[float] = None
     biased_ns: float = 4.0

@@ -504,6 +504,23 @@ def _reference_inputs():
 needs_reference = pytest.mark.skipif(not (REF_EXPORT / "cv.json").is_file(), reason="export/alanine_dipeptide not generated")
 
 
+def _assert_same_json(got, ref, where: str) -> None:
+    """Equal JSON values, floats to 1e-6 relative: float32 statistics of the same model differ in
+    the last bit between CPUs (measured: 2.4e-7 on a minimum of 2.55, Intel Xeon against AMD EPYC)."""
+    if isinstance(ref, dict):
+        assert isinstance(got, dict) and set(got) == set(ref), f"{where} would change: keys {sorted(set(got or {}) ^ set(ref))}"
+        for k in ref:
+            _assert_same_json(got[k], ref[k], f"{where}/{k}")
+    elif isinstance(ref, list):
+        assert isinstance(got, list) and len(got) == len(ref), f"{where} would change (length)"
+        for i, (g, r) in enumerate(zip(got, ref)):
+            _assert_same_json(g, r, f"{where}[{i}]")
+    elif isinstance(ref, float) and not isinstance(ref, bool):
+        assert isinstance(got, (int, float)) and got == pytest.approx(ref, rel=1e-6, abs=1e-9), f"{where} would change: {got} != {ref}"
+    else:
+        assert got == ref, f"{where} would change: {got!r} != {ref!r}"
+
+
 @needs_reference
 def test_reference_export_in_sync(tmp_path):
     """Re-exporting the stored run with the stored data gives the committed files: PLUMED inputs
@@ -526,7 +543,7 @@ def test_reference_export_in_sync(tmp_path):
                 if name not in model_files:
                     assert got["files"][name] == ref["files"][name], name
             continue
-        assert json.dumps(got.get(key), sort_keys=True) == json.dumps(ref.get(key), sort_keys=True), f"cv.json '{key}' would change"
+        _assert_same_json(got.get(key), ref.get(key), f"cv.json '{key}'")
     x = torch.tensor(data[::50], dtype=torch.float32)
     for name in ("model_plumed.ptc", "model_clusters.ptc"):
         a = torch.jit.load(str(new / name))(x)

@@ -33,7 +33,7 @@ import pytest
 from gmvae_cv._core.errors import GMVAEInputError
 from gmvae_cv.deploy import read_cv_json
 from gmvae_cv.features import FeatureSpec
-from gmvae_cv.deploy.gromacs_run import ALLOCATOR_ERRORS, check_gromacs_run, kernel_has_libtorch, run_mdrun
+from gmvae_cv.deploy.gromacs_run import ALLOCATOR_ERRORS, check_gromacs_run, is_mpi_build, kernel_has_libtorch, run_mdrun
 from plumed_tool import python_cv, read_colvar
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +151,7 @@ def test_gromacs_inputs_reproduce_the_openmm_system(tmp_path, system):
     # flexible TIP3P with 2 fs: grompp warns about the O-H period; irrelevant for a 0-step force evaluation
     subprocess.run([gmx, "-quiet", "grompp", "-f", "f.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", "f.tpr", "-maxwarn", "1"],
                    cwd=run, check=True, capture_output=True, text=True, timeout=300)
-    subprocess.run([gmx, "-quiet", "mdrun", "-s", "f.tpr", "-deffnm", "f", "-ntmpi", "1", "-ntomp", "1"], cwd=run, check=True,
+    subprocess.run([gmx, "-quiet", "mdrun", "-s", "f.tpr", "-deffnm", "f", *_one_rank(gmx), "-ntomp", "1"], cwd=run, check=True,
                    capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     subprocess.run([gmx, "-quiet", "traj", "-f", "f.trr", "-s", "f.tpr", "-of", "f.xvg", "-xvg", "none"], cwd=run, check=True,
                    input="0\n", capture_output=True, text=True, timeout=300)
@@ -191,6 +191,11 @@ def test_preflight_gromacs_without_plumed(tmp_path):
 
 
 # ------------------------------------------------------------------ with GROMACS
+def _one_rank(gmx: str) -> list[str]:
+    """``-ntmpi 1`` for a thread-MPI build (PLUMED needs one rank); an MPI build runs one rank as it is and refuses ``-ntmpi``."""
+    return [] if is_mpi_build(gmx) else ["-ntmpi", "1"]
+
+
 def _mdp(src: Path, dst: Path, **overrides) -> None:
     """``src`` with some parameters replaced (and the rest unchanged)."""
     lines = src.read_text().splitlines()
@@ -355,7 +360,7 @@ def test_two_walkers_in_separate_mdruns_share_one_bias(tmp_path):
         _mdp(INPUTS / "vacuum" / "md.mdp", run / f"md{w}.mdp", nsteps=5000, ld_seed=21 + w, gen_seed=21 + w)
         _gmx(["grompp", "-f", f"md{w}.mdp", "-c", "conf.gro", "-p", "topol.top", "-o", f"walker{w}.tpr",
               "-po", f"mdout{w}.mdp"], run)
-    procs = [subprocess.Popen([GMX, "-quiet", "mdrun", "-s", f"walker{w}.tpr", "-deffnm", f"walker{w}", "-ntmpi", "1",
+    procs = [subprocess.Popen([GMX, "-quiet", "mdrun", "-s", f"walker{w}.tpr", "-deffnm", f"walker{w}", *_one_rank(GMX),
                                "-ntomp", "1", "-plumed", f"walker_{w}.dat"], cwd=run, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for w in (0, 1)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
@@ -371,6 +376,52 @@ def test_two_walkers_in_separate_mdruns_share_one_bias(tmp_path):
     assert np.max(np.abs(other[best, np.arange(len(s))] - rest)) < tol, (rest, best)
     assert np.all(np.diff(best) >= 0) or np.allclose(other[best, np.arange(len(s))], other[np.maximum.accumulate(best), np.arange(len(s))], atol=tol)
     assert np.max(other[best, np.arange(len(s))]) > 0.1 * h1.heights[0], "walker 1's hills never reached walker 0"
+
+
+GMX_MPI = os.environ.get("GMX_MPI")
+needs_mpi_gromacs = pytest.mark.skipif(
+    GMX is None or not GMX_MPI or shutil.which("mpirun") is None,
+    reason="needs GMX_MPI (scripts/build_gromacs_plumed.sh --mpi with a PLUMED built with --mpi) and mpirun")
+
+
+@needs_mpi_gromacs
+def test_multidir_walkers_over_mpi_share_one_bias(tmp_path):
+    """``mpirun -np 2 gmx_mpi mdrun -multidir w0 w1 -plumed walkers_mpi.dat`` (the input of
+    ``gmvae-cv plumed-input --walkers 2``, WALKERS_MPI): every hill goes to both walkers when it is
+    deposited, so at every COLVAR row of each walker the bias PLUMED applied equals the sum of both
+    walkers' hills deposited before that time, and the other walker's hills make a difference."""
+    from gmvae_cv.analysis.hills import Hills
+    from gmvae_cv.deploy.plumed_topology import write_plumed_for_topology
+
+    base = tmp_path / "inputs"
+    write_plumed_for_topology(REF_EXPORT, INPUTS / "vacuum" / "conf.gro", base, n_walkers=2)
+    for w in (0, 1):
+        d = tmp_path / f"w{w}"
+        d.mkdir()
+        for f in ("walkers_mpi.dat", "model_plumed.ptc", "model_clusters.ptc"):
+            shutil.copy(base / f, d / f)
+        for f in ("topol.top", "conf.gro"):
+            shutil.copy(INPUTS / "vacuum" / f, d / f)
+        _mdp(INPUTS / "vacuum" / "md.mdp", d / "md.mdp", nsteps=5000, ld_seed=31 + w, gen_seed=31 + w)
+        _grompp(d)
+        check_gromacs_run(d, "walkers_mpi.dat", gmx=GMX_MPI)
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", GMX_MPI, "-quiet", "mdrun", "-multidir", "w0", "w1",
+           "-s", "run.tpr", "-deffnm", "md", "-ntomp", "1", "-plumed", "walkers_mpi.dat"]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    assert not [e for e in ALLOCATOR_ERRORS if e in out], out[-4000:]
+    hills = [Hills.from_file(tmp_path / f"w{w}" / "HILLS") for w in (0, 1)]
+    assert all(h.n_hills >= 9 for h in hills), [h.n_hills for h in hills]
+    both = Hills.from_file([tmp_path / "w0" / "HILLS", tmp_path / "w1" / "HILLS"])
+    for w in (0, 1):
+        col = read_colvar(tmp_path / f"w{w}" / "COLVAR")
+        s = np.c_[col["cv.node-0"], col["cv.node-1"]]
+        shared = both.bias_at_times(s, col["time"])
+        tol = 5e-3 * both.heights.max()  # PLUMED's grid interpolation, as in the single-walker test
+        assert np.max(np.abs(col["metad.bias"] - shared)) < tol, w
+        other = hills[1 - w].bias_at_times(s, col["time"])
+        assert np.max(other) > 0.1 * hills[1 - w].heights[0], f"walker {1 - w}'s hills never reached walker {w}"
 
 
 @needs_gromacs
@@ -437,7 +488,7 @@ def test_mdrun_with_a_kernel_without_libtorch_fails_and_preflight_says_why(tmp_p
     _mdp(INPUTS / "vacuum" / "md.mdp", run / "md.mdp", nsteps=100)
     _grompp(run)
     env = dict(os.environ, PLUMED_KERNEL=_plain_kernel(), OMP_NUM_THREADS="1")
-    res = subprocess.run([GMX, "-quiet", "mdrun", "-s", "run.tpr", "-ntmpi", "1", "-ntomp", "1", "-plumed", "plumed.dat"],
+    res = subprocess.run([GMX, "-quiet", "mdrun", "-s", "run.tpr", *_one_rank(GMX), "-ntomp", "1", "-plumed", "plumed.dat"],
                          cwd=run, capture_output=True, text=True, timeout=600, env=env)
     log = (run / "md.log").read_text() if (run / "md.log").is_file() else ""
     assert res.returncode != 0 and "PYTORCH_MODEL" in res.stdout + res.stderr + log
