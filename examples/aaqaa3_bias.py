@@ -22,7 +22,10 @@ Steps (the MD and the GMVAE as in ``examples/aaqaa3.py``, shorter):
    each from the built helix with that seed; DSSP on frames every 0.4 ps.
    Transitions are counted between core sets of the DSSP state (``aaqaa3.dssp_state``):
    all-coil (no residue in 'H') and mostly helical (>= 8 of 15); partly helical frames belong to
-   neither and are skipped, so one transition is a passage from one core to the other.
+   neither and are skipped, so one transition is a passage from one core to the other. Counted
+   frame by frame, and again on the running median of the helical-residue count over 5 frames
+   (2 ps), which removes the one- and two-frame DSSP flickers (a single frame with no residue in
+   'H' inside a helical stretch counts two transitions frame by frame).
 
 Writes ``bias.json`` (every number, the command, walltimes, ns/day), ``bias_helicity.png``
 (helicity against time, biased and unbiased, per seed) and ``bias_cv.png`` (the CV of the biased
@@ -30,7 +33,8 @@ and unbiased frames on the training frames) into OUT (default ``docs/figures/aaq
 go to WORK (default ``aaqaa3_bias_work``). Measured costs: ``docs/figures/aaqaa3/README.md``.
 
 Usage: ``python examples/aaqaa3_bias.py [--out DIR] [--work DIR] [--train-steps N] [--k K]
-[--bias-ns NS] [--seeds S ...] [--method {metad,opes-explore}] [--probe-ns NS] [--quick]``
+[--bias-ns NS] [--seeds S ...] [--method {metad,opes-explore}] [--probe-ns NS] [--quick]``;
+``--recount`` recomputes bias.json's rows and the figures from the runs kept in WORK (no MD).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ import aaqaa3 as _base  # noqa: E402  (examples/aaqaa3.py: the training MD and t
 TIMESTEP_PS = 0.004
 FRAME_STEPS = 100  # 0.4 ps
 PACE = 250  # a hill (kernel) per ps
+SMOOTH_FRAMES = 5  # 2 ps: the running median that removes one- and two-frame DSSP flickers
 METHODS = {"metad": {"height": 1.2, "bias_factor": 10.0}, "opes-explore": {"barrier": 40.0}}
 
 
@@ -73,6 +78,28 @@ def core_transitions(states: np.ndarray) -> dict:
     step = np.diff(core)
     return {"transitions": int(np.count_nonzero(step)), "helix_to_coil": int(np.count_nonzero(step < 0)),
             "coil_to_helix": int(np.count_nonzero(step > 0))}
+
+
+def running_median(n_helical: np.ndarray, window: int) -> np.ndarray:
+    """Running median of ``n_helical`` over ``window`` frames (odd; the ends padded with their edge values).
+
+    Parameters
+    ----------
+    n_helical : (n_frames,) array
+        Residues in DSSP 'H' per frame.
+    window : int
+        Frames in the window (1: unchanged).
+
+    Returns
+    -------
+    (n_frames,) float array
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"'window' is {window}, expected an odd number >= 1")
+    a = np.asarray(n_helical, dtype=np.float64)
+    h = window // 2
+    padded = np.concatenate([np.full(h, a[0]), a, np.full(h, a[-1])])
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)
 
 
 def _train(work: Path, steps: int, T: float, k: int, epochs: int, quick: bool):
@@ -150,6 +177,7 @@ def _biased(cv, out: Path, pep, n_steps: int, method: str, T: float, seed: int) 
 
 
 def _unbiased(out: Path, pep, n_steps: int, T: float, seed: int) -> dict:
+    """The unbiased run of ``n_steps`` from ``pep``'s positions (no equilibration, as the biased run)."""
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
@@ -172,19 +200,64 @@ def _dssp(traj_file: Path, top, spec) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return n_h, _base.dssp_state(n_h, per_res.shape[1]), spec.compute(tr)
 
 
-def _pair_summary(kind: dict, states: np.ndarray, n_h: np.ndarray, ns: float) -> dict:
-    """Transitions per ns, state fractions and cost of one run."""
+def _pair_summary(run_info: dict, n_h: np.ndarray, ns: float) -> dict:
+    """Transitions per ns (frame by frame, and on the 2 ps running median), state fractions and cost of one run."""
+    states = _base.dssp_state(n_h, 15)
     tr = core_transitions(states)
+    sm = core_transitions(_base.dssp_state(running_median(n_h, SMOOTH_FRAMES), 15))
     return {**tr, "transitions_per_ns": tr["transitions"] / ns, "ns": ns,
+            f"median_{SMOOTH_FRAMES}_frames": {**sm, "transitions_per_ns": sm["transitions"] / ns},
             "state_fractions": {n: float(np.mean(states == i)) for i, n in enumerate(_base.STATE_NAMES)},
-            "mean_helicity": float(n_h.mean() / 15.0), "min_n_helical": int(n_h.min()),
-            "wall_s": kind["wall_s"], "ns_per_day": kind["ns_per_day"], "platform": kind["platform"]}
+            "mean_helicity": float(n_h.mean() / 15.0), "min_n_helical": int(n_h.min()), **run_info}
 
 
 def _spread(rows: list, part: str, key: str) -> dict:
+    """Values over seeds of ``row[part][key]`` with mean, sample std, min and max."""
     v = np.array([r[part][key] for r in rows], dtype=float)
     return {"values": v.tolist(), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None,
             "min": float(v.min()), "max": float(v.max())}
+
+
+def _seed_row(seed: int, work: Path, run, cv, spec, top, ns: float) -> tuple[dict, dict]:
+    """The row of bias.json and the figure traces of one seed, read from WORK/bias_s<seed> and WORK/unbiased_s<seed>."""
+    from gmvae_cv import read_plumed
+
+    bd, ud = work / f"bias_s{seed}", work / f"unbiased_s{seed}"
+    info = json.loads((bd / "run.json").read_text())
+    meta = json.loads((ud / "simulation.json").read_text())
+    col = read_plumed(bd / "COLVAR")
+    zb = np.column_stack([col[n] for n in cv.names])
+    bias_col = next(c for c in ("opes.bias", "metad.bias") if c in col.fields)
+    nb, _, _ = _dssp(bd / "traj.dcd", top, spec)
+    nu, _, xu = _dssp(ud / "traj.dcd", top, spec)
+    zu = run.transform(xu)["z"]
+    perf = info["performance"]
+    row = {"seed": seed,
+           "biased": {**_pair_summary({"wall_s": perf["wall_s"], "ns_per_day": perf["ns_per_day_per_walker"],
+                                       "platform": info["platform"]["name"]}, nb, ns),
+                      "n_hills": int(info["n_hills"]), "route": info["force"]["route"],
+                      "final_bias_kJ_mol": float(col[bias_col][-1]), "cv_range": np.ptp(zb, axis=0).tolist()},
+           "unbiased": {**_pair_summary({"wall_s": meta["performance"]["wall_s"], "ns_per_day": meta["performance"]["ns_per_day"],
+                                         "platform": meta["platform"]["name"]}, nu, ns),
+                        "cv_range": np.ptp(zu, axis=0).tolist()}}
+    return row, {"biased": {"n_h": nb, "z": zb}, "unbiased": {"n_h": nu, "z": zu}}
+
+
+def _with_spread(result: dict, rows: list) -> dict:
+    """``result`` with its ``seeds`` set to ``rows`` and the ``spread`` over them."""
+    keys = ("transitions_per_ns", "ns_per_day", "mean_helicity", "wall_s")
+    result["seeds"] = rows
+    result["spread"] = {f"{p}.{key}": _spread(rows, p, key) for p in ("biased", "unbiased") for key in keys}
+    sm = f"median_{SMOOTH_FRAMES}_frames"
+    for p in ("biased", "unbiased"):
+        v = np.array([r[p][sm]["transitions_per_ns"] for r in rows], dtype=float)
+        result["spread"][f"{p}.{sm}.transitions_per_ns"] = {
+            "values": v.tolist(), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "min": float(v.min()), "max": float(v.max())}
+        v = np.array([r[p]["state_fractions"]["all-coil"] for r in rows], dtype=float)
+        result["spread"][f"{p}.all_coil_fraction"] = {"values": v.tolist(), "mean": float(v.mean()),
+                                                      "std": float(v.std(ddof=1)) if len(v) > 1 else None}
+    return result
 
 
 def _probe(cv, work: Path, pep, n_steps: int, T: float, spec, top) -> dict:
@@ -203,6 +276,7 @@ def _probe(cv, work: Path, pep, n_steps: int, T: float, spec, top) -> dict:
 
 
 def _figures(out: Path, rows: list, traces: list, z_train: np.ndarray, method: str) -> None:
+    """``bias_helicity.png`` (residues in 'H' against time per seed) and ``bias_cv.png`` (the runs in the latent space)."""
     from gmvae_cv.analysis.plots import _pyplot, save_figure
 
     plt = _pyplot()
@@ -212,7 +286,8 @@ def _figures(out: Path, rows: list, traces: list, z_train: np.ndarray, method: s
         for name, c in (("unbiased", "0.45"), ("biased", "C3")):
             t_ps = np.arange(1, len(tr[name]["n_h"]) + 1) * FRAME_STEPS * TIMESTEP_PS
             ax.plot(t_ps, tr[name]["n_h"], lw=0.7, color=c,
-                    label=f"{name}: {r[name]['transitions']} transitions ({r[name]['transitions_per_ns']:.0f}/ns)")
+                    label=f"{name}: {r[name]['transitions']} transitions frame by frame, "
+                          f"{r[name][f'median_{SMOOTH_FRAMES}_frames']['transitions']} on the 2 ps median")
         ax.axhspan(-0.5, 0.5, color="C0", alpha=0.15, lw=0)
         ax.axhspan(7.5, 13.5, color="C1", alpha=0.15, lw=0)
         ax.set_ylim(-0.5, 13.5)
@@ -234,10 +309,42 @@ def _figures(out: Path, rows: list, traces: list, z_train: np.ndarray, method: s
     save_figure(fig, out / "bias_cv.png")
 
 
+def recount(out: Path, work: Path, argv: list) -> dict:
+    """No runs: recompute every seed's row of OUT/bias.json and the figures from the runs kept in WORK."""
+    import mdtraj as md
+
+    from gmvae_cv import load_cv
+    from gmvae_cv._core.files import atomic_write_json
+    from gmvae_cv.learn.rundir import load_run
+    from gmvae_cv.features.peptide import backbone_torsions
+
+    result = json.loads((out / "bias.json").read_text())
+    run, cv = load_run(work / "run"), load_cv(work / "exp")
+    trajs = [md.load(str(work / "md" / f"{st}_s{sd}" / "traj.dcd"), top=str(work / "md" / f"{st}_s{sd}" / "topology.pdb"))
+             for st, sd in _base.RUNS]
+    spec = backbone_torsions(trajs[0].topology)
+    rows, traces = [], []
+    for r in result["seeds"]:
+        row, tr = _seed_row(r["seed"], work, run, cv, spec, trajs[0].topology, result["md"]["ns_per_run"])
+        rows.append(row)
+        traces.append(tr)
+    _with_spread(result, rows)
+    import gmvae_cv
+
+    result["recount"] = {"command": "python examples/aaqaa3_bias.py " + " ".join(argv), "gmvae_cv": gmvae_cv.__file__,
+                         "what": "rows and spread recomputed from the kept runs; costs are those of the runs"}
+    atomic_write_json(out / "bias.json", result)
+    _figures(out, rows, traces, run.transform(np.concatenate([spec.compute(t) for t in trajs]))["z"], result["method"]["name"])
+    return result
+
+
 def _machine() -> dict:
+    """CPU model, core count, Python, the imported package and the thread settings."""
     model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                   if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
-    return {"cpu": model, "n_cpus": os.cpu_count(), "python": platform.python_version(),
+    import gmvae_cv
+
+    return {"cpu": model, "n_cpus": os.cpu_count(), "python": platform.python_version(), "gmvae_cv": gmvae_cv.__file__,
             "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENMM_CPU_THREADS")}}
 
 
@@ -254,7 +361,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--probe-ns", type=float, default=None, help="ns of each method's probe (default 0.02; 0: none)")
     ap.add_argument("--temperature", type=float, default=340.0)
     ap.add_argument("--quick", action="store_true", help="a few ps everywhere (for tests)")
+    ap.add_argument("--recount", action="store_true", help="no runs: recount OUT/bias.json from the runs kept in WORK")
     args = ap.parse_args(argv)
+    if args.recount:
+        return recount(Path(args.out), Path(args.work), sys.argv[1:] if argv is None else list(argv))
 
     import mdtraj as md
 
@@ -302,22 +412,15 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         b = _biased(cv, work / f"bias_s{seed}", pep, n_bias, method, T, seed)
         u = _unbiased(work / f"unbiased_s{seed}", pep, n_bias, T, seed)
-        nb, sb, xb = _dssp(b["traj"], top, spec)
-        nu, su, xu = _dssp(u["traj"], top, spec)
-        zu = run.transform(xu)["z"]
-        rows.append({"seed": seed, "biased": {**_pair_summary(b, sb, nb, ns), "n_hills": b["n_hills"], "route": b["route"],
-                                              "final_bias_kJ_mol": float(b["bias"][-1]),
-                                              "cv_range": np.ptp(b["z"], axis=0).tolist()},
-                     "unbiased": {**_pair_summary(u, su, nu, ns), "cv_range": np.ptp(zu, axis=0).tolist()}})
-        traces.append({"biased": {"n_h": nb, "z": b["z"]}, "unbiased": {"n_h": nu, "z": zu}})
-        result["seeds"] = rows
-        result["spread"] = {f"{p}.{key}": _spread(rows, p, key) for p in ("biased", "unbiased")
-                            for key in ("transitions_per_ns", "ns_per_day", "mean_helicity", "wall_s")}
+        row, tr = _seed_row(seed, work, run, cv, spec, top, ns)
+        rows.append(row)
+        traces.append(tr)
+        _with_spread(result, rows)
         result["wall_s_total"] = time.perf_counter() - t_start
         result["load_average_1_5_15_at_end"] = list(os.getloadavg())
         atomic_write_json(out / "bias.json", result)  # after every seed: a stopped run keeps its seeds
-        print(f"seed {seed}: transitions per ns biased {rows[-1]['biased']['transitions_per_ns']:.1f}, unbiased "
-              f"{rows[-1]['unbiased']['transitions_per_ns']:.1f}; {b['ns_per_day']:.1f} / {u['ns_per_day']:.1f} ns/day",
+        print(f"seed {seed}: transitions per ns biased {row['biased']['transitions_per_ns']:.1f}, unbiased "
+              f"{row['unbiased']['transitions_per_ns']:.1f}; {b['ns_per_day']:.1f} / {u['ns_per_day']:.1f} ns/day",
               flush=True)
     _figures(out, rows, traces, z_train, method)
     sp = result["spread"]

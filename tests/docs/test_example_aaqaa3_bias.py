@@ -31,6 +31,18 @@ def test_core_transitions_skip_the_partly_helical_frames():
     assert ct(np.array([1, 1, 1]))["transitions"] == 0
 
 
+def test_running_median_removes_a_one_frame_flicker_and_keeps_a_2ps_coil():
+    mod = _module()
+    n_h = np.array([10, 10, 10, 0, 10, 10, 10, 0, 0, 0, 0, 0, 10])
+    np.testing.assert_array_equal(mod.running_median(n_h, 5), [10] * 7 + [0] * 5 + [10])
+    np.testing.assert_array_equal(mod.running_median(n_h, 1), n_h)
+    base = mod._base
+    assert mod.core_transitions(base.dssp_state(n_h))["transitions"] == 4
+    assert mod.core_transitions(base.dssp_state(mod.running_median(n_h, 5)))["transitions"] == 2
+    with pytest.raises(ValueError, match="odd"):
+        mod.running_median(n_h, 4)
+
+
 @pytest.mark.slow
 def test_aaqaa3_bias_quick_exports_checks_and_biases(tmp_path):
     from gmvae_cv import load_cv, read_plumed, run_metadynamics
