@@ -288,32 +288,33 @@ def test_round_plan_keeps_a_cv_once_it_crosses(tmp_path):
     def key(p):
         return p["cv_round"], p["method"], p["continues"], p["segment"]
 
-    keep = ExploreSettings(method="opes-explore").validate()  # keep_method 'opes'
+    keep = ExploreSettings(method="opes-explore").validate()  # keep_method 'opes', 10 crossings per ns
     out = tmp_path / "a"
     (out / "round_00").mkdir(parents=True)
     assert key(round_plan(out, 0, keep)) == (0, "opes-explore", None, 0)
-    analysed(out, 0, 0.0)  # round 0 did not cross: round 1 biases its own GMVAE
+    analysed(out, 0, 8.0)  # round 0 crossed too little: round 1 biases its own GMVAE
     assert key(round_plan(out, 1, keep)) == (1, "opes-explore", None, 0)
-    analysed(out, 1, 3.0)  # round 1 crossed: its CV is kept, with a fresh OPES_METAD run
+    analysed(out, 1, 30.0)  # round 1 crossed: its CV is kept, with a fresh OPES_METAD run
     p2 = round_plan(out, 2, keep)
     assert key(p2) == (1, "opes", None, 0) and p2["seed"] == keep.seed + 2000
-    analysed(out, 2, 2.0)  # ... continued in the rounds after
+    analysed(out, 2, 0.0)  # its first round fills the bias: continued whatever it crossed
     p3 = round_plan(out, 3, keep)
     assert key(p3) == (1, "opes", 2, 1) and p3["seed"] == p2["seed"]
-    analysed(out, 3, 1.0)  # the kept CV's run stopped crossing: a new GMVAE, the exploring method
-    assert key(round_plan(out, 4, keep)) == (4, "opes-explore", None, 0)
+    analysed(out, 3, 12.0)  # ... and in the rounds after while it crosses
+    assert key(round_plan(out, 4, keep)) == (1, "opes", 3, 2)
+    analysed(out, 4, 5.0)  # the kept CV's run stopped crossing: a new GMVAE, the exploring method
+    assert key(round_plan(out, 5, keep)) == (5, "opes-explore", None, 0)
     # a restarted round does what it began, whatever the analysis says now
-    analysed(out, 2, 0.0)
+    analysed(out, 2, 50.0)
     assert round_plan(out, 3, keep) == p3
-    # no named states (transitions None): never kept
-    analysed(out, 4, None)
-    assert round_plan(out, 5, keep)["cv_round"] == 5
+    analysed(out, 5, None)  # no named states (transitions None): never kept
+    assert round_plan(out, 6, keep)["cv_round"] == 6
     # keep_method None: the kept run is continued as it is
     same = ExploreSettings(method="opes-explore", keep_method=None).validate()
     out = tmp_path / "b"
     (out / "round_00").mkdir(parents=True)
     round_plan(out, 0, same)
-    analysed(out, 0, 5.0)
+    analysed(out, 0, 15.0)
     assert key(round_plan(out, 1, same)) == (0, "opes-explore", 0, 1)
     # 'retrain': every round its own
     out = tmp_path / "c"

@@ -19,20 +19,22 @@ Layout of ``DIR``::
 
 Which CV a round biases (``cv_policy``, ``round_NN/plan.json``). ``"keep"`` (default): round ``r``
 biases its own GMVAE's CV, from a fresh bias, until a round's CV crosses between the known states
-(at least ``keep_min_transitions_per_ns``, 2 per ns by default: a round trip per 1 ns round); from
-then on the rounds keep that CV: the first kept round starts a run of ``keep_method`` on it
-(OPES_METAD by default: OPES-explore finds the way, OPES_METAD converges the free energy), and the
-later rounds continue that run (a copy of the run of round ``r - 1``, run on from its checkpoint
-with the same bias), so that a CV that crosses keeps crossing and its free-energy estimate, from
-the whole run, converges. ``"retrain"``: every round biases its own
-GMVAE from a fresh bias. Why (OPES-explore, 1 ns rounds, seeds 0-2): with ``"retrain"``
-(``benchmarks/explore_opes_walls_1ns.json``) a CV that crossed 38-91 times per ns was replaced
-by a retrained one that crossed 1-3 times per ns in the rounds after, and dF did not recover;
-keeping the round-0 CV whatever it does (the first version of ``"keep"``, which switched only on a
-new cluster) never reached C7ax in 3 ns (seeds 0 and 1): OPES-explore filled the bias on a CV that
-does not resolve phi, and only retraining on the frontier frames changes that. The measurements
-of the rule are in ``benchmarks/explore_keep.json``. Crossings are counted on named states
-(C7eq and C7ax for alanine dipeptide); on a system without them every round retrains.
+at least ``keep_min_transitions_per_ns`` times per ns (10 by default); from then on the rounds keep
+that CV: the first kept round starts a run of ``keep_method`` on it (OPES_METAD by default:
+OPES-explore finds the way, OPES_METAD converges the free energy), the later rounds continue that
+run (a copy of the run of round ``r - 1``, run on from its checkpoint with the same bias) while it
+goes on crossing that often (the round after the first is continued whatever it crossed: a fresh
+bias fills first), so that a CV that crosses keeps crossing and its free-energy estimate, from the
+whole run, converges. ``"retrain"``: every round biases its own GMVAE from a fresh bias.
+
+Why, measured (OPES-explore, 1 ns rounds, 4 ns unbiased 300 K starts, ``benchmarks/explore_keep.json``):
+with ``"retrain"`` a CV that crossed 38-91 times per ns was replaced by a retrained one that
+crossed 1-3 times per ns in the rounds after, and dF did not recover; keeping round 0's CV
+whatever it does never reached C7ax in 3 ns (OPES-explore filled the bias on a CV that does not
+resolve phi: only retraining on the frontier frames changes that); keeping a CV after 2 crossings
+per ns kept weak CVs, and a fresh OPES_METAD run on them crossed 0 times in its first ns.
+Crossings are counted on named states (C7eq and C7ax for alanine dipeptide); on a system without
+them every round retrains.
 
 Every stage writes ``done.json`` when it has finished; a stage without it is redone (a biased run
 continues from its checkpoint), so a killed ``explore`` started again continues with the round and

@@ -54,13 +54,14 @@ class ExploreSettings:
         module docstring.
     keep_min_transitions_per_ns : float
         With ``cv_policy='keep'``: the crossings (C7eq <-> C7ax for alanine dipeptide) per ns of a
-        round that make its CV the one kept. Systems without named states never keep a CV.
+        round that make its CV the one kept (and that a kept run must go on making). Systems
+        without named states never keep a CV.
     keep_method : {'metad', 'opes', 'opes-explore'} or None
         With ``cv_policy='keep'``: the method of the kept CV's run. ``'opes'`` (default): the first
         kept round starts OPES_METAD on that CV (a fresh bias) and the later ones continue it:
         OPES-explore finds the way, OPES_METAD converges the free energy (its bias tends to the
-        free energy, so the weights of late frames stop changing). None: ``method``, the kept run
-        continued as it is.
+        free energy, so the weights of late frames stop changing). Its first round fills the bias
+        and is not judged by its crossings. None: ``method``, the kept run continued as it is.
     temperature : float
         K, of the biased runs and of the free energies.
     timestep_fs : float
@@ -105,7 +106,7 @@ class ExploreSettings:
     epochs: int = 150
     training_weights: str = "coverage"
     cv_policy: str = "keep"
-    keep_min_transitions_per_ns: float = 2.0
+    keep_min_transitions_per_ns: float = 10.0
     keep_method: Optional[str] = "opes"
     temperature: float = 300.0
     timestep_fs: float = 2.0

@@ -148,9 +148,10 @@ def round_plan(out: Path, r: int, cfg: ExploreSettings) -> dict:
     ``segment`` counts the rounds of that run before this one. With ``cv_policy="keep"``, once
     round ``r - 1`` crossed at least ``keep_min_transitions_per_ns`` times per ns (its
     ``analysis.json``) its CV is kept: the first kept round starts a run of ``keep_method`` on it
-    (when that differs from the method of round ``r - 1``), the later ones continue that run; a
-    round after one that crossed less biases its own GMVAE with ``method`` from a fresh bias. With
-    ``"retrain"`` every round biases its own.
+    (when that differs from the method of round ``r - 1``), the later ones continue that run (the
+    round after that first one whatever it crossed: a fresh bias fills first); a round after one
+    that crossed less biases its own GMVAE with ``method`` from a fresh bias. With ``"retrain"``
+    every round biases its own.
     """
     path = out / f"round_{r:02d}" / "plan.json"
     if path.is_file():
@@ -165,7 +166,13 @@ def round_plan(out: Path, r: int, cfg: ExploreSettings) -> dict:
         rate = read_json(out / f"round_{r - 1:02d}" / "analysis" / "analysis.json").get("transitions_per_ns")
         keep_method = cfg.keep_method or prev["method"]
         crossed = f"round {r - 1} crossed {rate:.3g} times per ns" if rate is not None else ""
-        if rate is None or rate < cfg.keep_min_transitions_per_ns:
+        filling = prev["continues"] is None and prev["cv_round"] != r - 1  # the first round of a kept CV's new run
+        if filling:
+            plan = {"cv_round": prev["cv_round"], "method": prev["method"], "seed": prev["seed"], "continues": r - 1,
+                    "segment": prev["segment"] + 1,
+                    "reason": f"round {r - 1} started a {prev['method']} run on the kept CV of round {prev['cv_round']}: "
+                              "continued (its first round fills the bias)"}
+        elif rate is None or rate < cfg.keep_min_transitions_per_ns:
             what = crossed or "no named states to count crossings on"
             plan = {**own, "reason": f"{what} (< {cfg.keep_min_transitions_per_ns:g}): this round's GMVAE, a fresh bias"}
         elif keep_method != prev["method"]:
