@@ -221,9 +221,10 @@ def render_walkers_mpi(cv_info: Mapping[str, Any], spec: Any, n_walkers: int) ->
 
     For GROMACS built with MPI: ``mpirun -np N gmx_mpi mdrun -multidir w0 w1 ... -plumed
     walkers_mpi.dat``, each folder ``wi`` with its own ``.tpr``, the ``.ptc`` files and this file.
-    PLUMED exchanges every new hill between the walkers through MPI at the step it is deposited
-    (each walker writes its own hills to ``HILLS`` in its folder), so the walkers share the bias
-    synchronously; the PLUMED kernel must be built with MPI.
+    PLUMED exchanges every new hill between the walkers through MPI at the step it is deposited,
+    so the walkers share the bias synchronously; walker 0 writes all walkers' hills to
+    ``w0/HILLS``, and each walker its COLVAR with its replica number appended (``w<i>/COLVAR.<i>``,
+    measured with GROMACS 2022.5 and PLUMED 2.11). The PLUMED kernel must be built with MPI.
     """
     n_walkers = check_int(n_walkers, "n_walkers", minimum=2)
     d = int(cv_info["latent_dim"])
@@ -236,7 +237,8 @@ def render_walkers_mpi(cv_info: Mapping[str, Any], spec: Any, n_walkers: int) ->
             f"GROMACS with MPI: mpirun -np {n_walkers} gmx_mpi mdrun -multidir "
             + " ".join(f"w{i}" for i in range(n_walkers)) + " -plumed walkers_mpi.dat",
             "(each folder w<i> with its .tpr, this file and the .ptc files). PLUMED must be built with MPI;",
-            "every hill is sent to all walkers when it is deposited (WALKERS_MPI). Start them from different structures or seeds.",
+            "every hill is sent to all walkers when it is deposited (WALKERS_MPI); w0/HILLS holds all of them,",
+            "w<i>/COLVAR.<i> each walker's CV (PLUMED appends the replica number). Start them from different structures or seeds.",
         ],
     )
     lines += _metad_block(m, d, extra=["WALKERS_MPI"])
