@@ -41,6 +41,7 @@ _NAMES = {
     "wrap_difference": "kernels",
     "SimulationUnstableError": "gmvae_cv._core.errors",
     "run_metadynamics": "run",
+    "load_checkpoint_info": "rundir",
     "run_opes": "run",
     "BiasRunResult": "run",
     "RunSettings": "settings",
@@ -71,6 +72,7 @@ if _TYPE_CHECKING:  # pragma: no cover
     from .opes import OPESBias, OPESParameters
     from .parameters import BiasedVariable, BiasEdgeWarning, MetadynamicsParameters
     from .run import BiasRunResult, run_metadynamics, run_opes
+    from .rundir import load_checkpoint_info  # noqa: F401
     from .settings import MDSettings, MetadynamicsSettings, OutputSettings, RunSettings, WalkerSettings
     from .user_system import MDSystem, load_md_system
     from .walls import WALLS_FIELD, Walls

@@ -307,6 +307,12 @@ def test_round_plan_keeps_a_cv_once_it_crosses(tmp_path):
     # a restarted round does what it began, whatever the analysis says now
     analysed(out, 2, 50.0)
     assert round_plan(out, 3, keep) == p3
+    analysed(out, 5, 40.0)
+    a = out / "round_05" / "analysis" / "analysis.json"
+    a.write_text(json.dumps({"transitions_per_ns": 40.0, "unstable": "walker 0, step 273500: kinetic temperature 939 K"}))
+    (out / "round_06").mkdir()
+    assert round_plan(out, 6, keep)["cv_round"] == 6  # a run that heated up: its CV is not kept
+    (out / "round_06" / "plan.json").unlink()
     analysed(out, 5, None)  # no named states (transitions None): never kept
     assert round_plan(out, 6, keep)["cv_round"] == 6
     # keep_method None: the kept run is continued as it is

@@ -116,7 +116,7 @@ def _rounds(ex: Exploration) -> tuple[list[dict], str]:
         rd = ex.out / f"round_{r:02d}"
         rd.mkdir(exist_ok=True)
         blocks = training_blocks(ex.out, inputs, r)
-        run_info = train_stage(ex, rd, r, blocks, len(inputs.lengths))
+        run_info = train_stage(ex, rd, r, blocks)
         if r >= 1:
             reason = stop_rule(rounds, run_info["clusters"], cfg)
             if reason is not None:

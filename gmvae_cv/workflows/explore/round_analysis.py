@@ -40,8 +40,11 @@ def walker_files(bias_dir: Path, walkers: int) -> list[tuple[Path, Path]]:
 
 
 def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: Any,
-                   method: str) -> tuple[np.ndarray, list, list, list]:
+                   method: str, t_end_ps: Optional[float] = None) -> tuple[np.ndarray, list, list, list]:
     """Features and log-weights of the biased run's frames (of ``method``), walker by walker.
+
+    ``t_end_ps``: leave out the rows and frames after it (a run stopped by the heating check: its
+    last checkpoint).
 
     Returns ``(x, rows, traj_logw, traj_time)``: the features ``(n_frames, n_features)`` of all
     walkers' trajectory frames; per walker a dict of its COLVAR rows (``time`` ps, ``logw``, ``s``
@@ -57,15 +60,19 @@ def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: An
     top = md.Topology.from_openmm(sysm.topology)
     for tfile, cfile in walker_files(bias_dir, cfg.walkers):
         colvar = read_plumed(cfile)
-        s = np.column_stack([colvar[f"cv.{i}"] for i in range(cfg.latent_dim)])
         t = np.asarray(colvar["time"], dtype=np.float64)
+        upto = slice(None) if t_end_ps is None else slice(0, int(np.searchsorted(t, t_end_ps + 1e-6, side="right")))
+        t = t[upto]
+        s = np.column_stack([np.asarray(colvar[f"cv.{i}"])[upto] for i in range(cfg.latent_dim)])
         # metadynamics: beta (V - c(t)) from the hills; OPES: beta V, its bias at the frame
-        logw = ct_log_weights(hills, s, t, kT) if hills is not None else np.asarray(colvar["opes.bias"], dtype=np.float64) / kT
+        logw = ct_log_weights(hills, s, t, kT) if hills is not None else np.asarray(colvar["opes.bias"], dtype=np.float64)[upto] / kT
         if WALLS_FIELD in colvar.fields:  # the walls biased the run too (zero inside their bounds)
-            logw = logw + np.asarray(colvar[WALLS_FIELD], dtype=np.float64) / kT
+            logw = logw + np.asarray(colvar[WALLS_FIELD], dtype=np.float64)[upto] / kT
         x = load_trajectory_features([tfile], top, fspec)[0]
         # frame i of traj.dcd is at time (i + 1) * frame_ps (the start structure is not saved)
         tf = (np.arange(len(x)) + 1) * cfg.frame_ps
+        if t_end_ps is not None:
+            x, tf = x[tf <= t_end_ps + 1e-6], tf[tf <= t_end_ps + 1e-6]
         idx = np.clip(np.searchsorted(t, tf - 1e-6), 0, len(t) - 1)
         if len(t) and np.max(np.abs(t[idx] - tf)) > 1e-3:
             raise GMVAEInputError(f"{cfile}: no COLVAR row at the times of the frames of {tfile}")
@@ -74,7 +81,7 @@ def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: An
         traj_time.append(tf)
         row = {"time": t, "logw": logw, "s": s}
         if sysm.alanine:
-            row["phi"], row["psi"] = np.asarray(colvar["phi"]), np.asarray(colvar["psi"])
+            row["phi"], row["psi"] = np.asarray(colvar["phi"])[upto], np.asarray(colvar["psi"])[upto]
         rows.append(row)
     return np.concatenate(feats), rows, traj_logw, traj_time
 
@@ -140,13 +147,18 @@ def analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: System, fspec: A
     an = rd / "analysis"
     plan = plan or {"cv_round": r, "method": cfg.method, "continues": None, "segment": 0}
     run = load_run(rd / "run")
-    x_all, rows, traj_logw, traj_time = _biased_frames(rd / "bias", cfg, sysm, fspec, plan["method"])
+    bias_done = read_done(rd / "bias_stage")
+    # a run stopped by the heating check: up to its last checkpoint
+    t_end_ps = bias_done["checkpoint_step"] * cfg.timestep_fs / 1000.0 if bias_done.get("unstable") else None
+    x_all, rows, traj_logw, traj_time = _biased_frames(rd / "bias", cfg, sysm, fspec, plan["method"], t_end_ps)
     t0_ps = plan["segment"] * cfg.steps_per_round * cfg.timestep_fs / 1000.0
     segment = np.concatenate(traj_time) > t0_ps + 1e-6
     np.save(an / "features.npy", x_all[segment])
-    biased_ns = float(cfg.steps_per_round * cfg.timestep_fs * 1e-6 * cfg.walkers)
+    seg_ps = cfg.steps_per_round * cfg.timestep_fs / 1000.0 if t_end_ps is None else max(t_end_ps - t0_ps, 0.0)
+    biased_ns = float(seg_ps * 1e-3 * cfg.walkers)
     info: dict[str, Any] = {"round": r, "biased_ns": biased_ns, "cv_round": plan["cv_round"], "method": plan["method"],
-                            "continues": plan["continues"], "run_ns": biased_ns * (plan["segment"] + 1)}
+                            "continues": plan["continues"], "run_ns": (t0_ps + seg_ps) * 1e-3 * cfg.walkers,
+                            "unstable": bias_done.get("unstable")}
     keep = np.concatenate([q["time"] >= cfg.discard_fraction * q["time"][-1] for q in rows])
     arrays = {"time": np.concatenate([q["time"] for q in rows]), "logw": np.concatenate([q["logw"] for q in rows]),
               "keep": keep, "traj_logw": np.concatenate(traj_logw), "traj_segment": segment}
@@ -156,25 +168,26 @@ def analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: System, fspec: A
     if sysm.alanine:
         arrays["phi"] = np.concatenate([q["phi"] for q in rows])
         arrays["psi"] = np.concatenate([q["psi"] for q in rows])
-        info.update(_alanine_transitions(rows, biased_ns, t0_ps))
+        info.update(_alanine_transitions(rows, max(biased_ns, 1e-9), t0_ps))
         info["fraction_phi_positive"] = float(np.mean(np.angle(np.exp(1j * arrays["phi"])) > 0))
         info.update(_alanine_delta_f(arrays, kT, cfg.n_blocks))
     np.savez(an / "frames.npz", **arrays)
-    bias_done = read_done(rd / "bias_stage")
     info["kinetic_temperature"] = bias_done.get("kinetic_temperature")
     info["edge_events"] = bias_done.get("edge_events")
     plot_round(rd, r, arrays, tr, out, sysm, cfg)
     return info
 
 
-def cluster_provenance(run_dir: Path, blocks: list, r: int, n_input: int, cfg: ExploreSettings) -> dict:
-    """Training-set populations of the GMVAE's clusters and which of them are new (module docstring)."""
+def cluster_provenance(run_dir: Path, blocks: list, r: int, names: list, cfg: ExploreSettings) -> dict:
+    """Training-set populations of the GMVAE's clusters and which of them are new (module docstring).
+
+    ``names``: of the blocks (``input[i]``, ``round_NN``); the previous round's GMVAE was trained on
+    all but ``round_{r-1}``.
+    """
     run = load_run(run_dir)
     x = np.concatenate(blocks)
     lab = run.transform(x)["clusters"]
-    n_old_blocks = n_input + max(r - 1, 0)  # blocks the previous round's GMVAE was trained on
-    old = np.zeros(len(x), dtype=bool)
-    old[: sum(len(b) for b in blocks[:n_old_blocks])] = True
+    old = np.concatenate([np.full(len(b), n != f"round_{r - 1:02d}") for b, n in zip(blocks, names)])
     pops, old_frac, new = [], [], []
     for c in range(cfg.n_clusters):
         m = lab == c

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import mdtraj as md
 
-from ..._core.errors import GMVAEInputError
+from ..._core.errors import GMVAEInputError, SimulationUnstableError
 from ..._core.files import atomic_write_json
 from ..markers import done, fresh, mark_done, read_done
 from .inputs import System
@@ -28,16 +28,13 @@ from ...learn import fit
 from ...deploy import check_export, export
 from ...learn import load_run
 from ...deploy import load_cv
-from ...metad import run_metadynamics
+from ...metad import load_checkpoint_info, run_metadynamics
 
 __all__ = ["train_stage", "export_stage", "bias_stage", "analysis_stage"]
 
 
-def train_stage(ex: Exploration, rd: Path, r: int, blocks: Blocks, n_input: int) -> dict:
-    """Train round ``r``'s GMVAE on ``blocks`` into ``rd/run`` unless done; return ``rd/run_stage/done.json``.
-
-    ``n_input``: how many of the blocks are given trajectories (the rest are earlier rounds' frames).
-    """
+def train_stage(ex: Exploration, rd: Path, r: int, blocks: Blocks) -> dict:
+    """Train round ``r``'s GMVAE on ``blocks`` into ``rd/run`` unless done; return ``rd/run_stage/done.json``."""
     cfg = ex.cfg
     run_dir, run_stage = rd / "run", rd / "run_stage"
     if not done(run_stage):
@@ -53,7 +50,7 @@ def train_stage(ex: Exploration, rd: Path, r: int, blocks: Blocks, n_input: int)
         fit(blocks.features, weights=weights, n_clusters=cfg.n_clusters, latent_dim=cfg.latent_dim, epochs=cfg.epochs,
             batch_size=500, lr=3e-3, seed=cfg.seed + r, entropy_weight=cfg.entropy_weight, lag=cfg.lag,
             feature_spec=ex.fspec, out=run_dir, sources=blocks.names, progress=False)
-        clusters = cluster_provenance(run_dir, blocks.features, r, n_input, cfg)
+        clusters = cluster_provenance(run_dir, blocks.features, r, blocks.names, cfg)
         mark_done(run_stage, {"seconds": time.perf_counter() - t0, "n_frames": blocks.n_frames, "clusters": clusters})
     return read_done(run_stage)
 
@@ -172,13 +169,24 @@ def bias_stage(ex: Exploration, rd: Path, r: int, plan: dict) -> None:
     bias_stage_dir.mkdir(exist_ok=True)
     platform = _platform_of_continued_run(bias_dir)
     t0 = time.perf_counter()
-    res = run_metadynamics(
-        cv, bias_dir, system=sysm.system, topology=sysm.topology, positions=sysm.positions,
-        n_steps=cfg.steps_per_round * (plan["segment"] + 1), method=method, temperature=cfg.temperature,
-        pace=cfg.pace, walls=cfg.walls, walkers=cfg.walkers, seed=plan["seed"],
-        timestep=cfg.timestep_fs / 1000.0, traj_stride=int(round(cfg.frame_ps * 1000.0 / cfg.timestep_fs)),
-        extra_colvar=sysm.extra_colvar, description=sysm.description, progress=ex.progress, platform=platform,
-        **bias_kw)
+    try:
+        res = run_metadynamics(
+            cv, bias_dir, system=sysm.system, topology=sysm.topology, positions=sysm.positions,
+            n_steps=cfg.steps_per_round * (plan["segment"] + 1), method=method, temperature=cfg.temperature,
+            pace=cfg.pace, walls=cfg.walls, walkers=cfg.walkers, seed=plan["seed"],
+            timestep=cfg.timestep_fs / 1000.0, traj_stride=int(round(cfg.frame_ps * 1000.0 / cfg.timestep_fs)),
+            extra_colvar=sysm.extra_colvar, description=sysm.description, progress=ex.progress, platform=platform,
+            **bias_kw)
+    except SimulationUnstableError as exc:
+        # a CV too steep for the time step: the round keeps what its last checkpoint holds, and the
+        # next round trains a new GMVAE (round_plan) instead of keeping this CV
+        step = int(load_checkpoint_info(bias_dir / "checkpoint.npz")["step"]) if (bias_dir / "checkpoint.npz").is_file() else 0
+        ex.log(f"[round {r}] the biased run heated up ({str(exc).split(':', 2)[-1].strip()[:120]}...): "
+               f"its frames up to the last checkpoint (step {step}) are kept, the next round retrains")
+        mark_done(bias_stage_dir, {"seconds": time.perf_counter() - t0, "ns_per_day": None, "platform": platform,
+                                   "n_hills": None, "resumed_from": None, "kinetic_temperature": None, "edge_events": None,
+                                   "unstable": str(exc)[:2000], "checkpoint_step": step})
+        return
     mark_done(bias_stage_dir, {"seconds": time.perf_counter() - t0, "ns_per_day": res.ns_per_day,
                                "platform": res.platform, "n_hills": res.n_hills, "resumed_from": res.resumed_from,
                                "kinetic_temperature": res.info["kinetic_temperature_this_invocation"],

@@ -131,7 +131,10 @@ def training_blocks(out: Path, inputs: Inputs, r: int) -> Blocks:
                     [f"input[{i}]" for i in range(len(lengths))])
     for q in range(r):
         a = out / f"round_{q:02d}" / "analysis"
-        blocks.features.append(np.load(a / "features.npy"))
+        x = np.load(a / "features.npy")
+        if len(x) == 0:  # a run that heated up before its first checkpoint
+            continue
+        blocks.features.append(x)
         fr = np.load(a / "frames.npz")
         # a round that continued a biased run analyses all of it but trains on its own frames only
         blocks.logw.append(fr["traj_logw"][fr["traj_segment"]] if "traj_segment" in fr else fr["traj_logw"])
@@ -150,7 +153,8 @@ def round_plan(out: Path, r: int, cfg: ExploreSettings) -> dict:
     ``analysis.json``) its CV is kept: the first kept round starts a run of ``keep_method`` on it
     (when that differs from the method of round ``r - 1``), the later ones continue that run (the
     round after that first one whatever it crossed: a fresh bias fills first); a round after one
-    that crossed less biases its own GMVAE with ``method`` from a fresh bias. With ``"retrain"``
+    that crossed less, or whose run the heating check stopped, biases its own GMVAE with
+    ``method`` from a fresh bias. With ``"retrain"``
     every round biases its own.
     """
     path = out / f"round_{r:02d}" / "plan.json"
@@ -163,11 +167,15 @@ def round_plan(out: Path, r: int, cfg: ExploreSettings) -> dict:
         plan = {**own, "reason": "cv_policy 'retrain'"}
     else:
         prev = read_json(out / f"round_{r - 1:02d}" / "plan.json")
-        rate = read_json(out / f"round_{r - 1:02d}" / "analysis" / "analysis.json").get("transitions_per_ns")
+        prev_analysis = read_json(out / f"round_{r - 1:02d}" / "analysis" / "analysis.json")
+        rate = prev_analysis.get("transitions_per_ns")
         keep_method = cfg.keep_method or prev["method"]
         crossed = f"round {r - 1} crossed {rate:.3g} times per ns" if rate is not None else ""
         filling = prev["continues"] is None and prev["cv_round"] != r - 1  # the first round of a kept CV's new run
-        if filling:
+        if prev_analysis.get("unstable"):
+            plan = {**own, "reason": f"round {r - 1}'s biased run heated up (the CV too steep for the time step): "
+                                     "this round's GMVAE, a fresh bias"}
+        elif filling:
             plan = {"cv_round": prev["cv_round"], "method": prev["method"], "seed": prev["seed"], "continues": r - 1,
                     "segment": prev["segment"] + 1,
                     "reason": f"round {r - 1} started a {prev['method']} run on the kept CV of round {prev['cv_round']}: "
