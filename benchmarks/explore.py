@@ -189,6 +189,8 @@ def cmd_report(args) -> int:
             "first_transition_ns": s["first_transition_ns"],
             "walltime_s_total": float(sum(q["walltime_s"] for q in s["rounds"])),
             "cv_policy": s["settings"].get("cv_policy", "retrain"),
+            "keep_method": s["settings"].get("keep_method"),
+            "keep_min_transitions_per_ns": s["settings"].get("keep_min_transitions_per_ns"),
             "per_round": [{k: q.get(k) for k in ("round", "cv_round", "run_ns", "biased_ns", "walltime_s", "ns_per_day", "transitions", "transitions_per_ns",
                                                  "fraction_phi_positive", "delta_f_phi_pos_minus_neg_kjmol",
                                                  "delta_f_c7ax_minus_c7eq_kjmol")}
@@ -262,9 +264,11 @@ def side_by_side(seeds: dict, ref: float | None, args) -> dict:
     (``--stored``: earlier benchmark JSONs, e.g. the ``retrain`` policy)."""
     groups: dict[str, list] = {}
     for name, e in seeds.items():
-        key = f"explore {e['cv_policy']} {name.split('_', 2)[2] if name.count('_') >= 2 else 'metad'}"
+        policy = e["cv_policy"] if e["cv_policy"] != "keep" else (
+            f"keep (from {e.get('keep_min_transitions_per_ns') or 2:g} crossings/ns, kept run: {e.get('keep_method') or 'same method'})")
+        key = f"explore {policy} {name.split('_', 2)[2] if name.count('_') >= 2 else 'metad'}"
         if name.startswith("round0cv_"):
-            key = "round-0 GMVAE CV alone (kept in every round), " + key.split(" ", 2)[2]
+            key = "round-0 GMVAE CV alone (kept in every round), " + key.rsplit(" ", 1)[1]
         e["seed"] = int(name.split("_")[1][1:])
         groups.setdefault(key, []).append(e)
     out = {k: _per_seed(v, ref) for k, v in groups.items()}
@@ -274,7 +278,11 @@ def side_by_side(seeds: dict, ref: float | None, args) -> dict:
             e = dict(e)
             e["seed"] = int(name.split("_")[1][1:])
             e.setdefault("criteria", {"reached_c7ax": e["first_transition_ns"] is not None})
-            out.setdefault(f"stored {Path(path).name}: retrain {name.split('_', 2)[2]}", []).append(e)
+            pol = e.get("cv_policy", "retrain")
+            if pol == "keep":
+                pol = f"keep (from {e.get('keep_min_transitions_per_ns') or 2:g} crossings/ns, kept run: {e.get('keep_method') or 'same method'})"
+            label = "round-0 GMVAE CV alone (kept in every round)" if name.startswith("round0cv_") else pol
+            out.setdefault(f"stored {Path(path).name}: {label} {name.split('_', 2)[2]}", []).append(e)
         for k in [k for k in out if k.startswith(f"stored {Path(path).name}")]:
             if isinstance(out[k], list):
                 out[k] = _per_seed(out[k], stored["reference"]["delta_f_phi_pos_minus_neg_kjmol"][0])
