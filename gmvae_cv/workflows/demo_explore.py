@@ -161,7 +161,7 @@ def plot_landscapes(path: Path, rama: Any, latent: Any, colvar: Path, tmin: floa
     axes[0].set_ylim(-180, 180)
     axes[1].set_xlabel("z0 (GMVAE CV, component 0)")
     axes[1].set_ylabel("z1 (GMVAE CV, component 1)")
-    fig.suptitle("Free energy at 300 K, reweighted from the OPES-explore run of the last CV: Ramachandran and latent space")
+    fig.suptitle("Free energy at 300 K, reweighted from the biased run of the last CV (OPES weights): Ramachandran and latent space")
     save_figure(fig, path)
 
 
@@ -211,7 +211,9 @@ def _summary(ex: dict, rama: Any, msm_keys: dict, md_info: dict, n_md: int, phi_
         **msm_keys,
         "rounds": [{k: q.get(k) for k in ("round", "cv_round", "biased_ns", "run_ns", "walltime_s", "transitions",
                                           "transitions_per_ns", "delta_f_phi_pos_minus_neg_kjmol")}
-                   | {"new_clusters": q["clusters"]["new"]} for q in ex["rounds"]],
+                   | {"new_clusters": q["clusters"]["new"], "method": q.get("method"), "heated_up": bool(q.get("unstable")),
+                      "mean_kinetic_temperature_K": (q.get("kinetic_temperature") or {}).get("mean")}
+                   for q in ex["rounds"]],
         "explore_summary": str((out / "explore" / "summary.json").resolve()),
         "reweighted": ex.get("reweighted"),
         "walltime_s_explore": float(sum(q["walltime_s"] for q in ex["rounds"])),
@@ -240,12 +242,13 @@ def _report(summary: dict) -> str:
         f"retrained on what it sampled: {summary['n_rounds']} round(s), {summary['biased_ns']:g} ns biased in all, "
         f"first C7eq -> C7ax transition after {_fmt(summary['first_transition_ns'])} ns; {summary['stop_reason']}.",
         "",
-        "| round | CV of round | ns | transitions | per ns | F(phi>0) - F(phi<0), kJ/mol | new clusters |",
-        "|---|---|---|---|---|---|---|",
+        "| round | CV of round | method | ns | transitions | per ns | F(phi>0) - F(phi<0), kJ/mol | new clusters | heated up |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for q in summary["rounds"]:
-        lines.append(f"| {q['round']} | {q['cv_round']} | {q['biased_ns']:g} | {q['transitions']} | "
-                     f"{_fmt(q['transitions_per_ns'])} | {_fmt(q['delta_f_phi_pos_minus_neg_kjmol'])} | {q['new_clusters']} |")
+        lines.append(f"| {q['round']} | {q['cv_round']} | {q['method']} | {q['biased_ns']:g} | {q['transitions']} | "
+                     f"{_fmt(q['transitions_per_ns'])} | {_fmt(q['delta_f_phi_pos_minus_neg_kjmol'])} | {q['new_clusters']} | "
+                     f"{'yes' if q['heated_up'] else ''} |")
     lines += ["", "| quantity | value |", "|---|---|"]
     for key in ("check_passed", "transitions_biased", "transitions_per_ns_biased", "transitions_per_ns_unbiased",
                 "biased_mean_kinetic_temperature_K", "delta_f_phi_pos_minus_neg_kjmol", "delta_f_c7ax_minus_c7eq_kjmol",

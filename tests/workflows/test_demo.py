@@ -36,19 +36,25 @@ def test_readme_first_command_quick_demo_runs_every_stage_and_resumes(tmp_path, 
     assert summary["route"] == "explore" and summary["check_passed"] is True
     assert summary["latent_dim"] == 2 and summary["n_clusters"] == 4
     assert abs(summary["unbiased_ns"] - 0.4) < 1e-9 and summary["unbiased_frames_phi_positive"] == 0
-    assert summary["n_rounds"] == 3 and abs(summary["biased_ns"] - 0.9) < 1e-6
+    assert summary["n_rounds"] == 3 and 0 < summary["biased_ns"] <= 0.9 + 1e-6
+    assert abs(summary["biased_ns"] - sum(q["biased_ns"] for q in summary["rounds"])) < 1e-6
     for key in ("ns_per_day_unbiased", "ns_per_day_biased", "fes_n_effective"):
         assert isinstance(summary[key], float) and math.isfinite(summary[key]) and summary[key] > 0, key
-    # the round table: each round biases a CV of a round not after it, and a kept CV's run grows
-    for q in summary["rounds"]:
+    # the round table: each round biases a CV of a round not after it; a round runs its 0.3 ns unless
+    # the heating check stopped it, and a round after one that heated up trains its own GMVAE; the
+    # rounds that ran did not heat the dipeptide
+    for prev, q in zip([None, *summary["rounds"]], summary["rounds"]):
         assert q["cv_round"] <= q["round"]
-        assert abs(q["run_ns"] - 0.3 * (q["round"] - q["cv_round"] + 1)) < 1e-6 or q["cv_round"] == q["round"]
-    # the bias acted (OPES-explore fills towards its barrier) without heating the dipeptide
+        assert q["heated_up"] or abs(q["biased_ns"] - 0.3) < 1e-6
+        if prev is not None and prev["heated_up"]:
+            assert q["cv_round"] == q["round"]
+        if not q["heated_up"]:
+            assert abs(q["mean_kinetic_temperature_K"] - 300.0) < 35.0, q
+    # the bias acted (OPES-explore fills towards its barrier)
     from gmvae_cv.analysis import read_plumed
-    last = summary["rounds"][-1]["round"]
-    colvar = read_plumed(out / "explore" / f"round_{last:02d}" / "bias" / "COLVAR")
-    assert max(colvar["opes.bias"]) > 10.0
-    assert abs(summary["biased_mean_kinetic_temperature_K"] - 300.0) < 20.0
+    filled = max(max(read_plumed(out / "explore" / f"round_{q['round']:02d}" / "bias" / "COLVAR")["opes.bias"])
+                 for q in summary["rounds"])
+    assert filled > 10.0
     assert summary["fes_minimum_basin"] in ("C7eq", "C7ax")
     # the MSM of the 300 K run's GMVAE states: its verdicts are computed (0.4 ns cannot resolve it)
     its = summary["slowest_its_ps"]
