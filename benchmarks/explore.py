@@ -39,14 +39,15 @@ def cmd_reference(args) -> int:
     from gmvae_cv.metad.run import run_metadynamics
     from gmvae_cv.systems import AlanineDipeptide
 
-    out = Path(args.work) / f"reference_s{args.seed}"
+    out = Path(args.work) / (f"reference_s{args.seed}" if args.method == "metad" else f"phipsi_{args.method}_s{args.seed}")
     ala = AlanineDipeptide()
     tors = alanine_backbone_torsions(transform="raw")
     t0 = time.perf_counter()
+    kw = ({"height": 1.2, "bias_factor": 10.0} if args.method == "metad" else {"barrier": 40.0})
     res = run_metadynamics(feature_cv(tors), out, system=ala.create_system(), topology=ala.topology, positions=ala.positions,
-                           n_steps=int(round(args.ns * 5e5)), sigma=[0.35, 0.35], temperature=300.0, height=1.2,
-                           bias_factor=10.0, pace=500, seed=args.seed, timestep=0.002, traj_stride=0, colvar_stride=250,
-                           extra_colvar=tors)
+                           n_steps=int(round(args.ns * 5e5)), sigma=[0.35, 0.35], temperature=300.0, method=args.method,
+                           pace=500, seed=args.seed, timestep=0.002, traj_stride=0, colvar_stride=250,
+                           extra_colvar=tors, **kw)
     print(f"{out}: {res.steps} steps, {res.ns_per_day:.0f} ns/day, {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -92,6 +93,30 @@ def analyse_reference(run_dir: Path, n_blocks: int = 10) -> dict:
             "n_frames_used": int(keep.sum()),
             "delta_f_phi_pos_minus_neg_final_bias_kjmol": df_bias,
             "settings": "phi/psi, sigma 0.35 rad, height 1.2 kJ/mol, bias factor 10, pace 500 steps, 2 fs, 300 K"}
+
+
+def analyse_opes_phipsi(run_dir: Path, ref: float | None, n_blocks: int = 10) -> dict:
+    """OPES (or OPES-explore) on phi/psi: dF (OPES weights, walls), transitions, first crossing, against the reference."""
+    from gmvae_cv.analysis import read_plumed
+    from gmvae_cv.analysis.states import count_transitions, delta_f_phi
+    from gmvae_cv.systems import alanine_basin
+
+    kT = KB * 300.0
+    c = read_plumed(run_dir / "COLVAR")
+    t = np.asarray(c["time"], dtype=float)
+    phi, psi = np.asarray(c["phi"]), np.asarray(c["psi"])
+    logw = np.asarray(c["opes.bias"]) / kT + (np.asarray(c["walls.bias"]) / kT if "walls.bias" in c.fields else 0.0)
+    keep = t >= 0.1 * t[-1]
+    d = delta_f_phi(phi[keep], logw[keep], kT, n_blocks=n_blocks).to_list()
+    lab = alanine_basin(phi, psi)
+    core = np.flatnonzero(lab >= 0)
+    hits = core[1:][(lab[core[1:]] == 1) & (lab[core[:-1]] == 0)]
+    info = json.loads((run_dir / "run.json").read_text())
+    ns = float(t[-1]) / 1000.0
+    return {"run": str(run_dir), "simulated_ns": ns, "transitions_per_ns": count_transitions(lab) / ns,
+            "first_transition_ns": float(t[hits[0]]) / 1000.0 if len(hits) else None,
+            "delta_f_phi_pos_minus_neg_kjmol": d, "abs_error_vs_reference_kjmol": abs(d[0] - ref) if ref is not None and d[0] is not None else None,
+            "ns_per_day": (info.get("performance") or {}).get("ns_per_day_per_walker"), "settings": "phi/psi, sigma 0.35 rad, barrier 40 kJ/mol, pace 500, 2 fs, 300 K"}
 
 
 def cmd_seed(args) -> int:
@@ -170,6 +195,7 @@ def cmd_report(args) -> int:
         ref_err = float(1 / math.sqrt(w.sum()))
     else:
         ref, ref_err = None, None
+    phipsi_opes = [analyse_opes_phipsi(d, ref) for d in sorted(work.glob("phipsi_opes*_s*")) if (d / "COLVAR").is_file()]
     seeds = {}
     for d in sorted([*work.glob("explore_s*"), *work.glob("round0cv_s*")]):
         sfile = d / "summary.json"
@@ -233,6 +259,7 @@ def cmd_report(args) -> int:
         "machine": {"platform": _platform.platform(), "cpus": os.cpu_count(),
                     "note": args.note},
         "reference": {"delta_f_phi_pos_minus_neg_kjmol": [ref, ref_err], "runs": ref_runs},
+        "phi_psi_opes": phipsi_opes,
         "explore": seeds,
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
@@ -296,6 +323,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", required=True)
     p.add_argument("--ns", type=float, default=6.0)
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--method", choices=["metad", "opes", "opes-explore"], default="metad",
+                   help="metad: the reference; opes/opes-explore: the same CV with OPES (barrier 40 kJ/mol), side by side")
     p.set_defaults(func=cmd_reference)
     p = sub.add_parser("seed")
     p.add_argument("--work", required=True)

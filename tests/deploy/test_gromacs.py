@@ -430,6 +430,19 @@ def test_multidir_walkers_over_mpi_share_one_bias(tmp_path):
         s = np.c_[cols[w]["cv.node-0"], cols[w]["cv.node-1"]]
         assert np.max(np.abs(cols[w]["metad.bias"] - hills.bias_at_times(s, cols[w]["time"]))) < tol, w
     assert np.ptp(cols[0]["cv.node-0"]) > 0 and not np.allclose(cols[0]["cv.node-0"], cols[1]["cv.node-0"])
+    # the reweighting command of examples/gromacs_plumed/README.md, section 9
+    from gmvae_cv.cli import main
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rc = main(["fes", "w0/COLVAR.0", "w1/COLVAR.1", "--hills", "w0/HILLS", "--cv", "cv.node-0,cv.node-1", "--weights", "ct",
+                   "--temperature", "300", "--out", "fes_walkers.dat"])
+    finally:
+        os.chdir(cwd)
+    assert rc == 0
+    f = np.loadtxt(tmp_path / "fes_walkers.dat", comments="#")
+    assert len(f) > 0 and np.isfinite(f[:, 2]).any()
 
 
 @needs_gromacs

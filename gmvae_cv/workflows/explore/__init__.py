@@ -36,6 +36,11 @@ per ns kept weak CVs, and a fresh OPES_METAD run on them crossed 0 times in its 
 Crossings are counted on named states (C7eq and C7ax for alanine dipeptide); on a system without
 them every round retrains.
 
+A biased run that the heating check stops (:class:`~gmvae_cv.SimulationUnstableError`: a CV too
+steep for the time step) ends its round at its last checkpoint: the frames up to there are
+analysed and trained on, and the next round trains a new GMVAE instead of keeping that CV
+(measured: 2 of 3 seeds of ``benchmarks/explore_keep.json`` met such a CV, at 939 and 1043 K).
+
 Every stage writes ``done.json`` when it has finished; a stage without it is redone (a biased run
 continues from its checkpoint), so a killed ``explore`` started again continues with the round and
 stage it was in.
