@@ -66,7 +66,11 @@ def test_helix_start_is_an_alpha_helix(helix):
     phi, psi = _phi_psi_deg(helix)
     assert phi.shape == (15,) and psi.shape == (15,)
     assert np.all(np.abs(phi + 60) < 15), phi  # ideal -57; the minimisation moves them by a few degrees
-    assert np.all(np.abs(psi + 45) < 15), psi
+    # psi of the first and last residue (no H-bond partner on one side) moves further in the
+    # minimisation, and by a different amount from one run to the next: -26.5 deg seen in one
+    # fresh-clone run on a 2-core Xeon, within 15 deg of -45 in the run before
+    assert np.all(np.abs(psi[1:-1] + 45) < 15), psi
+    assert np.all(np.abs(psi[[0, -1]] + 45) < 30), psi
     codes = md.compute_dssp(helix.to_mdtraj(), simplified=False)[0]
     assert codes[0] == "NA" and codes[-1] == "NA"  # the caps
     # DSSP 'H' (alpha) on every residue but the first and last of the 15 (they lack one H-bond partner)
