@@ -46,6 +46,13 @@ def add_explore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="GMVAE training epochs per round (default 150)")
     p.add_argument("--walls", choices=["on", "off"], default=None,
                    help="walls that keep the biased CV inside its grid (default on; see gmvae-cv bias --walls)")
+    p.add_argument("--cv-policy", choices=["keep", "retrain"], default=None,
+                   help="keep (default): once a round's CV crosses --keep-crossings times per ns, keep it and continue its run; "
+                        "retrain: every round biases its own GMVAE")
+    p.add_argument("--keep-method", choices=["metad", "opes", "opes-explore", "same"], default=None,
+                   help="method of a kept CV's run (default opes: OPES_METAD converges the free energy; same: --method continued)")
+    p.add_argument("--keep-crossings", type=float, default=None,
+                   help="crossings between the named states per ns that keep a CV (default 10)")
     p.set_defaults(func=cmd_explore, log_dir=lambda a: a.out)
 
 
@@ -69,6 +76,12 @@ def cmd_explore(args) -> int:
                                    ("epochs", args.epochs), *given.items()) if v is not None}
     if args.walls is not None:
         overrides["walls"] = args.walls == "on"
+    if args.cv_policy is not None:
+        overrides["cv_policy"] = args.cv_policy
+    if args.keep_method is not None:
+        overrides["keep_method"] = None if args.keep_method == "same" else args.keep_method
+    if args.keep_crossings is not None:
+        overrides["keep_min_transitions_per_ns"] = args.keep_crossings
     data = [np.load(p) for p in args.data] if args.data else None
     logw = np.load(args.input_logw) if args.input_logw else None
     summary = explore(args.out, traj=args.traj, top=args.top, data=data, spec=args.spec, system=args.system,
