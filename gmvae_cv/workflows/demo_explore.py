@@ -33,6 +33,7 @@ from ..features import alanine_heavy_atom_distances, load_trajectory_features
 from ..learn import load_run
 from ..systems import alanine_basin
 from .explore import ExploreSettings, explore
+from .markers import read_done
 
 __all__ = ["run_explore_route", "BASIN_LABELS_DEG"]
 
@@ -67,14 +68,18 @@ def run_explore_route(out: Path, cfg: Any, md_dir: Path, n_md: int, md_info: dic
     an.mkdir(exist_ok=True)
     colvar = bias_dir / "COLVAR"
     t_end = float(read_plumed(colvar)["time"][-1])
+    tmax = None
+    if last.get("unstable"):  # the heating check stopped the run: its rows up to the last checkpoint
+        step = read_done(out / "explore" / f"round_{last['round']:02d}" / "bias_stage")["checkpoint_step"]
+        tmax = t_end = step * settings.timestep_fs / 1000.0
     tmin = settings.discard_fraction * t_end
     rama = ReweightedFES(["phi", "psi"], method="opes", temperature=settings.temperature, bins=[FES_BINS, FES_BINS],
-                         n_blocks=10, tmin=tmin).fit(colvar).fetch_model()
+                         n_blocks=10, tmin=tmin, tmax=tmax).fit(colvar).fetch_model()
     latent = ReweightedFES(["cv.0", "cv.1"], method="opes", temperature=settings.temperature, bins=[FES_BINS, FES_BINS],
-                           n_blocks=10, tmin=tmin).fit(colvar).fetch_model()
+                           n_blocks=10, tmin=tmin, tmax=tmax).fit(colvar).fetch_model()
     rama.write_dat(an / "fes_phi_psi.dat")
     latent.write_dat(an / "fes_latent.dat")
-    plot_landscapes(an / "landscapes.png", rama, latent, colvar, tmin)
+    plot_landscapes(an / "landscapes.png", rama, latent, colvar, tmin, tmax)
     log("[4/5] MSM on round 0's GMVAE states of the 300 K run: implied timescales, CK test")
     x = load_trajectory_features([md_dir / "traj.dcd"], md_dir / "topology.pdb", alanine_heavy_atom_distances())[0]
     msm, msm_keys = state_msm(load_run(out / "explore" / "round_00" / "run"), x, an)
@@ -113,10 +118,11 @@ def state_msm(run: Any, x: np.ndarray, an: Path) -> tuple[Any, dict]:
     return msm, keys
 
 
-def _basin_centres_latent(colvar: Path, tmin: float) -> dict:
+def _basin_centres_latent(colvar: Path, tmin: float, tmax: Optional[float] = None) -> dict:
     """Weighted mean latent position (cv.0, cv.1) of the frames near each labelled basin (within 25 deg)."""
     c = read_plumed(colvar)
-    sel = np.asarray(c["time"]) >= tmin
+    t = np.asarray(c["time"])
+    sel = (t >= tmin) & (t <= (np.inf if tmax is None else tmax))
     phi, psi = np.degrees(np.asarray(c["phi"])[sel]), np.degrees(np.asarray(c["psi"])[sel])
     s = np.column_stack([np.asarray(c["cv.0"])[sel], np.asarray(c["cv.1"])[sel]])
     lw = np.asarray(c["opes.bias"])[sel] / (KB * 300.0)
@@ -132,7 +138,8 @@ def _basin_centres_latent(colvar: Path, tmin: float) -> dict:
     return out
 
 
-def plot_landscapes(path: Path, rama: Any, latent: Any, colvar: Path, tmin: float, f_max: float = 40.0) -> None:
+def plot_landscapes(path: Path, rama: Any, latent: Any, colvar: Path, tmin: float, tmax: Optional[float] = None,
+                    f_max: float = 40.0) -> None:
     """The free energy on phi/psi (degrees) next to the one on the latent space, basins labelled.
 
     Both surfaces come from the same reweighted frames; the titles give the frames, the Kish
@@ -153,7 +160,7 @@ def plot_landscapes(path: Path, rama: Any, latent: Any, colvar: Path, tmin: floa
              "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7, "lw": 0}}
     for name, (p0, q0) in BASIN_LABELS_DEG.items():
         axes[0].annotate(name, (p0, q0), **label)
-    for name, (centre, n) in _basin_centres_latent(colvar, tmin).items():
+    for name, (centre, n) in _basin_centres_latent(colvar, tmin, tmax).items():
         axes[1].annotate(name, tuple(centre), **label)
     axes[0].set_xlabel("phi (deg)")
     axes[0].set_ylabel("psi (deg)")
