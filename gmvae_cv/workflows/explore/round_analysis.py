@@ -74,7 +74,7 @@ def _biased_frames(bias_dir: Path, cfg: ExploreSettings, sysm: System, fspec: An
         if t_end_ps is not None:
             x, tf = x[tf <= t_end_ps + 1e-6], tf[tf <= t_end_ps + 1e-6]
         idx = np.clip(np.searchsorted(t, tf - 1e-6), 0, len(t) - 1)
-        if len(t) and np.max(np.abs(t[idx] - tf)) > 1e-3:
+        if len(t) and len(tf) and np.max(np.abs(t[idx] - tf)) > 1e-3:
             raise GMVAEInputError(f"{cfile}: no COLVAR row at the times of the frames of {tfile}")
         feats.append(x)
         traj_logw.append(logw[idx])
