@@ -54,8 +54,8 @@ from ..features import alanine_backbone_torsions
 from ..metad import run_metadynamics
 from ..analysis import Hills, ReweightedFES, ct_log_weights, read_plumed
 from .._core.figures import _pyplot, save_figure
-from ..analysis import MarkovAnalysis, gmvae_states
-from .demo_explore import run_explore_route
+from ..analysis import MarkovAnalysis, count_transitions, gmvae_states
+from .demo_explore import fes_minimum, run_explore_route
 
 __all__ = ["DemoSettings", "run_demo"]
 
@@ -133,12 +133,6 @@ class DemoSettings:
         ``train_temperature``, 2 ns there and 1 ns of metadynamics); 40 epochs."""
         return cls(unbiased_ns=0.4, rounds=3, ns_per_round=0.3, biased_ns=1.0, train_ns=2.0, epochs=40,
                    explore_epochs=40, train_temperature=train_temperature)
-
-
-def _transitions(labels: np.ndarray) -> int:
-    """Number of switches between core sets 0 and 1 (frames in neither, -1, are skipped)."""
-    core = labels[labels >= 0]
-    return int(np.count_nonzero(np.diff(core) != 0))
 
 
 def _delta_f(labels: np.ndarray, logw: np.ndarray, kT: float, n_blocks: int = 5) -> tuple[float, float]:
@@ -323,7 +317,7 @@ def _reweighting(bias_dir: Path, an: Path, cfg: DemoSettings) -> dict:
     core_b = alanine_basin(colvar["phi"], colvar["psi"])
     df, df_err = _delta_f(core_b, logw, kT)
     biased_ns = float(colvar["time"][-1]) / 1000.0
-    trans = _transitions(core_b)
+    trans = count_transitions(core_b)
     fes = ReweightedFES(["phi", "psi"], method="ct", temperature=300.0, bins=[60, 60]).fit(bias_dir / "COLVAR", hills=hills).fetch_model()
     fes.write_dat(an / "fes_phi_psi.dat")
     fes.plot(an / "fes_phi_psi.png")
@@ -370,9 +364,7 @@ def _msm(run: Any, x: np.ndarray, an: Path) -> Any:
 def _summary(unbiased: dict, biased: dict, bias_info: dict, msm: Any, cfg: DemoSettings) -> dict:
     """The content of ``summary.json`` (a quantity that could not be computed is None)."""
     fes = biased["fes"]
-    f_min = np.unravel_index(np.nanargmin(fes.free_energy), fes.free_energy.shape)
-    phi_min = 0.5 * (fes.edges[0][f_min[0]] + fes.edges[0][f_min[0] + 1])
-    psi_min = 0.5 * (fes.edges[1][f_min[1]] + fes.edges[1][f_min[1] + 1])
+    phi_min, psi_min, basin_min = fes_minimum(fes)
     md_info, biased_ns, trans = unbiased["info"], biased["ns"], biased["transitions"]
     summary = {
         "route": "train_temperature",
@@ -391,11 +383,11 @@ def _summary(unbiased: dict, biased: dict, bias_info: dict, msm: Any, cfg: DemoS
         "transitions_per_ns_biased": trans / biased_ns,
         "biased_timestep_fs": cfg.timestep_fs,
         "biased_mean_kinetic_temperature_K": (bias_info.get("kinetic_temperature") or {}).get("mean", float("nan")),
-        "transitions_per_ns_unbiased": _transitions(unbiased["core"]) / unbiased["ns"],
+        "transitions_per_ns_unbiased": count_transitions(unbiased["core"]) / unbiased["ns"],
         "delta_f_c7ax_minus_c7eq_kjmol": biased["df"],
         "delta_f_c7ax_minus_c7eq_error_kjmol": biased["df_err"],
-        "fes_minimum_phi_psi_deg": [math.degrees(phi_min), math.degrees(psi_min)],
-        "fes_minimum_basin": {0: "C7eq", 1: "C7ax"}.get(int(alanine_basin(np.array([phi_min]), np.array([psi_min]))[0]), "other"),
+        "fes_minimum_phi_psi_deg": [phi_min, psi_min],
+        "fes_minimum_basin": basin_min,
         "slowest_its_ps": float(msm.slowest_timescale()),
         "msm_lag_ps": float(msm.lagtime * msm.dt) if hasattr(msm, "lagtime") else None,
         "settings": cfg.__dict__,

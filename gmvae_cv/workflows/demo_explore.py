@@ -28,14 +28,13 @@ import mdtraj as md
 
 from .._core.figures import _pyplot, save_figure
 from .._core.files import atomic_write_json, atomic_write_text
-from ..analysis import MarkovAnalysis, ReweightedFES, ck_passed, gmvae_states, msm_summary, read_plumed
+from ..analysis import MarkovAnalysis, ReweightedFES, ck_passed, count_transitions, gmvae_states, msm_summary, read_plumed
 from ..features import alanine_heavy_atom_distances, load_trajectory_features
 from ..learn import load_run
 from ..systems import alanine_basin
 from .explore import ExploreSettings, explore
-from .markers import read_done
 
-__all__ = ["run_explore_route", "BASIN_LABELS_DEG"]
+__all__ = ["run_explore_route", "fes_minimum", "BASIN_LABELS_DEG"]
 
 KB = 0.008314462618  # kJ/mol/K
 BASIN_LABELS_DEG = {"C7eq": (-83.0, 72.0), "C5/beta": (-150.0, 155.0), "alpha_R": (-75.0, -40.0), "C7ax": (72.0, -60.0)}
@@ -67,11 +66,8 @@ def run_explore_route(out: Path, cfg: Any, md_dir: Path, n_md: int, md_info: dic
     an = out / "analysis"
     an.mkdir(exist_ok=True)
     colvar = bias_dir / "COLVAR"
-    t_end = float(read_plumed(colvar)["time"][-1])
-    tmax = None
-    if last.get("unstable"):  # the heating check stopped the run: its rows up to the last checkpoint
-        step = read_done(out / "explore" / f"round_{last['round']:02d}" / "bias_stage")["checkpoint_step"]
-        tmax = t_end = step * settings.timestep_fs / 1000.0
+    tmax = last.get("analysed_until_ps")  # the heating check stopped the run: the rows explore analysed
+    t_end = float(read_plumed(colvar)["time"][-1]) if tmax is None else tmax
     tmin = settings.discard_fraction * t_end
     rama = ReweightedFES(["phi", "psi"], method="opes", temperature=settings.temperature, bins=[FES_BINS, FES_BINS],
                          n_blocks=10, tmin=tmin, tmax=tmax).fit(colvar).fetch_model()
@@ -172,11 +168,13 @@ def plot_landscapes(path: Path, rama: Any, latent: Any, colvar: Path, tmin: floa
     save_figure(fig, path)
 
 
-def _minimum_basin(fes: Any) -> str:
-    i, j = np.unravel_index(np.nanargmin(np.where(np.isfinite(fes.free_energy), fes.free_energy, np.nan)), fes.free_energy.shape)
+def fes_minimum(fes: Any) -> tuple[float, float, str]:
+    """The centre (phi, psi in degrees) of the lowest bin of a phi/psi surface, and its basin ('C7eq', 'C7ax' or 'other')."""
+    i, j = np.unravel_index(np.nanargmin(fes.free_energy), fes.free_energy.shape)  # empty bins are +inf
     phi = 0.5 * (fes.edges[0][i] + fes.edges[0][i + 1])
     psi = 0.5 * (fes.edges[1][j] + fes.edges[1][j + 1])
-    return {0: "C7eq", 1: "C7ax"}.get(int(alanine_basin(np.array([phi]), np.array([psi]))[0]), "other")
+    basin = {0: "C7eq", 1: "C7ax"}.get(int(alanine_basin(np.array([phi]), np.array([psi]))[0]), "other")
+    return math.degrees(phi), math.degrees(psi), basin
 
 
 def _summary(ex: dict, rama: Any, msm_keys: dict, md_info: dict, n_md: int, phi_u: np.ndarray, psi_u: np.ndarray,
@@ -185,8 +183,6 @@ def _summary(ex: dict, rama: Any, msm_keys: dict, md_info: dict, n_md: int, phi_
     last = ex["rounds"][-1]
     final = ex.get("final") or {}
     unbiased_ns = n_md * 0.002 / 1000.0
-    core_u = alanine_basin(phi_u, psi_u)
-    core = core_u[core_u >= 0]
     dfc = final.get("delta_f_c7ax_minus_c7eq_kjmol") or [None, None]
     summary = {
         "route": "explore",
@@ -206,13 +202,13 @@ def _summary(ex: dict, rama: Any, msm_keys: dict, md_info: dict, n_md: int, phi_
         "transitions_biased": last["transitions"],
         "transitions_per_ns_biased": last["transitions_per_ns"],
         "transitions_biased_all_rounds": int(sum(q["transitions"] or 0 for q in ex["rounds"])),
-        "transitions_per_ns_unbiased": int(np.count_nonzero(np.diff(core) != 0)) / unbiased_ns,
+        "transitions_per_ns_unbiased": count_transitions(alanine_basin(phi_u, psi_u)) / unbiased_ns,
         "biased_timestep_fs": ex["settings"]["timestep_fs"],
         "biased_mean_kinetic_temperature_K": (last.get("kinetic_temperature") or {}).get("mean"),
         "delta_f_phi_pos_minus_neg_kjmol": final.get("delta_f_phi_pos_minus_neg_kjmol"),
         "delta_f_c7ax_minus_c7eq_kjmol": dfc[0],
         "delta_f_c7ax_minus_c7eq_error_kjmol": dfc[1],
-        "fes_minimum_basin": _minimum_basin(rama),
+        "fes_minimum_basin": fes_minimum(rama)[2],
         "fes_n_frames": rama.n_frames,
         "fes_n_effective": rama.n_effective,
         **msm_keys,

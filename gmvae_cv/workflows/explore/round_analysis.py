@@ -158,7 +158,7 @@ def analyse_round(rd: Path, r: int, cfg: ExploreSettings, sysm: System, fspec: A
     biased_ns = float(seg_ps * 1e-3 * cfg.walkers)
     info: dict[str, Any] = {"round": r, "biased_ns": biased_ns, "cv_round": plan["cv_round"], "method": plan["method"],
                             "continues": plan["continues"], "run_ns": (t0_ps + seg_ps) * 1e-3 * cfg.walkers,
-                            "unstable": bias_done.get("unstable")}
+                            "unstable": bias_done.get("unstable"), "analysed_until_ps": t_end_ps}
     keep = np.concatenate([q["time"] >= cfg.discard_fraction * q["time"][-1] for q in rows])
     arrays = {"time": np.concatenate([q["time"] for q in rows]), "logw": np.concatenate([q["logw"] for q in rows]),
               "keep": keep, "traj_logw": np.concatenate(traj_logw), "traj_segment": segment}

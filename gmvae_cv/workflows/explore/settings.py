@@ -12,9 +12,9 @@ __all__ = ["ExploreSettings", "EXPLORE_FORMAT", "METHODS", "CV_POLICIES", "ALANI
 
 EXPLORE_FORMAT = "gmvae-cv/explore"
 METHODS = ("metad", "opes", "opes-explore")
+"""Bias methods of :func:`explore` (well-tempered metadynamics, OPES_METAD, OPES_METAD_EXPLORE)."""
 CV_POLICIES = ("keep", "retrain")
 """What a round does with the CV in use (:class:`ExploreSettings`, ``cv_policy``)."""
-"""Bias methods of :func:`explore` (well-tempered metadynamics, OPES_METAD, OPES_METAD_EXPLORE)."""
 KB = 0.008314462618  # kJ/mol/K
 ALANINE = "alanine-dipeptide"
 _INT_MINIMA = {"rounds": 1, "walkers": 1, "seed": 0, "n_clusters": 2, "latent_dim": 1, "lag": 0, "epochs": 1, "n_blocks": 2}

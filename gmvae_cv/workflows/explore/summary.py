@@ -32,6 +32,7 @@ def round_entry(rd: Path, r: int) -> dict:
         "continues": a.get("continues"),
         "run_ns": a.get("run_ns", a["biased_ns"]),
         "unstable": a.get("unstable"),
+        "analysed_until_ps": a.get("analysed_until_ps"),
         "walltime_s": run_d["seconds"] + exp_d["seconds"] + bias_d["seconds"] + a["seconds"],
         "walltime_s_by_stage": {"train": run_d["seconds"], "export_check": exp_d["seconds"], "bias": bias_d["seconds"],
                                 "analysis": a["seconds"]},
