@@ -46,6 +46,15 @@ def _num(value: Optional[float], fmt: str, unit: str = "") -> str:
     return f"{value:{fmt}}" + (f" {unit}" if unit else "")
 
 
+def _tau_text(summary: dict, key: str, direction: str) -> str:
+    """``tau (low-high) ns`` of a rates key, or why it is missing (no run reached the target)."""
+    tau = summary.get(key)
+    if tau:
+        return f"{tau[0]:.3g} ({tau[1]:.3g}-{tau[2]:.3g}) ns"
+    escaped = (summary.get("rates_escaped") or {}).get(direction, 0)
+    return f"not computed ({escaped} run(s) reached the target within {_num(summary.get('settings', {}).get('rate_max_ns'), 'g', 'ns')})"
+
+
 def _its_text(summary: dict[str, Any]) -> str:
     """The slowest implied timescale as 'value (low-high) ps at lag L ps, resolved' (or why not)."""
     its, lag = summary.get("slowest_its_ps"), summary.get("msm_lag_ps")
@@ -109,5 +118,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("F(C7ax) - F(C7eq), reweighted", df_text),
         ("slowest implied timescale (MSM)", _its_text(summary)),
     ]
+    if "rates_runs" in summary:
+        rows += [(f"tau {a} -> {b} (infrequent metad)", _tau_text(summary, f"tau_{a.lower()}_to_{b.lower()}_ns", f"{a}-{b}"))
+                 for a, b in (("C7eq", "C7ax"), ("C7ax", "C7eq"))]
+        d = summary.get("delta_f_from_rates_kjmol")
+        if d:
+            rows.append(("F(C7ax) - F(C7eq), from the rates",
+                         f"{d[0]:.1f} ({d[1]:.1f}-{d[2]:.1f}) kJ/mol; KS p = {_num(summary.get('rates_ks_pvalue'), '.2f')}"))
     width = max(len(k) for k, _ in rows) + 1
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in rows)

@@ -10,13 +10,13 @@ def add_rates(sub) -> None:
     p = sub.add_parser(
         "rates",
         help="rates by infrequent metadynamics: independent runs on Dask, KS test, tau against pace",
-        description="N independent infrequent-metadynamics runs on the CV of EXP (or 'phi-psi'), each stopped when it "
+        description="N independent infrequent-metadynamics runs on the CV of EXP (or 'phi-psi', 'phi', 'psi'), each stopped when it "
         "enters the target state, through Dask (a LocalCluster, or --scheduler). Writes DIR/runs/<from>-<to>/pace<P>/"
         "run<i>/ (each whole or absent), DIR/summary.json (tau with its interval, KS p-value, median/mean, pace test, "
         "dF from both directions), ecdf.png and tau_vs_pace.png. Run the same command again to do only the missing runs.",
     )
     p.add_argument("exp", nargs="?", default=None,
-                   help="EXP directory (gmvae-cv export) whose CV is biased, or 'phi-psi' (not for --system double-well)")
+                   help="EXP directory (gmvae-cv export) whose CV is biased, or 'phi-psi', 'phi' or 'psi' (the backbone torsions; not for --system double-well)")
     p.add_argument("--system", choices=["alanine-dipeptide", "double-well"], default="alanine-dipeptide")
     p.add_argument("--from", dest="origin", default=None,
                    help="start state: C7eq, C7ax (phi/psi core sets) or cluster:<i> (GMVAE cluster); left/right for double-well")

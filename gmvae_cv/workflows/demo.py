@@ -108,6 +108,10 @@ class DemoSettings:
         Maximum GMVAE training epochs of each explore round (as in ``benchmarks/explore.py``).
     n_clusters, latent_dim : int
         Clusters and CV components.
+    rate_runs, rate_pace, rate_max_ns, rate_workers : int, int, float, int
+        Default route's rates stage (:mod:`~gmvae_cv.workflows.demo_rates`): infrequent-metadynamics
+        runs per direction, hill pace (MD steps of 2 fs), the biased ns after which a run stops
+        unescaped, and local Dask workers.
     seed : int
         Seed of every stage.
     """
@@ -125,14 +129,20 @@ class DemoSettings:
     explore_epochs: int = 100
     n_clusters: int = 4
     latent_dim: int = 2
+    rate_runs: int = 10
+    rate_pace: int = 2500
+    rate_max_ns: float = 20.0
+    rate_workers: int = 2
     seed: int = 0
 
     @classmethod
     def quick(cls, train_temperature: Optional[float] = None) -> "DemoSettings":
-        """Small sizes: 0.4 ns at 300 K, then 3 explore rounds of 0.3 ns (or, with a
-        ``train_temperature``, 2 ns there and 1 ns of metadynamics); 40 epochs."""
+        """Small sizes: 0.4 ns at 300 K, then 3 explore rounds of 0.3 ns and 3 rate runs per direction
+        of at most 0.5 ns (or, with a ``train_temperature``, 2 ns there and 1 ns of metadynamics);
+        40 epochs."""
         return cls(unbiased_ns=0.4, rounds=3, ns_per_round=0.3, biased_ns=1.0, train_ns=2.0, epochs=40,
-                   explore_epochs=40, train_temperature=train_temperature)
+                   explore_epochs=40, train_temperature=train_temperature, rate_runs=3, rate_pace=500, rate_max_ns=0.5,
+                   rate_workers=1)
 
 
 def _delta_f(labels: np.ndarray, logw: np.ndarray, kT: float, n_blocks: int = 5) -> tuple[float, float]:
@@ -182,7 +192,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = False, settings: Optional[
     # 1. unbiased MD (Ramachandran, MSM; the start of the explore route)
     md_dir, hot_dir = out / "md", out / "md_train"
     n_md, md_info = _md_stage(ala, md_dir, cfg.unbiased_ns, 300.0, cfg.seed, "unbiased MD", progress, log,
-                              n_stages=5 if cfg.train_temperature is None else 6)
+                              n_stages=6)
     if cfg.train_temperature is None:
         return run_explore_route(out, cfg, md_dir, n_md, md_info, progress, log)
     # the route with a training run at train_temperature

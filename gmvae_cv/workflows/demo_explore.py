@@ -10,10 +10,11 @@ killed demo stopped):
 3. ``analysis``: the free energy on phi/psi and on the 2D latent space of the last round's CV, both
    reweighted (OPES weights and walls) from the whole biased run of that CV (its first 10 % left
    out), with the Kish effective sample size and the block errors stated, basins labelled;
-4. MSM on the states of round 0's GMVAE (trained on the 300 K run: C7eq, C5/beta, alpha_R) in the
-   300 K run: implied timescales with Bayesian errors against the lag, whether the slowest is
-   resolved (above the lag, flat; :func:`gmvae_cv.analysis.msm_checks.timescale_resolved`), a
-   Chapman-Kolmogorov test on PCCA+ sets (:func:`~gmvae_cv.analysis.msm_checks.ck_passed`);
+4. MSM on k-means states of the latent space of round 0's GMVAE (trained on the 300 K run) in the
+   300 K run: implied timescales with Bayesian errors against the lag, whether the slowest
+   (C7eq <-> C5/beta, a few ps) is resolved (above the lag, flat;
+   :func:`gmvae_cv.analysis.msm_checks.timescale_resolved`), a Chapman-Kolmogorov test on PCCA+
+   sets (:func:`~gmvae_cv.analysis.msm_checks.ck_passed`), and the basins each set holds;
 5. ``summary.json`` (the round table included) and ``report.md``.
 """
 
@@ -32,6 +33,7 @@ from ..analysis import MarkovAnalysis, ReweightedFES, ck_passed, count_transitio
 from ..features import alanine_heavy_atom_distances, load_trajectory_features
 from ..learn import load_run
 from ..systems import alanine_basin
+from .demo_rates import run_rates_stage
 from .explore import ExploreSettings, explore
 
 __all__ = ["run_explore_route", "fes_minimum", "BASIN_LABELS_DEG"]
@@ -42,8 +44,10 @@ BASIN_LABELS_DEG = {"C7eq": (-83.0, 72.0), "C5/beta": (-150.0, 155.0), "alpha_R"
 FES_BINS = 36
 """Bins per variable of the report's surfaces (10 degrees on phi/psi): with 60 the sampled basins of
 a 0.9 ns run (4000 frames) had empty bins inside them."""
-MSM_LAGS_PS = (1, 2, 5, 10, 20, 50)
-MSM_LAG_PS = 10
+MSM_LAGS_PS = (1, 2, 3, 5, 10)
+MSM_LAG_PS = 1
+MSM_STATES = 10
+"""k-means centres in the latent space that make the MSM's states."""
 
 
 def run_explore_route(out: Path, cfg: Any, md_dir: Path, n_md: int, md_info: dict,
@@ -57,12 +61,12 @@ def run_explore_route(out: Path, cfg: Any, md_dir: Path, n_md: int, md_info: dic
     settings = ExploreSettings(rounds=cfg.rounds, ns_per_round=cfg.ns_per_round, method="opes-explore", seed=cfg.seed,
                                n_clusters=cfg.n_clusters, latent_dim=cfg.latent_dim, lag=cfg.lag,
                                entropy_weight=cfg.entropy_weight, epochs=cfg.explore_epochs)
-    log(f"[2/5] explore from the 300 K frames: OPES-explore on the GMVAE CV, up to {cfg.rounds} rounds of {cfg.ns_per_round:g} ns")
+    log(f"[2/6] explore from the 300 K frames: OPES-explore on the GMVAE CV, up to {cfg.rounds} rounds of {cfg.ns_per_round:g} ns")
     ex = explore(out / "explore", traj=md_dir / "traj.dcd", top=md_dir / "topology.pdb", settings=settings,
                  progress=progress, log=lambda s: log("      " + s))
     last = ex["rounds"][-1]
     bias_dir = out / "explore" / f"round_{last['round']:02d}" / "bias"
-    log("[3/5] free energies on phi/psi and on the latent space, reweighted")
+    log("[3/6] free energies on phi/psi and on the latent space, reweighted")
     an = out / "analysis"
     an.mkdir(exist_ok=True)
     colvar = bias_dir / "COLVAR"
@@ -76,14 +80,20 @@ def run_explore_route(out: Path, cfg: Any, md_dir: Path, n_md: int, md_info: dic
     rama.write_dat(an / "fes_phi_psi.dat")
     latent.write_dat(an / "fes_latent.dat")
     plot_landscapes(an / "landscapes.png", rama, latent, colvar, tmin, tmax)
-    log("[4/5] MSM on round 0's GMVAE states of the 300 K run: implied timescales, CK test")
+    log("[4/6] MSM on round 0's GMVAE latent space of the 300 K run: implied timescales, CK test")
     x = load_trajectory_features([md_dir / "traj.dcd"], md_dir / "topology.pdb", alanine_heavy_atom_distances())[0]
-    msm, msm_keys = state_msm(load_run(out / "explore" / "round_00" / "run"), x, an)
     phi_u, psi_u = _phi_psi(md_dir)
-    summary = _summary(ex, rama, msm_keys, md_info, n_md, phi_u, psi_u, cfg, out)
+    msm, msm_keys = state_msm(load_run(out / "explore" / "round_00" / "run"), x, an, phi_u, psi_u)
+    cv_round = last["cv_round"]
+    log(f"[5/6] rates C7eq <-> C7ax by infrequent metadynamics on round {cv_round}'s CV: {cfg.rate_runs} runs per direction")
+    dfc = (ex.get("final") or {}).get("delta_f_c7ax_minus_c7eq_kjmol")
+    rates_keys = run_rates_stage(out / "rates", out / "explore" / f"round_{cv_round:02d}" / "exp", cfg,
+                                 tuple(dfc) if dfc else None, log)
+    rates_keys["rates_cv_round"] = cv_round
+    summary = _summary(ex, rama, {**msm_keys, **rates_keys}, md_info, n_md, phi_u, psi_u, cfg, out)
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "report.md", _report(summary))
-    log(f"[5/5] wrote {out / 'report.md'} and {out / 'summary.json'}")
+    log(f"[6/6] wrote {out / 'report.md'} and {out / 'summary.json'}")
     return summary
 
 
@@ -93,25 +103,58 @@ def _phi_psi(md_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return md.compute_phi(t)[1][:, 0], md.compute_psi(t)[1][:, 0]
 
 
-def state_msm(run: Any, x: np.ndarray, an: Path) -> tuple[Any, dict]:
-    """MSM on the GMVAE states of ``x`` (frames 1 ps apart): ``an/its.png``, ``ck.png``, ``msm.json``.
+def state_msm(run: Any, x: np.ndarray, an: Path, phi: np.ndarray, psi: np.ndarray) -> tuple[Any, dict]:
+    """MSM on the GMVAE latent space of ``x`` (frames 1 ps apart): ``an/its.png``, ``ck.png``, ``msm.json``.
+
+    The states are :data:`MSM_STATES` k-means centres of the latent means z (not the GMVAE's
+    clusters: their q(y|x) is nearly uniform on the 300 K frames, so the most probable cluster
+    changes at every fluctuation). The model lag is :data:`MSM_LAG_PS`: the slowest process left
+    at phi < 0, C7eq <-> C5/beta, takes 3-4 ps in vacuum at 300 K (alpha_R holds about 1 % of the
+    frames), so a 10 ps lag cannot resolve it (it did not, measured), and the next process is
+    below 1 ps: two PCCA+ sets. ``phi``, ``psi`` (rad) of the frames name the basins each set holds.
 
     Returns the fitted :class:`~gmvae_cv.analysis.MarkovAnalysisResult` and its summary keys
-    (:func:`~gmvae_cv.analysis.msm_checks.msm_summary`, plus ``ck_max_deviation``).
+    (:func:`~gmvae_cv.analysis.msm_checks.msm_summary`, plus ``ck_max_deviation``, ``msm_states``
+    and ``msm_sets``: per PCCA+ set its stationary weight and the share of its frames in each basin).
     """
-    dtrajs = gmvae_states(run, [x])
+    dtrajs = gmvae_states(run, [x], method="kmeans", n_clusters=MSM_STATES, seed=1)
     lags = [lag for lag in MSM_LAGS_PS if lag < len(x) // 10] or [1, 2, 3]
-    lagtime = MSM_LAG_PS if MSM_LAG_PS in lags else lags[len(lags) // 2]
+    lagtime = MSM_LAG_PS if MSM_LAG_PS in lags else lags[0]
     n_states = len(np.unique(dtrajs[0]))
     msm = MarkovAnalysis(lags, lagtime=lagtime, dt=1.0, time_unit="ps", n_samples=50,
-                         n_metastable=min(3, max(2, n_states))).fit(dtrajs).fetch_model()
-    msm.plot_implied_timescales(an / "its.png")
+                         n_metastable=2).fit(dtrajs).fetch_model()
+    msm.plot_implied_timescales(an / "its.png", title="implied timescales: k-means states of the GMVAE latent space, 300 K run")
     msm.plot_ck_test(an / "ck.png")
     msm.save(an / "msm.json")
     keys = msm_summary(msm, min_lags=3)
     keys["ck_max_deviation"] = ck_passed(msm)["max_deviation"]
     keys["msm_states"] = int(n_states)
+    keys["msm_state_definition"] = f"k-means ({MSM_STATES} centres) of the GMVAE latent means z of the 300 K frames"
+    keys["msm_sets"] = _set_basins(msm, dtrajs[0], phi, psi)
     return msm, keys
+
+
+def _set_basins(msm: Any, dtraj: np.ndarray, phi: np.ndarray, psi: np.ndarray) -> list[dict]:
+    """Per PCCA+ set of ``msm``: its stationary weight and the share of its frames near each basin of
+    :data:`BASIN_LABELS_DEG` (within 40 degrees; the rest 'other')."""
+    if msm.metastable_assignment is None:
+        return []
+    pd, qd = np.degrees(phi), np.degrees(psi)
+    dist = np.stack([np.hypot((pd - p0 + 180) % 360 - 180, (qd - q0 + 180) % 360 - 180)
+                     for p0, q0 in BASIN_LABELS_DEG.values()])
+    near = np.where(dist.min(0) < 40.0, dist.argmin(0), -1)
+    names = list(BASIN_LABELS_DEG)
+    assign = np.asarray(msm.metastable_assignment)  # per input state, -1 outside the active set
+    frame_set = assign[dtraj]
+    out = []
+    for k in range(len(msm.metastable_distribution)):
+        m = frame_set == k
+        share = {n: float(np.mean(near[m] == i)) for i, n in enumerate(names)} if m.any() else {}
+        share = {n: round(v, 3) for n, v in share.items() if v >= 0.01}
+        if m.any() and np.mean(near[m] == -1) >= 0.01:
+            share["other"] = round(float(np.mean(near[m] == -1)), 3)
+        out.append({"set": k, "weight": float(msm.metastable_distribution[k]), "frames": int(m.sum()), "basins": share})
+    return out
 
 
 def _basin_centres_latent(colvar: Path, tmin: float, tmax: Optional[float] = None) -> dict:
@@ -177,9 +220,10 @@ def fes_minimum(fes: Any) -> tuple[float, float, str]:
     return math.degrees(phi), math.degrees(psi), basin
 
 
-def _summary(ex: dict, rama: Any, msm_keys: dict, md_info: dict, n_md: int, phi_u: np.ndarray, psi_u: np.ndarray,
+def _summary(ex: dict, rama: Any, stage_keys: dict, md_info: dict, n_md: int, phi_u: np.ndarray, psi_u: np.ndarray,
              cfg: Any, out: Path) -> dict:
-    """The content of the demo's ``summary.json`` on the explore route (None where not computed)."""
+    """The content of the demo's ``summary.json`` on the explore route (None where not computed);
+    ``stage_keys``: those of the MSM and the rates stages."""
     last = ex["rounds"][-1]
     final = ex.get("final") or {}
     unbiased_ns = n_md * 0.002 / 1000.0
@@ -211,7 +255,7 @@ def _summary(ex: dict, rama: Any, msm_keys: dict, md_info: dict, n_md: int, phi_
         "fes_minimum_basin": fes_minimum(rama)[2],
         "fes_n_frames": rama.n_frames,
         "fes_n_effective": rama.n_effective,
-        **msm_keys,
+        **stage_keys,
         "rounds": [{k: q.get(k) for k in ("round", "cv_round", "biased_ns", "run_ns", "walltime_s", "transitions",
                                           "transitions_per_ns", "delta_f_phi_pos_minus_neg_kjmol")}
                    | {"new_clusters": q["clusters"]["new"], "method": q.get("method"), "heated_up": bool(q.get("unstable")),
@@ -256,9 +300,14 @@ def _report(summary: dict) -> str:
     for key in ("check_passed", "transitions_biased", "transitions_per_ns_biased", "transitions_per_ns_unbiased",
                 "biased_mean_kinetic_temperature_K", "delta_f_phi_pos_minus_neg_kjmol", "delta_f_c7ax_minus_c7eq_kjmol",
                 "delta_f_c7ax_minus_c7eq_error_kjmol", "fes_minimum_basin", "fes_n_effective", "slowest_its_ps",
-                "msm_lag_ps", "its_resolved", "its_reason", "ck_passed"):
+                "msm_lag_ps", "its_resolved", "its_reason", "ck_passed", "rates_cv_round", "rates_pace_ps", "rates_runs",
+                "tau_c7eq_to_c7ax_ns", "tau_c7ax_to_c7eq_ns", "rates_ks_pvalue", "delta_f_from_rates_kjmol",
+                "delta_f_consistent"):
         lines.append(f"| {key} | {_fmt(summary.get(key))} |")
+    for w in summary.get("rates_warnings") or []:
+        lines += ["", f"Rates: {w}"]
     lines += ["", "![free energy: Ramachandran and latent space](analysis/landscapes.png)", "",
               "![dF against simulated time](explore/delta_f.png)", "",
-              "![implied timescales](analysis/its.png)", "", "![CK test](analysis/ck.png)", ""]
+              "![implied timescales](analysis/its.png)", "", "![CK test](analysis/ck.png)", "",
+              "![rescaled escape times against an exponential](rates/ecdf.png)", ""]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_readme_first_command_quick_demo_runs_every_stage_and_resumes(tmp_path, monkeypatch, capsys):
     """The default route: a stuck 300 K run, explore (3 rounds of OPES-explore on the GMVAE CV),
-    the reweighted free energies, the MSM, the report; a second call reuses everything."""
+    the reweighted free energies, the MSM, the rates, the report; a second call reuses everything."""
     pip, demo, _ = readme_two_commands()
     assert pip[:2] == ["pip", "install"] and pip[-1] == "." and (ROOT / "pyproject.toml").is_file()
     # the pip part installs this checkout; here it is already importable from it
@@ -56,17 +56,39 @@ def test_readme_first_command_quick_demo_runs_every_stage_and_resumes(tmp_path, 
                  for q in summary["rounds"])
     assert filled > 10.0
     assert summary["fes_minimum_basin"] in ("C7eq", "C7ax")
-    # the MSM of the 300 K run's GMVAE states: its verdicts are computed (0.4 ns cannot resolve it)
+    # the MSM on the 300 K run's latent space: its verdicts are computed at a 1 ps lag (0.4 ns is
+    # too short to resolve the few-ps C7eq <-> C5 exchange within its errors)
     its = summary["slowest_its_ps"]
-    assert len(its) == 3 and its[1] <= its[2] and summary["msm_lag_ps"] == 10.0
+    assert len(its) == 3 and its[1] <= its[2] and summary["msm_lag_ps"] == 1.0 and summary["msm_states"] == 10
     assert isinstance(summary["its_resolved"], bool) and isinstance(summary["ck_passed"], bool)
+    assert len(summary["msm_sets"]) == 2 and abs(sum(m["weight"] for m in summary["msm_sets"]) - 1.0) < 1e-6
+    # the rates stage: 3 infrequent-metadynamics runs per direction on the CV the last round biased,
+    # each either escaped or stopped at 0.5 ns; no statistics without 3 escapes, and then a warning says so
+    assert summary["rates_cv_round"] == summary["rounds"][-1]["cv_round"]
+    results = sorted((out / "rates" / "runs").glob("*/pace500/run*/result.json"))
+    assert len(results) == 6
+    runs = [json.loads(f.read_text()) for f in results]
+    for r in runs:
+        assert r["escaped"] or abs(r["biased_time_ps"] - 500.0) < 1.0, r
+        assert r["rescaled_time_ps"] >= r["biased_time_ps"] - 1e-9  # the bias only speeds escapes up
+    for direction in ("C7eq-C7ax", "C7ax-C7eq"):
+        escaped = sum(r["escaped"] for r in runs if r["direction"] == direction)
+        assert summary["rates_escaped"][direction] == escaped
+        key = f"tau_{direction.split('-')[0].lower()}_to_{direction.split('-')[1].lower()}_ns"
+        if escaped == 3:
+            tau = summary[key]
+            assert tau[1] <= tau[0] <= tau[2]
+        else:
+            assert summary[key] is None and any(direction in w and "did not reach" in w for w in summary["rates_warnings"])
+    assert summary["rates_runs"] == sum(r["escaped"] for r in runs)
+    assert "tau C7eq -> C7ax (infrequent metad):" in printed
     for f in ("report.md", "analysis/landscapes.png", "analysis/its.png", "analysis/ck.png", "analysis/fes_phi_psi.dat",
               "analysis/fes_latent.dat", "explore/delta_f.png", "explore/round_00/exp/model_plumed.ptc",
               "explore/reweighted.npz"):
         assert (out / f).is_file(), f
     assert main(demo[1:] + ["--quick"]) == 0
     again = capsys.readouterr().out
-    assert again.count("reusing") == 1 and "[round 0] GMVAE" not in again
+    assert again.count("reusing") == 1 and "[round 0] GMVAE" not in again and "all 6 run(s) done" in again
     assert json.loads((out / "summary.json").read_text())["rounds"] == summary["rounds"]
 
 

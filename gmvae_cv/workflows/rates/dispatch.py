@@ -22,7 +22,7 @@ from ..._core.errors import GMVAEInputError
 from ..._core.files import atomic_write_json
 from ..._core.versions import versions
 from .one_run import run_one, run_seed
-from .settings import RATES_FORMAT, SYSTEMS, InfrequentMetadWarning, RateSettings
+from .settings import RATES_FORMAT, SYSTEMS, TORSION_CVS, InfrequentMetadWarning, RateSettings
 from .states import alanine_start, check_states
 from .summary import summarize_rates
 from ...deploy import load_cv
@@ -61,8 +61,8 @@ def _manifest(system: str, exp: Optional[str], origin: str, target: str, setting
               both: bool, seed: int) -> dict:
     cv = {"kind": "none"}
     if system == "alanine-dipeptide":
-        if exp == "phi-psi":
-            cv = {"kind": "phi-psi"}
+        if exp in TORSION_CVS:
+            cv = {"kind": exp}
         else:
             m = load_cv(exp)
             cv = {"kind": "export", "path": str(Path(exp).resolve()), "sha256": m.sha256}
@@ -78,8 +78,8 @@ def _sigma_for(system: str, exp: Optional[str], settings: RateSettings) -> list:
         return list(settings.sigma)
     if system == "double-well":
         return [0.1]
-    if exp == "phi-psi":
-        return [0.35, 0.35]
+    if exp in TORSION_CVS:
+        return [0.35] * len(TORSION_CVS[exp])
     m = load_cv(exp)
     exported = ((m.meta.get("cv_json") or {}).get("plumed") or {}).get("metad", {}).get("sigma")
     if exported is None:
@@ -110,9 +110,10 @@ def run_rates(
 
     Parameters
     ----------
-    exp : path or 'phi-psi' or None
+    exp : path or 'phi-psi', 'phi', 'psi' or None
         The GMVAE export (EXP directory, ``model_openmm.pt`` inside) whose CV is biased;
-        ``'phi-psi'`` biases the backbone torsions; ``None`` for ``system='double-well'``.
+        ``'phi-psi'`` biases the backbone torsions, ``'phi'`` or ``'psi'`` one of them
+        (:data:`~gmvae_cv.workflows.rates.settings.TORSION_CVS`); ``None`` for ``system='double-well'``.
     out : path
         Output folder ``DIR`` (see the module docstring).
     system : {'alanine-dipeptide', 'double-well'}
@@ -147,12 +148,16 @@ def run_rates(
     manifest = _manifest(system, exp, origin, target, settings, sigma, both_directions, seed)
     _check_dir(out, manifest)
     msha = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    mpath = out / "rates.json"
+    directions = [(origin, target)] + ([(target, origin)] if both_directions else [])
+    if mpath.is_file() and not _tasks(out, system, exp, directions, n_runs, settings, sigma, seed, msha, remove=False):
+        if log:
+            log(f"{out}: all {len(directions) * len(settings.paces) * n_runs} run(s) done")
+        return summarize_rates(out, reweighting_df=reweighting_df)  # nothing to run: no cluster to start
     client = connect(scheduler, workers, connect_timeout=connect_timeout)  # before anything is written
     try:
         _remove_stale(out)
-        mpath = out / "rates.json"
         atomic_write_json(mpath, {**manifest, "versions": versions()} if not mpath.is_file() else json.loads(mpath.read_text()))
-        directions = [(origin, target)] + ([(target, origin)] if both_directions else [])
         tasks = _tasks(out, system, exp, directions, n_runs, settings, sigma, seed, msha)
         if log:
             log(f"{out}: {len(tasks)} run(s) to do on {len(client.scheduler_info().get('workers', {}))} Dask worker(s)")
@@ -178,11 +183,12 @@ def _check_inputs(exp: Optional[str | os.PathLike], system: str, origin: str, ta
     settings = (settings or RateSettings()).check()
     if system == "alanine-dipeptide":
         if exp is None:
-            raise GMVAEInputError("'exp' is missing: give an EXP directory (gmvae-cv export) or 'phi-psi'")
+            raise GMVAEInputError(f"'exp' is missing: give an EXP directory (gmvae-cv export) or one of {', '.join(TORSION_CVS)}")
         exp = str(exp)
-        if exp != "phi-psi" and not Path(exp).exists():
-            raise GMVAEInputError(f"{exp}: not found (expected an EXP directory of gmvae-cv export, or 'phi-psi')")
-    check_states(system, origin, target, None if exp in (None, "phi-psi") else exp)
+        if exp not in TORSION_CVS and not Path(exp).exists():
+            raise GMVAEInputError(f"{exp}: not found (expected an EXP directory of gmvae-cv export, or one of "
+                                  f"{', '.join(TORSION_CVS)})")
+    check_states(system, origin, target, None if exp is None or exp in TORSION_CVS else exp)
     if system == "alanine-dipeptide":
         short = [p for p in settings.paces if p * settings.timestep < 1.0]
         if short:
@@ -208,21 +214,22 @@ def _check_dir(out: Path, manifest: dict) -> None:
 
 
 def _tasks(out: Path, system: str, exp: Optional[str], directions: list, n_runs: int, settings: RateSettings,
-           sigma: list, seed: int, msha: str) -> list[dict]:
+           sigma: list, seed: int, msha: str, *, remove: bool = True) -> list[dict]:
     """One task (a dict for :func:`run_one`) per run of ``out`` not yet finished.
 
-    A run stopped unescaped at a shorter ``max_ps`` than the settings' is removed and run again.
+    A run stopped unescaped at a shorter ``max_ps`` than the settings' is run again (its folder
+    removed here if ``remove``).
     The folders and the export are absolute paths: the workers of a cluster started elsewhere
     (``--scheduler``) have their own working directory.
     """
     out = Path(out).resolve()
-    if exp not in (None, "phi-psi"):
+    if exp is not None and exp not in TORSION_CVS:
         exp = str(Path(exp).resolve())
     tasks = []
     for a, b in directions:
         start = None
         if system == "alanine-dipeptide":
-            start = np.asarray(alanine_start(a, None if exp == "phi-psi" else exp, seed)).tolist()
+            start = np.asarray(alanine_start(a, None if exp in TORSION_CVS else exp, seed)).tolist()
         for pace in settings.paces:
             chunk = min(settings.chunk, pace) if system == "alanine-dipeptide" else settings.chunk
             for i in range(n_runs):
@@ -231,7 +238,8 @@ def _tasks(out: Path, system: str, exp: Optional[str], directions: list, n_runs:
                     r = json.loads((folder / "result.json").read_text())
                     if r.get("escaped") or r.get("biased_time_ps", 0.0) >= settings.max_ps - 1e-9:
                         continue
-                    shutil.rmtree(folder)  # stopped unescaped at a shorter max_ps: run it again, longer
+                    if remove:
+                        shutil.rmtree(folder)  # stopped unescaped at a shorter max_ps: run it again, longer
                 tasks.append({"system": system, "exp": exp, "origin": a, "target": b, "direction": f"{a}-{b}",
                               "pace": int(pace), "index": i, "seed": run_seed(seed, f"{a}-{b}", pace, i),
                               "folder": str(folder), "settings": asdict(settings), "sigma": sigma,

@@ -22,10 +22,9 @@ from openmm import app, unit
 import torch
 
 from ..._core.files import atomic_write_json, atomic_write_text
-from .settings import KB, RUN_FORMAT
+from .settings import KB, RUN_FORMAT, TORSION_CVS, torsion_cv
 from .states import AlanineStates
-from ...deploy import feature_cv, load_cv
-from ...features import alanine_backbone_torsions
+from ...deploy import load_cv
 from ...metad import WellTemperedMetadynamics
 from ...systems import AlanineDipeptide
 from ...systems import DoubleWell, toy_infrequent_metadynamics
@@ -47,9 +46,9 @@ def _alanine_simulation(task: dict):
     """
     s = task["settings"]
     exp = task["exp"]
-    cv = feature_cv(alanine_backbone_torsions(transform="raw")) if exp == "phi-psi" else load_cv(exp)
+    cv = torsion_cv(exp) if exp in TORSION_CVS else load_cv(exp)
     ala = AlanineDipeptide()
-    states = AlanineStates(task["origin"], task["target"], None if exp == "phi-psi" else exp)
+    states = AlanineStates(task["origin"], task["target"], None if exp in TORSION_CVS else exp)
     pos0 = np.asarray(task["start"], dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,7 +10,8 @@ import numpy as np
 from ..._core.checks import check_int, check_positive
 from ..._core.errors import GMVAEInputError
 
-__all__ = ["RateSettings", "InfrequentMetadWarning", "RATES_FORMAT", "RUN_FORMAT", "SYSTEMS", "STATES", "CLUSTER_COMMIT", "KB"]
+__all__ = ["RateSettings", "InfrequentMetadWarning", "RATES_FORMAT", "RUN_FORMAT", "SYSTEMS", "STATES", "CLUSTER_COMMIT", "KB",
+           "TORSION_CVS", "torsion_cv"]
 
 RATES_FORMAT = "gmvae-cv/rates"
 RUN_FORMAT = "gmvae-cv/rate-run"
@@ -18,8 +19,22 @@ SYSTEMS = ("alanine-dipeptide", "double-well")
 KB = 0.008314462618  # kJ/mol/K
 STATES = {"alanine-dipeptide": ("C7eq", "C7ax"), "double-well": ("left", "right")}
 """The named states of each system (besides ``cluster:<i>``)."""
+TORSION_CVS = {"phi-psi": ("phi", "psi"), "phi": ("phi",), "psi": ("psi",)}
+"""The alanine CVs given by name instead of an export: the backbone torsions biased (rad). ``psi``
+alone is the textbook poor CV of the C7eq <-> C7ax flip (it misses the slow phi rotation): its
+escape times are the check that the KS test can fail."""
 CLUSTER_COMMIT = 0.9
 """A frame lies in state ``cluster:<i>`` when its q(y=i|x) is at least this."""
+
+
+def torsion_cv(name: str):
+    """The CV of ``name`` (a key of :data:`TORSION_CVS`): the backbone torsions as a feature CV (rad)."""
+    from ...deploy import feature_cv
+    from ...features import FeatureSpec, alanine_backbone_torsions
+
+    spec = alanine_backbone_torsions(transform="raw")
+    return feature_cv(FeatureSpec([f for f in spec.features if f.name in TORSION_CVS[name]], spec.n_atoms,
+                                  periodic=spec.periodic, description=f"{name} of alanine dipeptide (rad)"))
 
 
 class InfrequentMetadWarning(UserWarning):
