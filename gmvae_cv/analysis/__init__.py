@@ -29,6 +29,7 @@ _NAMES = {
     "TRAMAnalysis": "msm",
     "TRAMResult": "msm",
     "gmvae_states": "msm",
+    "milestone": "dtrajs",
     "ck_passed": "msm_checks",
     "msm_summary": "msm_checks",
     "timescale_resolved": "msm_checks",
@@ -62,6 +63,7 @@ if _TYPE_CHECKING:  # pragma: no cover
     from .hills import GridSpec, Hills  # noqa: F401
     from .metrics import cluster_confusion  # noqa: F401
     from .msm import BiasedDataError, MarkovAnalysis, MarkovAnalysisResult, TRAMAnalysis, TRAMResult, gmvae_states  # noqa: F401
+    from .dtrajs import milestone  # noqa: F401
     from .msm_checks import ck_passed, msm_summary, timescale_resolved  # noqa: F401
     from .plumed_files import PlumedFile, PlumedFileWarning, read_plumed, write_plumed  # noqa: F401
     from .reweight import ReweightedFES, bias_log_weights, ct_log_weights, final_bias_log_weights  # noqa: F401

@@ -4,6 +4,9 @@
 - :func:`gmvae_states` discretises frames by the GMVAE clusters (argmax :math:`q(y|x)`) or by
   k-means on the latent :math:`z`.
 - :func:`check_lags` checks lag times (frames) against the trajectories.
+- :func:`milestone` turns a state trajectory into a core-set (milestoning) trajectory: each frame
+  carries the last core set visited, so that recrossings of a boundary between fine states are
+  not counted as transitions (Buchete and Hummer, J. Phys. Chem. B 112, 6057, 2008).
 
 Used by :mod:`.msm` (:class:`~gmvae_cv.analysis.msm.MarkovAnalysis`) and :mod:`.tram`.
 """
@@ -19,7 +22,7 @@ from deeptime.clustering import KMeans
 from .._core.checks import as_list_of_arrays, check_int
 from .._core.errors import GMVAEInputError
 
-__all__ = ["check_dtrajs", "gmvae_states", "check_lags"]
+__all__ = ["check_dtrajs", "gmvae_states", "check_lags", "milestone"]
 
 
 def check_dtrajs(dtrajs: Any, name: str = "dtrajs", *, sources: Optional[Sequence[str]] = None) -> list[np.ndarray]:
@@ -151,3 +154,47 @@ def check_lags(lagtimes: Sequence[int], dtrajs: list[np.ndarray]) -> list[int]:
         )
     return lags
 
+
+
+def milestone(dtraj: np.ndarray, core_of_state: Sequence[int] | np.ndarray) -> tuple[np.ndarray, int]:
+    """The core-set (milestoning) trajectory of ``dtraj``: each frame labelled with the last core visited.
+
+    Parameters
+    ----------
+    dtraj : (n_frames,) int array
+        Fine states, ``0 .. n_states - 1``.
+    core_of_state : (n_states,) int array
+        The core set each fine state belongs to (``0 .. n_cores - 1``), or -1 for a state in no
+        core (a transition region).
+
+    Returns
+    -------
+    traj : (n_frames - first,) int32 ndarray
+        Core index of each frame from the first frame in a core on.
+    first : int
+        Index of that first frame (the frames before it are in no core yet and are dropped).
+
+    Raises
+    ------
+    GMVAEInputError
+        If ``dtraj`` holds a state ``core_of_state`` does not cover, or no frame lies in a core.
+
+    Examples
+    --------
+    >>> traj, first = milestone(np.array([2, 0, 2, 1, 2, 2, 0]), [0, 1, -1])
+    >>> traj.tolist(), first
+    ([0, 0, 1, 1, 1, 0], 1)
+    """
+    d = check_dtrajs(dtraj, "dtraj")[0]
+    core = np.asarray(core_of_state, dtype=np.int64)
+    if core.ndim != 1 or int(d.max()) >= core.size:
+        raise GMVAEInputError(f"'core_of_state' has {core.size} entries; the trajectory has state {int(d.max())}, "
+                              "expected one entry per state (-1 for a state in no core)")
+    lab = core[d]
+    inside = np.flatnonzero(lab >= 0)
+    if inside.size == 0:
+        raise GMVAEInputError("no frame lies in a core set: 'core_of_state' is -1 for every visited state")
+    # forward fill: the index of the last frame at or before each frame that lies in a core
+    last = np.maximum.accumulate(np.where(lab >= 0, np.arange(lab.size), -1))
+    first = int(inside[0])
+    return lab[last[first:]].astype(np.int32), first
