@@ -125,5 +125,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         if d:
             rows.append(("F(C7ax) - F(C7eq), from the rates",
                          f"{d[0]:.1f} ({d[1]:.1f}-{d[2]:.1f}) kJ/mol; KS p = {_num(summary.get('rates_ks_pvalue'), '.2f')}"))
+        if summary.get("rates_checks_passed") is not None:
+            failed = summary.get("rates_failed_checks") or []
+            rows.append(("rates checks (KS, pace, dF)", "passed" if not failed else
+                         f"FAILED ({len(failed)}): " + "; ".join(failed)))
     width = max(len(k) for k, _ in rows) + 1
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in rows)

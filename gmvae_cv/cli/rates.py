@@ -65,7 +65,10 @@ def _cmd_rates(args) -> int:
     for key in sorted(k for k in summary if k.startswith("tau_")):
         v = summary[key]
         print(f"{key}: {v[0]:.4g} [{v[1]:.4g}, {v[2]:.4g}]")
-    for key in ("rates_ks_pvalue", "rates_runs", "delta_f_from_rates_kjmol", "delta_f_reweighting_kjmol", "delta_f_consistent"):
+    for key in ("rates_ks_pvalue", "rates_runs", "delta_f_from_rates_kjmol", "delta_f_reweighting_kjmol", "delta_f_consistent",
+                "rates_checks_passed"):
         if key in summary:
             print(f"{key}: {summary[key]}")
+    for failed in summary.get("rates_failed_checks") or []:
+        print(f"  failed: {failed}")
     return 0

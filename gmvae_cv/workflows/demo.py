@@ -108,10 +108,10 @@ class DemoSettings:
         Maximum GMVAE training epochs of each explore round (as in ``benchmarks/explore.py``).
     n_clusters, latent_dim : int
         Clusters and CV components.
-    rate_runs, rate_pace, rate_max_ns, rate_workers : int, int, float, int
+    rate_runs, rate_paces, rate_max_ns, rate_workers : int, tuple of int, float, int
         Default route's rates stage (:mod:`~gmvae_cv.workflows.demo_rates`): infrequent-metadynamics
-        runs per direction, hill pace (MD steps of 2 fs), the biased ns after which a run stops
-        unescaped, and local Dask workers.
+        runs per direction and pace, the hill paces (MD steps of 2 fs; two, so that the pace test
+        can fail), the biased ns after which a run stops unescaped, and local Dask workers.
     seed : int
         Seed of every stage.
     """
@@ -129,8 +129,8 @@ class DemoSettings:
     explore_epochs: int = 100
     n_clusters: int = 4
     latent_dim: int = 2
-    rate_runs: int = 10
-    rate_pace: int = 2500
+    rate_runs: int = 8
+    rate_paces: tuple = (500, 2500)
     rate_max_ns: float = 20.0
     rate_workers: int = 2
     seed: int = 0
@@ -138,10 +138,10 @@ class DemoSettings:
     @classmethod
     def quick(cls, train_temperature: Optional[float] = None) -> "DemoSettings":
         """Small sizes: 0.4 ns at 300 K, then 3 explore rounds of 0.3 ns and 3 rate runs per direction
-        of at most 0.5 ns (or, with a ``train_temperature``, 2 ns there and 1 ns of metadynamics);
+        at one pace, of at most 0.5 ns (or, with a ``train_temperature``, 2 ns there and 1 ns of metadynamics);
         40 epochs."""
         return cls(unbiased_ns=0.4, rounds=3, ns_per_round=0.3, biased_ns=1.0, train_ns=2.0, epochs=40,
-                   explore_epochs=40, train_temperature=train_temperature, rate_runs=3, rate_pace=500, rate_max_ns=0.5,
+                   explore_epochs=40, train_temperature=train_temperature, rate_runs=3, rate_paces=(500,), rate_max_ns=0.5,
                    rate_workers=1)
 
 
@@ -238,7 +238,7 @@ def _check_settings(out: Path, cfg: DemoSettings) -> None:
     """Create ``out`` and write ``settings.json``; refuse an ``out`` that holds a demo of other settings."""
     out.mkdir(parents=True, exist_ok=True)
     settings_file = out / "settings.json"
-    if settings_file.is_file() and json.loads(settings_file.read_text()) != cfg.__dict__:
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != json.loads(json.dumps(cfg.__dict__)):
         raise GMVAEInputError(f"{settings_file}: {out} holds a demo made with other settings; use another --out")
     atomic_write_json(settings_file, cfg.__dict__)
 

@@ -88,7 +88,8 @@ def run_explore_route(out: Path, cfg: Any, md_dir: Path, n_md: int, md_info: dic
     phi_u, psi_u = _phi_psi(md_dir)
     msm, msm_keys = state_msm(load_run(out / "explore" / "round_00" / "run"), x, an, phi_u, psi_u)
     cv_round = last["cv_round"]
-    log(f"[5/6] rates C7eq <-> C7ax by infrequent metadynamics on round {cv_round}'s CV: {cfg.rate_runs} runs per direction")
+    log(f"[5/6] rates C7eq <-> C7ax by infrequent metadynamics on round {cv_round}'s CV: {cfg.rate_runs} runs per direction "
+        f"and pace")
     dfc = (ex.get("final") or {}).get("delta_f_c7ax_minus_c7eq_kjmol")
     rates_keys = run_rates_stage(out / "rates", out / "explore" / f"round_{cv_round:02d}" / "exp", cfg,
                                  tuple(dfc) if dfc else None, log)
@@ -316,11 +317,11 @@ def _report(summary: dict) -> str:
     for key in ("check_passed", "transitions_biased", "transitions_per_ns_biased", "transitions_per_ns_unbiased",
                 "biased_mean_kinetic_temperature_K", "delta_f_phi_pos_minus_neg_kjmol", "delta_f_c7ax_minus_c7eq_kjmol",
                 "delta_f_c7ax_minus_c7eq_error_kjmol", "fes_minimum_basin", "fes_n_effective", "slowest_its_ps",
-                "msm_lag_ps", "its_resolved", "its_reason", "ck_passed", "rates_cv_round", "rates_pace_ps", "rates_runs",
+                "msm_lag_ps", "its_resolved", "its_reason", "ck_passed", "rates_cv_round", "rates_paces_ps", "rates_runs",
                 "tau_c7eq_to_c7ax_ns", "tau_c7ax_to_c7eq_ns", "rates_ks_pvalue", "delta_f_from_rates_kjmol",
-                "delta_f_consistent"):
+                "delta_f_consistent", "rates_checks_passed"):
         lines.append(f"| {key} | {_fmt(summary.get(key))} |")
-    for w in summary.get("rates_warnings") or []:
+    for w in (summary.get("rates_failed_checks") or []) + (summary.get("rates_warnings") or []):
         lines += ["", f"Rates: {w}"]
     lines += ["", "![free energy: Ramachandran and latent space](analysis/landscapes.png)", "",
               "![dF against simulated time](explore/delta_f.png)", "",

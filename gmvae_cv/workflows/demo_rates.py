@@ -2,9 +2,12 @@
 
 :func:`run_rates_stage` runs :func:`~gmvae_cv.workflows.rates.run_rates` on the export of the CV
 that the last ``explore`` round biased (the kept CV when a round crossed often enough), both
-directions between the C7eq and C7ax core sets, at one deposition pace, on a local Dask
+directions between the C7eq and C7ax core sets, at two deposition paces, on a local Dask
 cluster. A killed demo started again runs only the missing runs (the rates folder's own resume).
-The free energy difference the two rates imply is set against the one ``explore`` reweighted.
+The free energy difference the two rates imply is set against the one ``explore`` reweighted,
+and the verdict (``rates_checks_passed``) says whether the times are exponential, the rate does
+not move with the pace and the two dF agree: a CV good enough to explore and reweight can still
+fail there (``docs/benchmarks.md``, "Rates").
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from .rates import InfrequentMetadWarning, RateSettings, run_rates
 __all__ = ["run_rates_stage", "RATES_KEYS"]
 
 RATES_KEYS = ("tau_c7eq_to_c7ax_ns", "tau_c7ax_to_c7eq_ns", "rates_ks_pvalue", "rates_runs", "delta_f_from_rates_kjmol",
-              "delta_f_consistent")
+              "delta_f_consistent", "rates_checks_passed", "rates_failed_checks")
 """The keys of the rates summary that the demo's summary carries."""
 
 
@@ -34,7 +37,7 @@ def run_rates_stage(out: Path, exp: Path, cfg: Any, reweighting_df: Optional[tup
     exp : path
         The export whose CV is biased.
     cfg : DemoSettings
-        ``rate_runs`` (per direction), ``rate_pace`` (MD steps of 2 fs), ``rate_max_ns``,
+        ``rate_runs`` (per direction and pace), ``rate_paces`` (MD steps of 2 fs), ``rate_max_ns``,
         ``rate_workers``, ``seed``.
     reweighting_df : (value, error), optional
         F(C7ax) - F(C7eq) in kJ/mol from ``explore``'s reweighting; its interval is value +- 2 error.
@@ -43,13 +46,13 @@ def run_rates_stage(out: Path, exp: Path, cfg: Any, reweighting_df: Optional[tup
     Returns
     -------
     dict
-        :data:`RATES_KEYS` (None where not computed), plus ``rates_pace_ps``, ``rates_escaped``
+        :data:`RATES_KEYS` (None where not computed), plus ``rates_paces_ps``, ``rates_escaped``
         (runs that reached the target, per direction), ``rates_warnings`` (the
         :class:`InfrequentMetadWarning` texts), ``walltime_s_rates`` (this call: a resumed stage
         counts only the runs it did), ``rates_dir`` and ``rates_plots`` (the figures written,
         relative to the demo folder).
     """
-    settings = RateSettings(paces=(cfg.rate_pace,), max_ps=cfg.rate_max_ns * 1000.0, platform="Reference")
+    settings = RateSettings(paces=tuple(cfg.rate_paces), max_ps=cfg.rate_max_ns * 1000.0, platform="Reference")
     ref = None
     if reweighting_df is not None and None not in reweighting_df:
         v, e = reweighting_df
@@ -64,7 +67,7 @@ def run_rates_stage(out: Path, exp: Path, cfg: Any, reweighting_df: Optional[tup
     for n in notes:
         log("      warning: " + n)
     keys = {k: summary.get(k) for k in RATES_KEYS}
-    keys["rates_pace_ps"] = cfg.rate_pace * settings.timestep
+    keys["rates_paces_ps"] = [p * settings.timestep for p in cfg.rate_paces]
     keys["rates_escaped"] = {d: sum(e.get("escaped", 0) for e in v["paces"].values()) for d, v in summary["directions"].items()}
     keys["rates_warnings"] = notes
     keys["walltime_s_rates"] = time.perf_counter() - t0

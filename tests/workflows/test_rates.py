@@ -280,12 +280,12 @@ def test_c7ax_start_lies_in_c7ax():
     assert _AlanineStates("C7eq", "C7ax", None)(pos) == 1
 
 
-def _fake_runs(out, direction, times, bias_kjmol=0.0):
+def _fake_runs(out, direction, times, bias_kjmol=0.0, pace=10):
     for i, t in enumerate(times):
-        d = out / "runs" / direction / "pace10" / f"run{i:03d}"
+        d = out / "runs" / direction / f"pace{pace}" / f"run{i:03d}"
         d.mkdir(parents=True)
         (d / "result.json").write_text(json.dumps({
-            "format": "gmvae-cv/rate-run", "direction": direction, "pace": 10, "index": i, "escaped": True, "kT": 2.494,
+            "format": "gmvae-cv/rate-run", "direction": direction, "pace": pace, "index": i, "escaped": True, "kT": 2.494,
             "rescaled_time_ps": float(t), "biased_time_ps": float(t) / 20, "acceleration": 20.0,
             "bias_at_crossing_kjmol": bias_kjmol, "wall_s": 1.0}))
 
@@ -306,3 +306,27 @@ def test_delta_f_from_both_directions_is_set_against_reweighting(tmp_path):
     assert len(s["tau_c7eq_to_c7ax_ns"]) == 3 and s["rates_runs"] == 80
     s = summarize_rates(out, reweighting_df=[0.0, -0.5, 0.5])
     assert s["delta_f_consistent"] is False
+
+
+def test_the_verdict_fails_a_rate_that_moves_with_the_pace_or_times_that_are_not_exponential(tmp_path):
+    """Exponential times of one mean at two paces pass; a mean 4x longer at the fast pace fails the pace
+    test (as the GMVAE CV did, docs/benchmarks.md); times of one value (no spread) fail the KS test."""
+    def folder(name, fast, slow):
+        out = tmp_path / name
+        out.mkdir()
+        (out / "rates.json").write_text(json.dumps({"format": "gmvae-cv/rates", "system": "alanine-dipeptide",
+                                                    "cv": {"kind": "phi-psi"}, "from": "C7eq", "to": "C7ax",
+                                                    "both_directions": False}))
+        _fake_runs(out, "C7eq-C7ax", fast, pace=500)
+        _fake_runs(out, "C7eq-C7ax", slow, pace=2500)
+        return summarize_rates(out)
+
+    rng = np.random.default_rng(3)
+    good = folder("good", rng.exponential(1000.0, 20), rng.exponential(1000.0, 20))
+    assert good["rates_checks_passed"] is True and good["rates_failed_checks"] == []
+    moving = folder("moving", rng.exponential(4000.0, 20), rng.exponential(1000.0, 20))
+    assert moving["rates_checks_passed"] is False
+    assert any("moves with the deposition pace" in f for f in moving["rates_failed_checks"])
+    flat = folder("flat", 1000.0 + rng.uniform(0, 1, 20), 1000.0 + rng.uniform(0, 1, 20))
+    assert flat["rates_checks_passed"] is False
+    assert sum("not exponential" in f for f in flat["rates_failed_checks"]) == 2

@@ -32,7 +32,32 @@ def _load_runs(out: Path) -> dict:
     return groups
 
 
-def summarize_rates(out: str | os.PathLike, *, confidence: float = 0.95, reweighting_df: Optional[Sequence[float]] = None) -> dict:
+def _failed_checks(summary: dict, alpha: float) -> list[str]:
+    """The checks of infrequent metadynamics that ``summary`` fails, each as a sentence (empty: all pass).
+
+    Per direction and pace with at least 3 escapes: the KS test against an exponential (p >=
+    ``alpha``); per direction with two or more paces: the pace test (p >= ``alpha``); with both
+    directions and a reweighting dF: the two dF intervals overlap.
+    """
+    failed = []
+    for direction, d in summary["directions"].items():
+        for pace, e in d["paces"].items():
+            if e.get("ks_pvalue") is not None and e["ks_pvalue"] < alpha:
+                failed.append(f"{direction}, pace {pace}: the rescaled times are not exponential (KS p = {e['ks_pvalue']:.2g})")
+        if d.get("pace_pvalue") is not None and d["pace_pvalue"] < alpha:
+            taus = ", ".join(f"{e['tau_ns'][0]:.3g} ns at pace {p}" for p, e in d["paces"].items() if "tau_ns" in e)
+            failed.append(f"{direction}: the rate moves with the deposition pace (p = {d['pace_pvalue']:.2g}; {taus}): "
+                          "the bias reaches the transition state or the CV misses a slow degree of freedom")
+    if summary.get("delta_f_consistent") is False:
+        v, lo, hi = summary["delta_f_from_rates_kjmol"]
+        rv, rlo, rhi = summary["delta_f_reweighting_kjmol"]
+        failed.append(f"dF from the rates, {v:.2f} ({lo:.2f}-{hi:.2f}) kJ/mol, disagrees with reweighting, "
+                      f"{rv:.2f} ({rlo:.2f}-{rhi:.2f})")
+    return failed
+
+
+def summarize_rates(out: str | os.PathLike, *, confidence: float = 0.95, reweighting_df: Optional[Sequence[float]] = None,
+                    alpha: float = 0.05) -> dict:
     """Statistics of the finished runs of ``out``; writes ``summary.json``, ``ecdf.png``, ``tau_vs_pace.png``.
 
     Per direction and pace: :func:`~gmvae_cv.analysis.kinetics.escape_statistics` of the rescaled
@@ -40,14 +65,17 @@ def summarize_rates(out: str | os.PathLike, *, confidence: float = 0.95, reweigh
     kT. Per direction: all paces pooled, and the pace test
     (:func:`~gmvae_cv.analysis.kinetics.rates_agree`). With both directions:
     :math:`F_{to} - F_{from}` from the ratio of the pooled means, next to ``reweighting_df``
-    ([value, low, high], kJ/mol) if given.
+    ([value, low, high], kJ/mol) if given. The verdict: ``rates_checks_passed`` is true when
+    every KS test (per direction and pace) and every pace test has a p-value of at least
+    ``alpha`` and the two dF intervals overlap; ``rates_failed_checks`` says which failed.
 
     Returns
     -------
     dict
         JSON-ready; keys ``directions`` (per direction: ``paces``, ``pooled``, ``pace_pvalue``),
         ``tau_<from>_to_<to>_ns`` as [value, low, high], ``rates_ks_pvalue`` (the smallest over
-        the pooled directions), ``rates_runs``, ``delta_f_from_rates_kjmol``.
+        the pooled directions), ``rates_runs``, ``delta_f_from_rates_kjmol``, ``rates_checks_passed``
+        (None without escapes) and ``rates_failed_checks``.
     """
     out = Path(out)
     manifest = json.loads((out / "rates.json").read_text()) if (out / "rates.json").is_file() else None
@@ -113,6 +141,8 @@ def summarize_rates(out: str | os.PathLike, *, confidence: float = 0.95, reweigh
             _, lo, hi = summary["delta_f_from_rates_kjmol"]
             rv, rlo, rhi = summary["delta_f_reweighting_kjmol"]
             summary["delta_f_consistent"] = bool(lo <= rhi and rlo <= hi)
+    summary["rates_failed_checks"] = _failed_checks(summary, alpha)
+    summary["rates_checks_passed"] = None if n_total == 0 else not summary["rates_failed_checks"]
     if manifest:
         summary["system"] = manifest["system"]
         summary["cv"] = manifest["cv"]
