@@ -5,7 +5,7 @@ The campaign (``--run``), each a ``gmvae-cv rates`` command on one local Dask wo
 
 - ``phi-psi``: the backbone torsions (the CV an expert picks), 20 runs per direction and pace;
 - ``gmvae``: the CV ``explore`` kept in the default demo (``--gmvae EXP``: its round's export),
-  20 runs per direction and pace;
+  20 runs per direction and pace, and a third pace of 5000 steps (10 ps);
 - ``psi``: psi alone, the textbook poor CV (it leaves the slow phi rotation unbiased): 20 runs
   per pace C7ax -> C7eq (where runs escape within 4 ns), 6 runs C7eq -> C7ax at pace 500 stopped
   at 2 ns (lower bounds).
@@ -52,7 +52,7 @@ def commands(work: Path, gmvae: str | None) -> dict:
         "psi_eq_ax": ["psi", "--from", "C7eq", "--to", "C7ax", "--one-way", "--runs", "6", "--max-ns", "2", "--pace", "500"],
     }
     if gmvae:
-        out["gmvae"] = [gmvae, "--runs", "20", "--max-ns", "20", "--pace", "500", "2500", *ref]
+        out["gmvae"] = [gmvae, "--runs", "20", "--max-ns", "20", "--pace", "500", "2500", "5000", *ref]
     return {k: ["gmvae-cv", "rates", *v, "--out", str(work / f"rates_{k}"), *common] for k, v in out.items()}
 
 
@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     p.add_argument("--gmvae", default=None, help="EXP of the GMVAE CV (the CV explore kept)")
     p.add_argument("--run", action="store_true", help="run the missing runs first (each command resumes)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "rates_alanine.json")
+    p.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "rates" / "tau_vs_pace.png")
     args = p.parse_args(argv)
     from gmvae_cv._core.versions import machine_info
 
@@ -99,8 +100,42 @@ def main(argv=None) -> int:
         if (d / "summary.json").is_file():
             result["folders"][name] = _folder_figures(d)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}: {', '.join(result['folders'])}")
+    if result["folders"]:
+        plot(result, args.figure)
+    print(f"wrote {args.out}, {args.figure}: {', '.join(result['folders'])}")
     return 0
+
+
+def plot(result: dict, path: Path) -> None:
+    """tau (95 % interval) against the pace, one panel per direction, one line per CV."""
+    from gmvae_cv._core.figures import _pyplot, save_figure
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    labels = {"phi-psi": "phi/psi", "gmvae": "GMVAE CV (kept by explore)", "psi_ax_eq": "psi alone",
+              "psi_eq_ax": "psi alone"}
+    for ax, direction in zip(axes, ("C7eq-C7ax", "C7ax-C7eq")):
+        for name, f in result["folders"].items():
+            d = f["summary"]["directions"].get(direction)
+            if not d:
+                continue
+            ps = sorted((int(p), e) for p, e in d["paces"].items() if "tau_ns" in e)
+            if not ps:
+                continue
+            x = [p * 0.002 for p, _ in ps]
+            y = [e["tau_ns"] for _, e in ps]
+            p_txt = f", pace test p = {d['pace_pvalue']:.2g}" if d.get("pace_pvalue") is not None else ""
+            lost = sum(e["runs"] - e["escaped"] for _, e in ps)
+            p_txt += f" ({lost} run(s) did not escape: tau too short)" if lost else ""
+            ax.errorbar(x, [v[0] for v in y], yerr=[[v[0] - v[1] for v in y], [v[2] - v[0] for v in y]], marker="o",
+                        capsize=3, label=f"{labels.get(name, name)}{p_txt}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("hill pace (ps)")
+        ax.set_ylabel("tau (ns), 95 % interval")
+        ax.set_title(f"{direction}: infrequent metadynamics, 300 K, vacuum")
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

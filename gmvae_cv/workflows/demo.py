@@ -129,7 +129,7 @@ class DemoSettings:
     explore_epochs: int = 100
     n_clusters: int = 4
     latent_dim: int = 2
-    rate_runs: int = 8
+    rate_runs: int = 20
     rate_paces: tuple = (500, 2500)
     rate_max_ns: float = 20.0
     rate_workers: int = 2

@@ -330,3 +330,21 @@ def test_the_verdict_fails_a_rate_that_moves_with_the_pace_or_times_that_are_not
     flat = folder("flat", 1000.0 + rng.uniform(0, 1, 20), 1000.0 + rng.uniform(0, 1, 20))
     assert flat["rates_checks_passed"] is False
     assert sum("not exponential" in f for f in flat["rates_failed_checks"]) == 2
+
+
+@pytest.mark.slow
+def test_psi_alone_fails_the_pace_test_where_phi_psi_passes(tmp_path):
+    """C7ax -> C7eq, 10 runs at 1 ps and 10 at 5 ps per CV (about 3 minutes on 2 workers). psi alone
+    leaves the phi rotation unbiased: its rescaled times depend on the pace (measured with 20 runs
+    per pace: 19.7 us at 1 ps against 3.6 us at 5 ps, p = 4e-7; docs/benchmarks.md), while phi/psi
+    gives one rate (234 and 155 ns, p = 0.19) near the one the campaign measured, 194 [146, 272] ns."""
+    settings = RateSettings(paces=(500, 2500), max_ps=4000.0)
+    kw = dict(origin="C7ax", target="C7eq", n_runs=10, settings=settings, both_directions=False, workers=2)
+    good = run_rates("phi-psi", tmp_path / "phipsi", **kw)
+    poor = run_rates("psi", tmp_path / "psi", **kw)
+    assert good["rates_runs"] == 20 and poor["rates_runs"] == 20
+    assert good["rates_checks_passed"] is True, good["rates_failed_checks"]
+    assert 60.0 < good["tau_c7ax_to_c7eq_ns"][0] < 600.0
+    assert poor["rates_checks_passed"] is False
+    assert any("moves with the deposition pace" in f for f in poor["rates_failed_checks"])
+    assert poor["directions"]["C7ax-C7eq"]["pace_pvalue"] < 0.05

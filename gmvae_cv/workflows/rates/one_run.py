@@ -7,12 +7,9 @@ finished, so a run folder exists whole or not at all.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
-import shutil
 import time
-import uuid
 import warnings
 from pathlib import Path
 
@@ -21,7 +18,7 @@ import openmm
 from openmm import app, unit
 import torch
 
-from ..._core.files import atomic_write_json, atomic_write_text
+from ..._core.files import atomic_write_text, run_in_folder
 from .settings import KB, RUN_FORMAT, TORSION_CVS, torsion_cv
 from .states import AlanineStates
 from ...deploy import load_cv
@@ -121,35 +118,17 @@ def _run_double_well(task: dict, tmp: Path) -> dict:
 def run_one(task: dict) -> dict:
     """Do one run of ``task`` (a dict made by :func:`run_rates`) unless its folder exists; return its result.
 
-    Runs in a Dask worker. The run is written into ``<folder>.tmp-<uuid>`` and renamed to
-    ``<folder>`` when done; if ``<folder>`` appeared meanwhile (another attempt finished first),
-    this attempt's copy is removed and the existing result returned.
+    Runs in a Dask worker, through :func:`~gmvae_cv._core.files.run_in_folder`: the run is written
+    into a temporary sibling folder and renamed to ``task['folder']`` when done; if that folder
+    appeared meanwhile (another attempt finished first), this attempt's copy is removed and the
+    existing result returned.
     """
-    final = Path(task["folder"])
-    done = final / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    def work(tmp: Path) -> dict:
         t0 = time.perf_counter()
-        if task["system"] == "alanine-dipeptide":
-            res = _run_alanine(task, tmp)
-        else:
-            res = _run_double_well(task, tmp)
+        res = _run_alanine(task, tmp) if task["system"] == "alanine-dipeptide" else _run_double_well(task, tmp)
         res.update({"format": RUN_FORMAT, "direction": task["direction"], "pace": task["pace"], "index": task["index"],
                     "seed": task["seed"], "wall_s": time.perf_counter() - t0, "pid": os.getpid(),
                     "manifest_sha256": task["manifest_sha256"]})
-        atomic_write_json(tmp / "result.json", res)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if done.is_file():  # another attempt of this run finished first: keep that one
-                shutil.rmtree(tmp, ignore_errors=True)
-                return json.loads(done.read_text())
-            raise
         return res
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    return run_in_folder(task["folder"], work)

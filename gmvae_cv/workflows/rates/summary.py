@@ -35,15 +35,22 @@ def _load_runs(out: Path) -> dict:
 def _failed_checks(summary: dict, alpha: float) -> list[str]:
     """The checks of infrequent metadynamics that ``summary`` fails, each as a sentence (empty: all pass).
 
-    Per direction and pace with at least 3 escapes: the KS test against an exponential (p >=
-    ``alpha``); per direction with two or more paces: the pace test (p >= ``alpha``); with both
-    directions and a reweighting dF: the two dF intervals overlap.
+    Per direction and pace: with at least 3 escapes, the KS test against an exponential (p >=
+    ``alpha``); every run reached the target; the median bias at the last frame before the
+    target is at most 1 kT. Per direction with two or more paces: the pace test (p >= ``alpha``).
+    With both directions and a reweighting dF: the two dF intervals overlap.
     """
     failed = []
     for direction, d in summary["directions"].items():
         for pace, e in d["paces"].items():
             if e.get("ks_pvalue") is not None and e["ks_pvalue"] < alpha:
                 failed.append(f"{direction}, pace {pace}: the rescaled times are not exponential (KS p = {e['ks_pvalue']:.2g})")
+            if e["escaped"] < e["runs"]:
+                failed.append(f"{direction}, pace {pace}: {e['runs'] - e['escaped']} of {e['runs']} run(s) did not reach the "
+                              "target within max_ps, so tau from the others is too short")
+            if e.get("median_bias_at_crossing_kT", 0.0) > 1.0:
+                failed.append(f"{direction}, pace {pace}: the median bias at the last frame before the target is "
+                              f"{e['median_bias_at_crossing_kT']:.2f} kT: hills land near the transition state")
         if d.get("pace_pvalue") is not None and d["pace_pvalue"] < alpha:
             taus = ", ".join(f"{e['tau_ns'][0]:.3g} ns at pace {p}" for p, e in d["paces"].items() if "tau_ns" in e)
             failed.append(f"{direction}: the rate moves with the deposition pace (p = {d['pace_pvalue']:.2g}; {taus}): "
@@ -66,8 +73,9 @@ def summarize_rates(out: str | os.PathLike, *, confidence: float = 0.95, reweigh
     (:func:`~gmvae_cv.analysis.kinetics.rates_agree`). With both directions:
     :math:`F_{to} - F_{from}` from the ratio of the pooled means, next to ``reweighting_df``
     ([value, low, high], kJ/mol) if given. The verdict: ``rates_checks_passed`` is true when
-    every KS test (per direction and pace) and every pace test has a p-value of at least
-    ``alpha`` and the two dF intervals overlap; ``rates_failed_checks`` says which failed.
+    every check of :func:`_failed_checks` that could run passed (KS and pace tests at p >=
+    ``alpha``, every run escaped, no bias at the transition state, the two dF agree);
+    ``rates_failed_checks`` says which failed and ``rates_checks_not_run`` which could not run.
 
     Returns
     -------
@@ -75,7 +83,7 @@ def summarize_rates(out: str | os.PathLike, *, confidence: float = 0.95, reweigh
         JSON-ready; keys ``directions`` (per direction: ``paces``, ``pooled``, ``pace_pvalue``),
         ``tau_<from>_to_<to>_ns`` as [value, low, high], ``rates_ks_pvalue`` (the smallest over
         the pooled directions), ``rates_runs``, ``delta_f_from_rates_kjmol``, ``rates_checks_passed``
-        (None without escapes) and ``rates_failed_checks``.
+        (None without escapes), ``rates_failed_checks`` and ``rates_checks_not_run``.
     """
     out = Path(out)
     manifest = json.loads((out / "rates.json").read_text()) if (out / "rates.json").is_file() else None
@@ -143,6 +151,8 @@ def summarize_rates(out: str | os.PathLike, *, confidence: float = 0.95, reweigh
             summary["delta_f_consistent"] = bool(lo <= rhi and rlo <= hi)
     summary["rates_failed_checks"] = _failed_checks(summary, alpha)
     summary["rates_checks_passed"] = None if n_total == 0 else not summary["rates_failed_checks"]
+    summary["rates_checks_not_run"] = [f"{dn}: one pace, so no pace test" for dn, d in summary["directions"].items()
+                                       if len(d["paces"]) < 2]
     if manifest:
         summary["system"] = manifest["system"]
         summary["cv"] = manifest["cv"]
