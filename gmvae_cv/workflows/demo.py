@@ -111,7 +111,10 @@ class DemoSettings:
     rate_runs, rate_paces, rate_max_ns, rate_workers : int, tuple of int, float, int
         Default route's rates stage (:mod:`~gmvae_cv.workflows.demo_rates`): infrequent-metadynamics
         runs per direction and pace, the hill paces (MD steps of 2 fs; two, so that the pace test
-        can fail), the biased ns after which a run stops unescaped, and local Dask workers.
+        can fail), the biased ns after which a run stops unescaped, and local Dask workers. On the
+        CV the demo keeps, hills every 1 ps made the C7eq -> C7ax time 5x longer than at 5 or 10
+        ps (20 runs per pace, p = 1e-6), and at 5 and 10 ps it agreed with itself and with
+        phi/psi (``docs/benchmarks.md``, "Rates"): hence 5 and 10 ps.
     seed : int
         Seed of every stage.
     """
@@ -129,8 +132,8 @@ class DemoSettings:
     explore_epochs: int = 100
     n_clusters: int = 4
     latent_dim: int = 2
-    rate_runs: int = 20
-    rate_paces: tuple = (500, 2500)
+    rate_runs: int = 10
+    rate_paces: tuple = (2500, 5000)
     rate_max_ns: float = 20.0
     rate_workers: int = 2
     seed: int = 0

@@ -15,7 +15,9 @@ killed demo stopped):
    (C7eq <-> C5/beta, a few ps) is resolved (above the lag, flat;
    :func:`gmvae_cv.analysis.msm_checks.timescale_resolved`), a Chapman-Kolmogorov test on PCCA+
    sets (:func:`~gmvae_cv.analysis.msm_checks.ck_passed`), and the basins each set holds;
-5. ``summary.json`` (the round table included) and ``report.md``.
+5. ``rates``: C7eq <-> C7ax rates by infrequent metadynamics on the CV the last round biased
+   (:mod:`~gmvae_cv.workflows.demo_rates`), with their verdict;
+6. ``summary.json`` (the round table included) and ``report.md``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ MSM_CORE_MEMBERSHIP = 0.8
 
 def run_explore_route(out: Path, cfg: Any, md_dir: Path, n_md: int, md_info: dict,
                       progress: Optional[Callable], log: Callable[[str], None]) -> dict:
-    """Stages 2-5 of the module docstring into ``out``; return the content of ``summary.json``.
+    """Stages 2-6 of the module docstring into ``out``; return the content of ``summary.json``.
 
     ``cfg``: the demo's :class:`~gmvae_cv.workflows.DemoSettings`; ``md_dir``: its 300 K run
     (``traj.dcd``, ``topology.pdb``, a frame per ps) of ``n_md`` steps; ``md_info``: that stage's
@@ -119,8 +121,8 @@ def state_msm(run: Any, x: np.ndarray, an: Path, phi: np.ndarray, psi: np.ndarra
     k-means states count as no transition. The model lag is :data:`MSM_LAG_PS`: the slowest
     process left at phi < 0, C7eq <-> C5/beta, takes about 4 ps in vacuum at 300 K (alpha_R
     holds about 1 % of the frames), so a 10 ps lag cannot resolve it (it did not, measured), and
-    the next process is below 1 ps: two sets. On the k-means states themselves the slowest
-    timescale grew from 2.6 to 3.7 ps between lags of 1 and 3 ps; on the cores it stayed at
+    the next process is below 1 ps: two sets. On 10 k-means states themselves the slowest
+    timescale grew from 2.6 to 3.7 ps between lags of 1 and 3 ps; on the cores of 20 it stayed at
     4.5-4.6 ps from 1 to 5 ps (measured, a 2 ns run). ``phi``, ``psi`` (rad) of the frames name the
     basins each core holds.
 
@@ -136,9 +138,11 @@ def state_msm(run: Any, x: np.ndarray, an: Path, phi: np.ndarray, psi: np.ndarra
                           n_metastable=2).fit([fine]).fetch_model()
     mem = np.nan_to_num(np.asarray(pcca.memberships, dtype=float), nan=0.0)
     core = np.where(mem.max(axis=1) >= MSM_CORE_MEMBERSHIP, mem.argmax(axis=1), -1)
-    if len(np.unique(core[core >= 0])) < 2:  # a set with no state that clearly belongs to it: crisp sets
+    definition = f"PCCA+ membership >= {MSM_CORE_MEMBERSHIP}"
+    if len(np.unique(core[core >= 0])) < 2:  # a set with no state that clearly belongs to it: crisp sets, said so
         core = np.where(mem.max(axis=1) > 0, mem.argmax(axis=1), -1)
-    cores, first = milestone(fine, core)
+        definition = f"crisp PCCA+ sets (no state of one set reached membership {MSM_CORE_MEMBERSHIP})"
+    cores, _ = milestone(fine, core)
     msm = MarkovAnalysis(lags, lagtime=lagtime, dt=1.0, time_unit="ps", n_samples=50,
                          n_metastable=2).fit([cores]).fetch_model()
     msm.plot_implied_timescales(an / "its.png", title="implied timescales: core sets in the GMVAE latent space, 300 K run")
@@ -147,8 +151,8 @@ def state_msm(run: Any, x: np.ndarray, an: Path, phi: np.ndarray, psi: np.ndarra
     keys = msm_summary(msm, min_lags=3)
     keys["ck_max_deviation"] = ck_passed(msm)["max_deviation"]
     keys["msm_states"] = MSM_STATES
-    keys["msm_state_definition"] = (f"two core sets of {MSM_STATES} k-means states of the GMVAE latent means z (PCCA+ "
-                                    f"membership >= {MSM_CORE_MEMBERSHIP}), milestoning")
+    keys["msm_state_definition"] = (f"two core sets of {MSM_STATES} k-means states of the GMVAE latent means z "
+                                    f"({definition}), milestoning")
     keys["msm_sets"] = _core_basins(msm, core[fine], phi, psi)
     return msm, keys
 

@@ -67,3 +67,26 @@ def test_alanine_dipeptide_example(tmp_path):
     # the cluster MSM has a finite slowest timescale that the model lag resolves
     its = summary["msm"]["slowest_its_at_model_lag_ps"]
     assert its is not None and math.isfinite(its) and its > summary["msm"]["lagtime_ps"]
+
+
+@pytest.mark.slow
+def test_water_msm_example_quick_runs_every_stage_and_resumes(tmp_path, capsys):
+    """The explicit-water example at tiny sizes (about a minute): an equilibrated box near water's
+    density, the biased frames' states, the seeded runs on Dask, the MSM's verdicts; a second call
+    does no MD."""
+    import json
+
+    mod = _load("alanine_water_msm")
+    args = ["--quick", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--workers", "1"]
+    assert mod.main(args) == 0
+    r = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert r["system"]["atoms"] == 697 and 0.9 < r["system"]["density_g_per_ml"] < 1.1
+    assert r["state_frames_biased"]["beta"] > 0 and r["starts"]["beta"] == 2
+    assert abs(r["seeded_ns"] - 0.02 * sum(r["starts"].values())) < 1e-9
+    v = r["msm"]["slowest_its_ps"]
+    assert v[1] <= v[0] <= v[2] and isinstance(r["msm"]["its_resolved"], bool)
+    for f in ("its.png", "ck.png", "states.png", "msm.json"):
+        assert (tmp_path / "out" / f).is_file(), f
+    capsys.readouterr()
+    assert mod.main(args) == 0
+    assert "seeded run(s) of" not in capsys.readouterr().out  # nothing left to run
