@@ -84,7 +84,10 @@ def test_water_msm_example_quick_runs_every_stage_and_resumes(tmp_path, capsys):
     assert r["state_frames_biased"]["beta"] > 0 and r["starts"]["beta"] == 2
     assert abs(r["seeded_ns"] - 0.02 * sum(r["starts"].values())) < 1e-9
     v = r["msm"]["slowest_its_ps"]
-    assert v[1] <= v[0] <= v[2] and isinstance(r["msm"]["its_resolved"], bool)
+    assert 0 < v[1] <= v[2] and v[0] > 0
+    # runs of 20 ps hold lags up to 2 ps only: too few to call any timescale resolved
+    assert r["msm"]["its_resolved"] is False and "lag(s) from the model lag up" in r["msm"]["its_reason"]
+    assert (tmp_path / "out" / "seeded_phipsi.npz").is_file()
     for f in ("its.png", "ck.png", "states.png", "msm.json"):
         assert (tmp_path / "out" / f).is_file(), f
     capsys.readouterr()
