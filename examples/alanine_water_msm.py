@@ -2,7 +2,10 @@
 
 The slow process of the dipeptide in water is the phi flip between the phi < 0 basins (beta/PPII,
 alpha_R) and alpha_L (phi > 0): unbiased MD at 300 K visits alpha_L rarely, so one long run
-needs a long time to count enough flips. Here:
+needs a long time to count enough flips. With the defaults (24 runs of 0.5 ns) the MSM resolves
+the slowest process within phi < 0 (beta <-> alpha_R, about 0.1 ns) but not the phi flip: no run
+left or entered phi > 0 within 0.5 ns (``docs/biasing.md``, "Seeded runs", has the numbers and
+what the flip would cost). Here:
 
 1. ``system``: the dipeptide in 225 TIP3P waters (697 atoms, amber14, PME 0.9 nm, hydrogens of
    4 amu, HBonds, 4 fs), minimised, 100 ps at 1 bar (Monte Carlo barostat) and 300 K; the
@@ -19,7 +22,8 @@ needs a long time to count enough flips. Here:
    run folder whole or absent; a killed script started again runs only the missing runs).
 5. ``msm``: k-means (``--microstates``) on (cos, sin) of phi and psi of all seeded frames, a
    reversible MSM (:class:`gmvae_cv.analysis.MarkovAnalysis`: Bayesian errors, PCCA+ into two
-   sets, CK test) at ``--lag`` ps (implied timescales at lags up to a tenth of a run): whether the slowest timescale is resolved (above the lag and flat
+   sets, CK test) at ``--lag`` ps (implied timescales at lags up to a tenth of a run), and whether
+   the phi > 0 microstates are in its active set (else the phi flip is not in the model): whether the slowest timescale is resolved (above the lag and flat
    over three lags, :func:`gmvae_cv.analysis.msm_checks.timescale_resolved`), the CK verdict, the
    sets' populations and mean first passage times.
 
@@ -161,10 +165,12 @@ def pick_starts(work: Path, n: int, seed: int) -> tuple[dict, dict]:
     """Stage 3: ``n`` biased frames per state and ``n`` on the phi barrier (fewer if fewer lie
     there); returns (starts, counts).
 
-    The barrier frames (outside every core, phi > -30 deg) are there for the phi flip: a run
-    started in alpha_L leaves it within a few hundred ps, a run started at phi < 0 rarely enters it
-    within 0.5 ns, and without entries the alpha_L microstates are not reversibly connected to the
-    rest (they fall out of the MSM's active set). Runs from the barrier commit to either side.
+    The ``phi_barrier`` frames (outside every core, phi > -30 deg) are meant for the phi flip:
+    without runs that enter and leave phi > 0, its microstates are not reversibly connected to the
+    rest and fall out of the MSM's active set. Measured (the stored run): 66 of the 74 such frames
+    lie at phi 30-90 deg with psi outside the alpha_L core, inside the phi > 0 basin, since the
+    biased run crossed phi = 0 quickly (2 frames at |phi| < 30); all 12 runs started at phi > 0
+    stayed there for 0.5 ns, and none of the 12 started at phi < 0 entered it.
     """
     pp = np.load(work / "biased" / "phipsi.npy")
     frames = np.load(work / "biased" / "frames.npy")
@@ -217,15 +223,28 @@ def msm_stage(pp: list[np.ndarray], out: Path, lag_ps: int, n_micro: int) -> dic
     msm.save(out / "msm.json")
     keys = msm_summary(msm, min_lags=3)
     keys["ck_max_deviation"] = ck_passed(msm)["max_deviation"]
-    # which set is alpha_L: the one whose microstate centres have cos(phi) ... phi > 0
+    # where the sets lie in phi: the k-means centres (cos phi, sin phi, ...) of each set's microstates
     centres = km.cluster_centers
     phi_c = np.degrees(np.arctan2(centres[:, 1], centres[:, 0]))
-    assign = np.asarray(msm.metastable_assignment)
+    psi_c = np.degrees(np.arctan2(centres[:, 3], centres[:, 2]))
+    active = np.asarray(msm.active_set)  # k-means state of each MSM state
+    assign = np.asarray(msm.metastable_assignment)  # per k-means state
+    # the phi flip is in the model only if phi > 0 microstates are in its (reversibly connected) active set
+    frames_pos = np.concatenate([x[:, 0] > 0 for x in pp])
+    d_all = np.concatenate(dtrajs)
+    keys["phi_positive"] = {
+        "microstates": int(np.sum(phi_c > 0)),
+        "microstates_in_active_set": int(np.sum(phi_c[active] > 0)),
+        "seeded_frames_share": float(frames_pos.mean()),
+        "runs_with_both_signs_of_phi": int(sum(np.any(x[:, 0] > 0) and np.any(x[:, 0] < 0) for x in pp)),
+        "frames_in_active_set_share": float(np.isin(d_all[frames_pos], active).mean()) if frames_pos.any() else None,
+    }
     sets = []
     for k in range(2):
-        members = np.flatnonzero(assign == k)
+        members = np.flatnonzero(assign == k)  # k-means states (assignment -1 outside the active set)
         sets.append({"set": k, "population": float(msm.metastable_distribution[k]),
-                     "microstates": int(members.size), "share_phi_positive": float(np.mean(phi_c[members] > 0)) if members.size else None})
+                     "microstates": int(members.size), "share_phi_positive": float(np.mean(phi_c[members] > 0)) if members.size else None,
+                     "centres_deg": [[round(float(a), 1), round(float(b), 1)] for a, b in zip(phi_c[members], psi_c[members])]})
     keys["sets"] = sets
     keys["mfpt_ps"] = np.asarray(msm.metastable_mfpt).tolist() if msm.metastable_mfpt is not None else None
     keys["lags_ps"] = lags
@@ -277,11 +296,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print("[1/5] system: dipeptide in 225 TIP3P waters, 100 ps at 1 bar", flush=True)
     system = build_system(args.work)
-    walls["system"] = time.perf_counter() - t0
+    walls["system"] = system["wall_s"]  # as recorded when it ran (a resumed script reads it back)
     print(f"[2/5] metadynamics on phi/psi, {args.biased_ns:g} ns", flush=True)
     t0 = time.perf_counter()
     biased = biased_run(args.work, args.biased_ns)
-    walls["biased"] = time.perf_counter() - t0
+    walls["biased"] = biased["wall_s"]
     starts, counts = pick_starts(args.work, args.seeds, seed=3)
     print(f"[3/5] states of the biased frames: {counts}; starts: { {k: len(v) for k, v in starts.items()} }", flush=True)
     plot_states(args.work, starts, args.out / "states.png")
@@ -291,7 +310,13 @@ def main(argv=None) -> int:
     settings = SeededSettings(ns_per_run=args.ns_per_run, timestep=TIMESTEP, temperature=TEMPERATURE, report_ps=1.0)
     res = run_seeded(args.work / "system.xml", args.work / "start.pdb", starts, args.work / "seeded", settings,
                      box=np.load(args.work / "box.npy"), workers=args.workers, log=print)
-    walls["seeded"] = time.perf_counter() - t0
+    # the seeded stage's walltime as it ran: kept in WORK, so that a script resumed after the runs
+    # (e.g. to redo the MSM) reports the time the runs took, not the seconds it spent finding them
+    seeded_wall = args.work / "seeded_walltime.json"
+    if res["ran"] or not seeded_wall.is_file():
+        atomic_write_json(seeded_wall, {"wall_s": time.perf_counter() - t0, "runs_done": res["ran"],
+                                        "workers": args.workers})
+    walls["seeded"] = json.loads(seeded_wall.read_text())["wall_s"]
     runs = [json.loads((Path(f) / "result.json").read_text()) for fs in res["runs"].values() for f in fs]
     print(f"[5/5] MSM at a {args.lag} ps lag", flush=True)
     pp = seeded_phipsi(res, args.work / "start.pdb")
@@ -311,6 +336,11 @@ def main(argv=None) -> int:
     }
     atomic_write_json(args.out / "result.json", result)
     v = msm["slowest_its_ps"]
+    pos = msm["phi_positive"]
+    if pos["microstates"] and not pos["microstates_in_active_set"]:
+        print(f"the phi flip is not in the model: none of the {pos['microstates']} phi > 0 microstates is reversibly "
+              f"connected to the rest ({pos['runs_with_both_signs_of_phi']} run(s) visited both signs of phi); the slowest process "
+              "below is within phi < 0")
     print(f"slowest ITS {v[0]:.4g} ({v[1]:.4g}-{v[2]:.4g}) ps at lag {msm['msm_lag_ps']:g} ps: "
           f"{'resolved' if msm['its_resolved'] else 'NOT resolved: ' + msm['its_reason']}; CK {'passed' if msm['ck_passed'] else 'FAILED'}")
     return 0
