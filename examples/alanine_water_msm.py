@@ -16,16 +16,18 @@ what the flip would cost). Here:
 3. ``states``: the frames of the biased run in each core region of (phi, psi), degrees:
    beta (phi < 0, psi > 100 or psi < -150), alpha_R (phi < 0, -100 < psi < 40), alpha_L
    (0 < phi < 120, -30 < psi < 100); ``--seeds`` frames of each, drawn at random, are the starts,
-   and as many on the phi barrier (outside every core, phi > -30), so that runs enter alpha_L.
+   and as many outside every core with phi > -30 (``phi_barrier``: meant for runs that cross the
+   phi barrier; :func:`pick_starts` says where those frames turned out to lie).
 4. ``seeded``: one unbiased run of ``--ns-per-run`` from each start through
    :func:`gmvae_cv.workflows.seeded.run_seeded` (Dask, ``--workers`` single-threaded workers, each
    run folder whole or absent; a killed script started again runs only the missing runs).
 5. ``msm``: k-means (``--microstates``) on (cos, sin) of phi and psi of all seeded frames, a
    reversible MSM (:class:`gmvae_cv.analysis.MarkovAnalysis`: Bayesian errors, PCCA+ into two
-   sets, CK test) at ``--lag`` ps (implied timescales at lags up to a tenth of a run), and whether
-   the phi > 0 microstates are in its active set (else the phi flip is not in the model): whether the slowest timescale is resolved (above the lag and flat
-   over three lags, :func:`gmvae_cv.analysis.msm_checks.timescale_resolved`), the CK verdict, the
-   sets' populations and mean first passage times.
+   sets, CK test) at ``--lag`` ps, with implied timescales at lags up to a tenth of a run: whether
+   the slowest timescale is resolved (above the lag and flat over three lags,
+   :func:`gmvae_cv.analysis.msm_checks.timescale_resolved`), the CK verdict, the sets' populations,
+   centres and mean first passage times, and whether the phi > 0 microstates are in the MSM's
+   active set (if not, the phi flip is not in the model, and the script says so).
 
 Writes into OUT (default ``docs/figures/water_msm``): ``result.json`` (every number, the command,
 the walltime of each stage, ns/day), ``its.png``, ``ck.png``, ``states.png`` (the biased frames and
@@ -293,12 +295,10 @@ def main(argv=None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     walls = {}
-    t0 = time.perf_counter()
     print("[1/5] system: dipeptide in 225 TIP3P waters, 100 ps at 1 bar", flush=True)
     system = build_system(args.work)
     walls["system"] = system["wall_s"]  # as recorded when it ran (a resumed script reads it back)
     print(f"[2/5] metadynamics on phi/psi, {args.biased_ns:g} ns", flush=True)
-    t0 = time.perf_counter()
     biased = biased_run(args.work, args.biased_ns)
     walls["biased"] = biased["wall_s"]
     starts, counts = pick_starts(args.work, args.seeds, seed=3)
