@@ -171,8 +171,9 @@ def pick_starts(work: Path, n: int, seed: int) -> tuple[dict, dict]:
     without runs that enter and leave phi > 0, its microstates are not reversibly connected to the
     rest and fall out of the MSM's active set. Measured (the stored run): 66 of the 74 such frames
     lie at phi 30-90 deg with psi outside the alpha_L core, inside the phi > 0 basin, since the
-    biased run crossed phi = 0 quickly (2 frames at |phi| < 30); all 12 runs started at phi > 0
-    stayed there for 0.5 ns, and none of the 12 started at phi < 0 entered it.
+    biased run crossed phi = 0 quickly (2 frames at |phi| < 30); the 11 runs that started in the
+    phi > 0 basin stayed there for 0.5 ns, and none of the 13 at phi < 0 (one barrier start near
+    phi = 180 among them) entered it.
     """
     pp = np.load(work / "biased" / "phipsi.npy")
     frames = np.load(work / "biased" / "frames.npy")
