@@ -42,6 +42,7 @@ from gmvae_cv.analysis.hills import Hills  # noqa: E402
 from gmvae_cv.analysis.msm import MarkovAnalysis  # noqa: E402
 from gmvae_cv.analysis.plumed_files import PlumedFile, write_plumed  # noqa: E402
 from gmvae_cv.analysis.reweight import ct_log_weights  # noqa: E402
+from gmvae_cv._core.versions import machine_info  # noqa: E402
 
 
 def _best(f, repeat=3):
@@ -182,7 +183,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     result = {
-        "machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
+        "machine": {**machine_info(), "python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
     }
     import deeptime
 

@@ -6,14 +6,21 @@ same height, sigma, bias factor; pace 500 steps, hill deposition and grid update
 a  unbiased MD
 b  ``openmm.app.Metadynamics`` on native phi/psi (``CustomTorsionForce`` in ``CustomCVForce``)
 c  naive: ``app.Metadynamics`` with one ``TorchForce`` per GMVAE component inside ``CustomCVForce``
-d  this project: :class:`gmvae_cv.metad.engine.WellTemperedMetadynamics` (one compiled TorchForce: CV and
-   tabulated bias, energy and forces in one call, no autograd); variants: autograd route, float32
+d  this project: :class:`gmvae_cv.metad.engine.WellTemperedMetadynamics` on its default route, the
+   native kernel (features, network, spline and forces compiled by numba behind one ``PythonForce``);
+   variants: the compiled TorchForce route (CV and tabulated bias, energy and forces in one graph),
+   the autograd route, float32 (which the native route does not do: compiled)
 
-The overhead of (d) is broken down with forces built the same way (compiled, outputs forces,
-table parameter) whose energy stops after the features, after the CV, or is the full bias:
-plumbing = trivial TorchForce - unbiased; features; model; bias (spline); deposition = (d) with
-hills - (d) without. Every figure is the median over interleaved rounds, so ratios come from the
-same minutes of the same machine. Usage::
+The overhead of the compiled route is broken down with forces built the same way (compiled,
+outputs forces, table parameter) whose energy stops after the features, after the CV, or is the
+full bias: plumbing = trivial TorchForce - unbiased; features; model; bias (spline); deposition =
+(d) with hills - (d) without; the native route's into the ``PythonForce`` plumbing, the kernel and
+the rest. Every figure is the median over interleaved rounds, so ratios come from the same minutes
+of the same machine; in water, where the CPU platform's own step time varies by several per cent
+from round to round, the ratio is also taken per round (paired) with a bootstrap interval, next to
+the ratio of two identical unbiased runs. Also: the Lepton expression route (the network written
+out as a ``CustomCVForce`` energy) at small widths, and a CV of a larger system's size (200
+features). Usage::
 
     python benchmarks/bias_speed.py --out benchmarks/bias_speed.json [--quick] [--no-water]
 """
@@ -431,11 +438,34 @@ def water(args, workdir: Path) -> dict:
             md.add_force(sd, pos, box, **kw)
         force_info[variant] = md.force_info
         cases.append(Case(f"{variant}@CPU", sd, top, pos, "CPU", md, "ours", threads=threads))
-    steps = {c.name: (1 if args.quick else 2) * PACE for c in cases}
-    us = _measure(cases, steps, 2 if args.quick else args.rounds, PACE)
+    # the same unbiased system again: the ratio of two identical runs is the resolution of this measurement
+    cases.insert(1, Case("a_unbiased_replica@CPU", make_system(), top, pos, "CPU", threads=threads))
+    steps = {c.name: PACE for c in cases}
+    us = _measure(cases, steps, 2 if args.quick else args.water_rounds, PACE)
     nsday = {k: 0.002 * 86400.0 / (v * 1e-6) / 1000.0 for k, v in us.items()}  # ps/step * s/day / (s/step) = ps/day; /1000: ns/day
     a = nsday["a_unbiased@CPU"]
+    by_name = {c.name: c for c in cases}
+    paired = {}
+    for c in cases[1:]:
+        paired[c.name] = {clock: _paired_ratio([s[i] for s in by_name["a_unbiased@CPU"].samples],
+                                               [s[i] for s in c.samples]) for i, clock in enumerate(("wall", "cpu"))}
+    native = next(v for k, v in force_info.items() if v.get("route") == "native")
+    call = _bias_call_us(make_system, pos, WellTemperedMetadynamics(
+        cv, temperature=TEMP, height=HEIGHT, sigma=[SIGMA, SIGMA], bias_factor=GAMMA, pace=PACE, grid_min=lo, grid_max=hi,
+        grid_bin=bins, table_path=workdir / "w_call.f64", route="native"), box, top, threads)
+    step_wall = float(np.median([s[0] for s in by_name["a_unbiased@CPU"].samples])) * 1e6
     return {
+        "paired_ratio_vs_unbiased": paired,
+        "paired_note": ("per round, unbiased time / route time (the two ran within seconds of each other); median over "
+                        f"{len(by_name['a_unbiased@CPU'].samples)} rounds of {PACE} steps and a 95 % bootstrap interval "
+                        "(2000 resamples of the rounds, seed 0). a_unbiased_replica is the same unbiased system again: its "
+                        "ratio is what identical runs give here"),
+        "native_force_call": {**call, "unbiased_wall_us_per_step": step_wall,
+                              "implied_ratio_vs_unbiased": step_wall / (step_wall + call["added_us"]),
+                              "route": native.get("route"),
+                              "note": "the bias force's own cost: in one context, Context.getState(forces) of its force group "
+                                      "alone minus that of an empty group, alternated (median of the paired differences); "
+                                      "implied ratio = unbiased step / (unbiased step + cost)"},
         "system": f"alanine dipeptide + {(n_atoms - 22) // 3} TIP3P waters, {n_atoms} atoms, PME 0.9 nm, HBonds, CPU platform",
         "cpu_threads": threads,
         "us_per_step": us,
@@ -444,6 +474,40 @@ def water(args, workdir: Path) -> dict:
         "ratios_vs_unbiased_ns_per_day": {k: v / a for k, v in nsday.items()},
         "force_info": force_info,
     }
+
+
+def _paired_ratio(ref: list, other: list, n_boot: int = 2000) -> dict:
+    """Median over rounds of ``ref[i] / other[i]`` (seconds per step), with a 95 % bootstrap interval."""
+    r = np.asarray(ref) / np.asarray(other)
+    rng = np.random.default_rng(0)
+    boot = np.median(r[rng.integers(0, len(r), size=(n_boot, len(r)))], axis=1)
+    return {"median": float(np.median(r)), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "rounds": int(len(r)), "min": float(r.min()), "max": float(r.max())}
+
+
+def _bias_call_us(make_system, pos, meta, box, top, threads, repeats: int = 30, calls: int = 200) -> dict:
+    """Wall us of one evaluation of the native bias force alone: in one context, ``Context.getState(forces)``
+    of the bias's force group (31) minus that of an empty group (30), alternated ``repeats`` times
+    (``calls`` each); the median of the paired differences (the call's fixed cost cancels)."""
+    props = {"Threads": str(threads)} if threads else {}
+    s = make_system()
+    meta.add_force(s, pos, box, topology=top, force_group=31)
+    ctx = openmm.Context(s, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"), props)
+    ctx.setPositions(pos)
+    meta.sync([ctx])
+    t = {30: [], 31: []}
+    for r in range(repeats + 1):
+        for g in (30, 31):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                ctx.getState(getForces=True, groups={g})
+            if r:  # the first pair warms up
+                t[g].append((time.perf_counter() - t0) / calls * 1e6)
+    diff = np.asarray(t[31]) - np.asarray(t[30])
+    del ctx
+    return {"empty_group_getstate_us": float(np.median(t[30])), "bias_group_getstate_us": float(np.median(t[31])),
+            "added_us": float(np.median(diff)), "added_us_quartiles": [float(np.percentile(diff, 25)), float(np.percentile(diff, 75))],
+            "repeats": repeats, "calls_per_repeat": calls}
 
 
 def _lscpu() -> dict:
@@ -619,6 +683,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-large", action="store_true")
     ap.add_argument("--no-expression", action="store_true")
     ap.add_argument("--expression-widths", type=int, nargs="*", default=[2, 4, 8])
+    ap.add_argument("--water-rounds", type=int, default=15, help="interleaved rounds of 500 steps in water")
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--cpu-threads", type=int, default=None)
     args = ap.parse_args(argv)
@@ -632,7 +697,8 @@ def main(argv=None) -> int:
             "benchmark": "bias_speed",
             "settings": {"height_kJmol": HEIGHT, "sigma": SIGMA, "bias_factor": GAMMA, "pace": PACE, "temperature_K": TEMP,
                          "timestep_ps": 0.002, "torch_threads": args.torch_threads, "cpu_threads": args.cpu_threads,
-                         "rounds": args.rounds, "quick": args.quick},
+                         "rounds": args.rounds, "water_rounds": args.water_rounds, "quick": args.quick,
+                         "command": "python benchmarks/bias_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)},
             "machine": {"platform": _platform.platform(), "cpus": os.cpu_count(), **_lscpu(),
                         "load_average_start": os.getloadavg(), "note": "times are CPU us of this process unless 'wall'"},
             "versions": {"openmm": openmm.__version__, "torch": torch.__version__, "numpy": np.__version__},
@@ -654,7 +720,8 @@ def main(argv=None) -> int:
     print(json.dumps({"vacuum_ratios": v.get("ratios"), "breakdown_native": v.get("breakdown_native_us_per_step"),
                       "breakdown_compiled": v.get("breakdown_compiled_us_per_step"),
                       "large_cv": out.get("large_cv", {}).get("ratios"),
-                      "water": out.get("water", {}).get("ratios_vs_unbiased_ns_per_day")}, indent=1))
+                      "water": out.get("water", {}).get("paired_ratio_vs_unbiased"),
+                      "water_native_call": out.get("water", {}).get("native_force_call")}, indent=1))
     return 0
 
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import platform as _platform
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from gmvae_cv import SimulationUnstableError, load_cv, read_plumed, run_metadyna
 from gmvae_cv.deploy.loaders import feature_cv  # noqa: E402
 from gmvae_cv.features import alanine_backbone_torsions  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide, alanine_basin  # noqa: E402
+from gmvae_cv._core.versions import machine_info  # noqa: E402
 
 
 def one_run(cv, sigma, out: Path, ns: float, timestep_fs: float, args) -> dict:
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     sigma = cv.meta["cv_json"]["plumed"]["metad"]["sigma"]
     result = {"benchmark": "bias_stability", "settings": vars(args), "cv": str(Path(args.cv).resolve()),
               "cv_training": cv.meta["cv_json"].get("training"),
-              "machine": {"platform": _platform.platform(), "cpus": os.cpu_count()}, "runs": {}}
+              "machine": {**machine_info(), "cpus": os.cpu_count()}, "runs": {}}
     with tempfile.TemporaryDirectory() as work:
         torsions = feature_cv(alanine_backbone_torsions(transform="raw"), path=Path(work) / "torsions.pt")
         result["runs"]["phi_psi_2fs"] = one_run(torsions, [0.35, 0.35], Path(work) / "phipsi", args.ns, 2.0, args)

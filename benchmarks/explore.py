@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import platform as _platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gmvae_cv._core.versions import machine_info  # noqa: E402
 
 KB = 0.008314462618  # kJ/mol/K
 
@@ -256,7 +256,7 @@ def cmd_report(args) -> int:
         "commands": ["python benchmarks/explore.py reference --work W --ns NS --seed 11",
                      "python benchmarks/explore.py seed --work W --seed S --ns-per-round X --rounds N",
                      "python benchmarks/explore.py report --work W --out benchmarks/explore.json"],
-        "machine": {"platform": _platform.platform(), "cpus": os.cpu_count(),
+        "machine": {**machine_info(), "cpus": os.cpu_count(),
                     "note": args.note},
         "reference": {"delta_f_phi_pos_minus_neg_kjmol": [ref, ref_err], "runs": ref_runs},
         "phi_psi_opes": phipsi_opes,

@@ -47,6 +47,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from gmvae_cv._core.versions import machine_info  # noqa: E402
 
 
 class BareMLP(torch.nn.Module):
@@ -251,7 +252,7 @@ def main() -> int:
         "goal_met": med_g / med_m <= 1.2,
         "goal_met_plumed_cpp": (cpp["ratio_avg"] <= 1.2) if "ratio_avg" in cpp else None,
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "machine": platform.platform(),
+        "machine": machine_info(),
     }
     text = json.dumps(result, indent=2)
     print(text)

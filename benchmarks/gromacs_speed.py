@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform as _platform
 import re
 import shutil
 import subprocess
@@ -47,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from gmvae_cv._core.files import atomic_write_json  # noqa: E402
 from gmvae_cv.deploy.gromacs_run import check_gromacs_run, run_mdrun  # noqa: E402
 from gmvae_cv.deploy.plumed_topology import write_plumed_for_topology  # noqa: E402
+from gmvae_cv._core.versions import machine_info  # noqa: E402
 
 WATER = ROOT / "examples" / "gromacs_plumed" / "water"
 REF_EXPORT = ROOT / "export" / "alanine_dipeptide"
@@ -156,14 +156,15 @@ def main(argv=None) -> int:
             import bias_speed
 
             torch.set_num_threads(1)
-            openmm = bias_speed.water(argparse.Namespace(quick=False, rounds=args.rounds, cpu_threads=args.ntomp), Path(tmp))
+            openmm = bias_speed.water(argparse.Namespace(quick=False, rounds=args.rounds, water_rounds=args.rounds,
+                                                               cpu_threads=args.ntomp), Path(tmp))
     med = {k: float(np.median(v)) for k, v in results.items()}
     us = {k: 0.002 * 86400 / (v * 1000) * 1e6 for k, v in med.items()}  # 2 fs steps
     out = {
         "benchmark": "gromacs_speed",
         "system": "alanine dipeptide + 225 TIP3P waters (697 atoms), amber14 ff14SB/TIP3P via ParmEd, PME 0.9 nm, h-bonds, 2 fs, sd 300 K",
         "settings": {"steps_per_run": args.steps, "rounds": args.rounds, "ntmpi": 1, "ntomp": args.ntomp, "resethway": True},
-        "machine": {"platform": _platform.platform(), "cpus": os.cpu_count(), "lscpu": _lscpu(),
+        "machine": {**machine_info(), "cpus": os.cpu_count(), "lscpu": _lscpu(),
                     "load_average_start": list(load0), "load_average_end": list(os.getloadavg())},
         "gromacs": {"gmx": gmx, **_gmx_version(gmx)},
         "plumed_kernel": os.environ.get("PLUMED_KERNEL"),

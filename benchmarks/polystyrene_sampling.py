@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from gmvae_cv._core.versions import machine_info  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -58,7 +59,8 @@ def main(argv=None) -> dict:
                       f"{r['fraction_helix_rich']:.3f}, transitions {r['transitions']}, {r['steps_per_s']:.0f} steps/s", flush=True)
                 result = {"system": "polystyrene 10-mer, syndiotactic, TraPPE-UA, vacuum", "timestep_ps": dt,
                           "frame_interval_ps": dt * frame, "core_sets": "chain_state defaults (TT >= 0.75, TTGG >= 0.6)",
-                          "machine_note": "shared 2-core machine; steps_per_s depends on its load", "rows": rows}
+                          "machine_note": "shared 2-core machine; steps_per_s depends on its load", "machine": machine_info(),
+                          "rows": rows}
                 Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # after every run: a cut run keeps its rows
     return result
 

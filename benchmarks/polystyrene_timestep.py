@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gmvae_cv._core.versions import machine_info  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -57,7 +58,7 @@ def main(argv=None) -> dict:
         rows.append({"timestep_fs": dt * 1000, "nve_ps": float(t[-1]), "total_energy_std_kj_mol": float(e.std()),
                      "drift_kj_mol_per_ns": float(np.polyfit(t, e, 1)[0] * 1000), "steps_per_s": n * 100 / wall})
     result = {"system": "polystyrene 10-mer, syndiotactic, TraPPE-UA, vacuum, from a 300 K state",
-              "platform": "Reference", "rows": rows, "openmm": openmm.__version__}
+              "platform": "Reference", "rows": rows, "openmm": openmm.__version__, "machine": machine_info()}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
         print(f"{r['timestep_fs']:.0f} fs: total-energy std {r['total_energy_std_kj_mol']:.3f} kJ/mol, "

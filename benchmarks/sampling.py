@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform as _platform
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from gmvae_cv.metad.run import run_metadynamics  # noqa: E402
 from gmvae_cv.deploy.loaders import feature_cv, load_cv, save_cv_module  # noqa: E402
 from gmvae_cv.features import alanine_backbone_torsions, alanine_heavy_atom_distances  # noqa: E402
 from gmvae_cv.systems import AlanineDipeptide, alanine_basin  # noqa: E402
+from gmvae_cv._core.versions import machine_info  # noqa: E402
 
 KB = 0.008314462618  # kJ/mol/K
 
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
                   temperature=args.temperature, height=args.height, bias_factor=args.bias_factor, pace=args.pace,
                   seed=args.seed, traj_stride=0, colvar_stride=int(round(200.0 / args.timestep)), timestep=args.timestep / 1000.0, extra_colvar=alanine_backbone_torsions(transform="raw"))
     result = {"benchmark": "sampling", "settings": {k: v for k, v in vars(args).items()},
-              "machine": {"platform": _platform.platform(), "cpus": os.cpu_count()}}
+              "machine": {**machine_info(), "cpus": os.cpu_count()}}
     if args.cv is None:
         cv_path, sigmas, train_info = train_gmvae_cv(work, args)
         result["gmvae_training"] = train_info

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 
@@ -22,6 +21,7 @@ import torch
 
 from gmvae_cv import GMVAECV
 from gmvae_cv.learn.loss import log_normal
+from gmvae_cv._core.versions import machine_info  # noqa: E402
 
 
 def loop_loss(model: GMVAECV, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,7 @@ def main() -> None:
     result = {
         "benchmark": "train_speed",
         "command": "python benchmarks/train_speed.py",
-        "machine": {"processor": platform.processor() or platform.machine(), "torch_threads": args.threads},
+        "machine": {**machine_info(), "torch_threads": args.threads},
         "setup": {"n_features": n, "k": k, "latent_dim": 2, "widths": "qy[32] qz[16] pz[16] px[128]; VAE enc[32] dec[128]",
                   "timing": "median over interleaved repeats of one Adam step (forward, backward, update)"},
         "rows": rows,
