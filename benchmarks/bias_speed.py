@@ -683,7 +683,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-large", action="store_true")
     ap.add_argument("--no-expression", action="store_true")
     ap.add_argument("--expression-widths", type=int, nargs="*", default=[2, 4, 8])
-    ap.add_argument("--water-rounds", type=int, default=15, help="interleaved rounds of 500 steps in water")
+    ap.add_argument("--water-rounds", type=int, default=40, help="interleaved rounds of 500 steps in water")
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--cpu-threads", type=int, default=None)
     args = ap.parse_args(argv)

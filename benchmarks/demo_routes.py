@@ -91,16 +91,21 @@ def main(argv=None) -> int:
         for quick in ((True,) if args.quick_only else (True, False)):
             for native in (True, False):
                 res["runs"][("quick" if quick else "full") + ("_native" if native else "_compiled")] = run_demo(quick, native, work)
+                _write(res, Path(args.out))  # after every demo: a stopped benchmark keeps the finished ones
+    print(json.dumps({k: v["wall_s"] for k, v in res["runs"].items()}, indent=1))
+    return 0
+
+
+def _write(res: dict, out: Path) -> None:
     res["machine"]["load_average_end"] = os.getloadavg()
     res["peak_rss_mb_any_process"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     runs = res["runs"]
     res["ratios_compiled_over_native_wall"] = {
-        k: runs[f"{k}_compiled"]["wall_s"] / runs[f"{k}_native"]["wall_s"] for k in ("quick", "full") if f"{k}_native" in runs}
-    tmp_out = Path(args.out).with_suffix(".json.tmp")
+        k: runs[f"{k}_compiled"]["wall_s"] / runs[f"{k}_native"]["wall_s"] for k in ("quick", "full")
+        if f"{k}_native" in runs and f"{k}_compiled" in runs}
+    tmp_out = out.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(res, indent=2) + "\n")
-    os.replace(tmp_out, args.out)
-    print(json.dumps({k: v["wall_s"] for k, v in runs.items()}, indent=1))
-    return 0
+    os.replace(tmp_out, out)
 
 
 if __name__ == "__main__":
