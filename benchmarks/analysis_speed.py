@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     result = {
-        "machine": {**machine_info(), "python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(), "platform": platform.platform(), "load_average": os.getloadavg()},
+        "machine": {**machine_info(), "python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(), "load_average": os.getloadavg()},
     }
     import deeptime
 

@@ -449,10 +449,10 @@ def water(args, workdir: Path) -> dict:
     for c in cases[1:]:
         paired[c.name] = {clock: _paired_ratio([s[i] for s in by_name["a_unbiased@CPU"].samples],
                                                [s[i] for s in c.samples]) for i, clock in enumerate(("wall", "cpu"))}
-    native = next(v for k, v in force_info.items() if v.get("route") == "native")
-    call = _bias_call_us(make_system, pos, WellTemperedMetadynamics(
-        cv, temperature=TEMP, height=HEIGHT, sigma=[SIGMA, SIGMA], bias_factor=GAMMA, pace=PACE, grid_min=lo, grid_max=hi,
-        grid_bin=bins, table_path=workdir / "w_call.f64", route="native"), box, top, threads)
+    call_meta = WellTemperedMetadynamics(cv, temperature=TEMP, height=HEIGHT, sigma=[SIGMA, SIGMA], bias_factor=GAMMA,
+                                         pace=PACE, grid_min=lo, grid_max=hi, grid_bin=bins, table_path=workdir / "w_call.f64",
+                                         route="native")
+    call = _bias_call_us(make_system, pos, call_meta, box, top, threads)
     step_wall = float(np.median([s[0] for s in by_name["a_unbiased@CPU"].samples])) * 1e6
     return {
         "paired_ratio_vs_unbiased": paired,
@@ -462,7 +462,7 @@ def water(args, workdir: Path) -> dict:
                         "ratio is what identical runs give here"),
         "native_force_call": {**call, "unbiased_wall_us_per_step": step_wall,
                               "implied_ratio_vs_unbiased": step_wall / (step_wall + call["added_us"]),
-                              "route": native.get("route"),
+                              "route": call_meta.force_info["route"],
                               "note": "the bias force's own cost: in one context, Context.getState(forces) of its force group "
                                       "alone minus that of an empty group, alternated (median of the paired differences); "
                                       "implied ratio = unbiased step / (unbiased step + cost)"},

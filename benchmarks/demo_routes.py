@@ -33,17 +33,7 @@ _BLOCKER = ('raise ImportError("numba hidden by benchmarks/demo_routes.py: the d
 
 def _routes(out: Path) -> dict:
     """``{run.json path: force route}`` of every biased run under ``out``."""
-    found = {}
-    for p in sorted(out.rglob("run.json")):
-        try:
-            info = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        force = info.get("force_info") or info.get("force") or {}
-        route = force.get("route") if isinstance(force, dict) else None
-        if route is not None:
-            found[str(p.relative_to(out))] = route
-    return found
+    return {str(p.relative_to(out)): json.loads(p.read_text())["force"]["route"] for p in sorted(out.rglob("run.json"))}
 
 
 def run_demo(quick: bool, native: bool, work: Path) -> dict:
